@@ -1,0 +1,42 @@
+//! The one error type of the protocol core; every variant is something a peer or the registry did.
+
+/// Why a protocol operation failed. Receivers drop the input and count the variant; none is fatal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The bytes do not have the documented layout (the text says which field).
+    #[error("malformed input: {0}")]
+    Malformed(&'static str),
+    /// An Ed25519 signature did not verify against the expected identity key.
+    #[error("bad signature")]
+    BadSignature,
+    /// The REVEAL does not match the commitment made in the OFFER.
+    #[error("REVEAL does not match the OFFER's commitment")]
+    CommitmentMismatch,
+    /// A message arrived that does not belong to this state (other call, other party, wrong order).
+    #[error("message not valid in this state: {0}")]
+    WrongState(&'static str),
+    /// A media frame with a counter already accepted.
+    #[error("replayed frame")]
+    Replay,
+    /// A media frame older than the replay window.
+    #[error("frame older than the replay window")]
+    TooOld,
+    /// AES-GCM authentication failed: wrong key, wrong direction or tampered bytes.
+    #[error("authentication tag mismatch")]
+    TagFailure,
+    /// The frame is addressed to another media session.
+    #[error("frame for another session")]
+    WrongSession,
+    /// The caller-supplied output buffer cannot hold the result.
+    #[error("output buffer too small")]
+    BufferTooSmall,
+    /// A username outside `[a-z0-9_.-]{1,32}`.
+    #[error("invalid username: use 1-32 characters from a-z, 0-9, '_', '.', '-'")]
+    InvalidUsername,
+    /// A public key or ciphertext of the wrong length or not a valid encoding.
+    #[error("invalid key: {0}")]
+    InvalidKey(&'static str),
+    /// The per-direction frame counter is exhausted; the call must be re-keyed.
+    #[error("frame counter exhausted")]
+    CounterExhausted,
+}

@@ -1,0 +1,28 @@
+//! qvoice-proto: the sans-IO protocol core shared by the qvoice client and registry.
+//!
+//! It owns every byte that crosses a trust boundary: identity and prekey formats, the three-message hybrid
+//! post-quantum handshake (OFFER, ANSWER, REVEAL), the key schedule, the short authentication string and
+//! safety numbers, request signatures for the registry, and the encrypted media frame format with its replay
+//! window. It never opens a socket, reads a clock or an OS random source: time is an argument and randomness
+//! comes from a `CryptoRng` the caller passes, so whole calls can be simulated deterministically in tests.
+//! `docs/PROTOCOL.md` specifies the same formats byte by byte.
+
+pub mod auth;
+pub mod b64;
+mod codec;
+mod error;
+pub mod frame;
+pub mod handshake;
+pub mod identity;
+pub mod media;
+mod types;
+
+pub use error::Error;
+pub use frame::{FrameType, Header};
+pub use handshake::{Answer, Callee, CalleeParams, Caller, CallerParams, Offer, Reveal, SessionKeys};
+pub use identity::{IdentityKey, IdentitySecret, PrekeySecret, SignedPrekey, safety_number};
+pub use media::{MediaCrypto, Opened, ReplayWindow};
+pub use types::{CallId, Candidate, Codec, Role, SessionId, Username};
+
+/// Protocol version carried in every handshake message and media frame header.
+pub const PROTOCOL_VERSION: u8 = 1;

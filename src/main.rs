@@ -1,0 +1,1 @@
+fn main() { println!("qvoice {}", env!("CARGO_PKG_VERSION")); }
