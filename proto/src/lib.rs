@@ -16,6 +16,8 @@ pub mod handshake;
 pub mod identity;
 pub mod media;
 mod types;
+#[cfg(test)]
+mod vectors;
 
 pub use error::Error;
 pub use frame::{FrameType, Header};
