@@ -1,0 +1,584 @@
+//! HTTP handlers. Each one validates its input into proto newtypes at the edge, authenticates,
+//! checks, and only then changes state, so a failed request leaves everything as it was.
+//! JSON shapes are documented in docs/REGISTRY.md.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use qvoice_proto::{Answer, CallId, IdentityKey, Offer, Reveal, SignedPrekey, Username};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::auth::SignedRequest;
+use crate::calls::{Action, Call, CallState};
+use crate::error::ApiError;
+use crate::events::{Event, IncomingCall, OnClose, READY_ONLINE_MAX, sse_stream};
+use crate::store::{RegisterOutcome, UserRecord};
+
+/// Longest display name, in characters.
+pub const DISPLAY_NAME_MAX: usize = 64;
+/// Longest hang-up/reject reason, in characters.
+pub const REASON_MAX: usize = 128;
+/// Most users returned by one `/users` page.
+pub const USERS_PAGE_MAX: usize = 200;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))
+}
+
+fn decode(field: &'static str, text: &str) -> ApiResult<Vec<u8>> {
+    qvoice_proto::b64::decode(text).map_err(|_| ApiError::InvalidBase64(field))
+}
+
+fn parse_call_id(s: &str) -> ApiResult<CallId> {
+    CallId::from_hex(s).map_err(|_| ApiError::InvalidField("call_id must be 32 lowercase hex digits".to_owned()))
+}
+
+fn check_text(field: &str, s: &str, max: usize) -> ApiResult<()> {
+    if s.chars().count() > max || s.chars().any(char::is_control) {
+        return Err(ApiError::InvalidField(format!(
+            "{field} must be at most {max} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn query_params(pq: &str) -> HashMap<String, String> {
+    let Some((_, q)) = pq.split_once('?') else { return HashMap::new() };
+    q.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (kv.to_owned(), String::new()),
+        })
+        .collect()
+}
+
+/// `GET /health`.
+pub async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// `GET /metrics` (Prometheus text).
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render(&state)).into_response()
+}
+
+/// `POST /register` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    /// Must equal the `x-qvoice-user` header.
+    pub username: String,
+    /// Ed25519 public key, base64url (32 bytes).
+    pub identity_key: String,
+    /// Signed ML-KEM-768 prekey in proto encoding, base64url (1252 bytes).
+    pub prekey: String,
+    /// Optional human name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Optional UDP media port (1-65535).
+    #[serde(default)]
+    pub media_port: Option<u16>,
+}
+
+/// `POST /register` response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// The registered name.
+    pub username: String,
+    /// True when the name was newly claimed (201), false for an update (200).
+    pub created: bool,
+    /// The address the registry saw the request come from (`ip:port`), if known.
+    pub observed_addr: Option<String>,
+}
+
+/// `POST /register`: claim a name (TOFU) or update your prekey, display name or media port.
+pub async fn register(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Response> {
+    state.limiters().register_ip(req.peer.map(|p| p.ip()))?;
+    let body: RegisterBody = parse_json(&req.body)?;
+    let username = Username::parse(&body.username).map_err(|_| ApiError::InvalidUsername)?;
+    if username != req.user {
+        return Err(ApiError::InvalidField("body username must equal the x-qvoice-user header".to_owned()));
+    }
+    let identity_key = IdentityKey::from_bytes(&decode("identity_key", &body.identity_key)?)
+        .map_err(|_| ApiError::InvalidKey("identity_key"))?;
+    let prekey_bytes = decode("prekey", &body.prekey)?;
+    let prekey = SignedPrekey::parse(&prekey_bytes).map_err(|_| ApiError::InvalidKey("prekey"))?;
+    if let Some(name) = &body.display_name {
+        check_text("display_name", name, DISPLAY_NAME_MAX)?;
+    }
+    if body.media_port == Some(0) {
+        return Err(ApiError::InvalidField("media_port must be 1-65535".to_owned()));
+    }
+    if let Some(existing) = state.store().get(username.as_str())
+        && existing.identity_key != identity_key
+    {
+        return Err(ApiError::UsernameTaken(username.to_string()));
+    }
+    // Proof of possession: the request is signed by the key being registered.
+    req.verify(&state, &identity_key)?;
+    prekey.verify(&identity_key).map_err(|_| ApiError::BadMessageSignature("prekey"))?;
+    state.limiters().register_user(username.as_str())?;
+    let now = state.now_ms();
+    let rec = UserRecord {
+        username: username.clone(),
+        identity_key,
+        prekey: prekey_bytes,
+        display_name: body.display_name,
+        media_port: body.media_port,
+        registered_ms: now,
+        updated_ms: now,
+    };
+    let st = state.clone();
+    let outcome = tokio::task::spawn_blocking(move || st.store().register(rec))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("register task: {e}")))??;
+    let created = match outcome {
+        RegisterOutcome::Taken => return Err(ApiError::UsernameTaken(username.to_string())),
+        RegisterOutcome::Created => true,
+        RegisterOutcome::Updated => false,
+    };
+    tracing::info!(user = %username, created, "registered");
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let resp =
+        RegisterResponse { username: username.to_string(), created, observed_addr: req.peer.map(|p| p.to_string()) };
+    Ok((status, Json(resp)).into_response())
+}
+
+/// `GET /fetch/{username}` response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FetchResponse {
+    /// The name.
+    pub username: String,
+    /// Ed25519 public key, base64url.
+    pub identity_key: String,
+    /// Signed prekey, base64url (proto encoding).
+    pub prekey: String,
+    /// The prekey's id.
+    pub prekey_id: u32,
+    /// Optional human name.
+    pub display_name: Option<String>,
+    /// Optional media port.
+    pub media_port: Option<u16>,
+    /// Whether the user has an open `/events` stream.
+    pub online: bool,
+    /// When the user was last online (Unix ms); now if online, null if never seen.
+    pub last_seen_ms: Option<u64>,
+    /// When the name was claimed (Unix ms).
+    pub registered_ms: u64,
+}
+
+/// `GET /fetch/{username}`: public key bundle and presence (no auth, like the seed).
+pub async fn fetch(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<FetchResponse>> {
+    let username = Username::parse(&name).map_err(|_| ApiError::InvalidUsername)?;
+    let rec = state.store().get(username.as_str()).ok_or_else(|| ApiError::UnknownUser(name.clone()))?;
+    let online = state.hub().is_online(username.as_str());
+    let prekey_id = SignedPrekey::parse(&rec.prekey).map(|p| p.id).unwrap_or(0);
+    Ok(Json(FetchResponse {
+        username: name,
+        identity_key: qvoice_proto::b64::encode(rec.identity_key.as_bytes()),
+        prekey: qvoice_proto::b64::encode(&rec.prekey),
+        prekey_id,
+        display_name: rec.display_name.clone(),
+        media_port: rec.media_port,
+        online,
+        last_seen_ms: if online { Some(state.now_ms()) } else { state.store().last_seen(username.as_str()) },
+        registered_ms: rec.registered_ms,
+    }))
+}
+
+/// One `/users` entry.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserEntry {
+    /// The name.
+    pub username: String,
+    /// Optional human name.
+    pub display_name: Option<String>,
+    /// Whether online now.
+    pub online: bool,
+    /// Last online (Unix ms), if known.
+    pub last_seen_ms: Option<u64>,
+}
+
+/// `GET /users` response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UsersResponse {
+    /// This page, in name order.
+    pub users: Vec<UserEntry>,
+    /// Pass as `?after=` for the next page; null on the last page.
+    pub next: Option<String>,
+}
+
+/// `GET /users?after=NAME&limit=N`: the contact directory, paginated (authenticated).
+pub async fn users(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Json<UsersResponse>> {
+    req.authenticate(&state)?;
+    let q = query_params(&req.path_and_query);
+    let limit = match q.get("limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|&l| (1..=USERS_PAGE_MAX).contains(&l))
+            .ok_or_else(|| ApiError::InvalidField(format!("limit must be 1-{USERS_PAGE_MAX}")))?,
+        None => 50,
+    };
+    let after = match q.get("after") {
+        Some(a) => Some(Username::parse(a).map_err(|_| ApiError::InvalidUsername)?),
+        None => None,
+    };
+    let page = state.store().list(after.as_ref().map(Username::as_str), limit + 1);
+    let more = page.len() > limit;
+    let users: Vec<UserEntry> = page
+        .iter()
+        .take(limit)
+        .map(|u| {
+            let online = state.hub().is_online(u.username.as_str());
+            UserEntry {
+                username: u.username.to_string(),
+                display_name: u.display_name.clone(),
+                online,
+                last_seen_ms: state.store().last_seen(u.username.as_str()),
+            }
+        })
+        .collect();
+    let next = if more { users.last().map(|u| u.username.clone()) } else { None };
+    Ok(Json(UsersResponse { users, next }))
+}
+
+/// `POST /call/initiate` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitiateBody {
+    /// The caller's signed OFFER, base64url.
+    pub offer: String,
+}
+
+/// Response of the call-changing endpoints.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CallStateResponse {
+    /// Call id.
+    pub call_id: String,
+    /// New state.
+    pub state: CallState,
+    /// For a ringing call: when it becomes `missed` (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+}
+
+/// `POST /call/initiate`: relay a verified OFFER to the callee.
+pub async fn initiate(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Response> {
+    state.limiters().initiate_ip(req.peer.map(|p| p.ip()))?;
+    let me = req.authenticate(&state)?;
+    state.limiters().initiate_user(me.username.as_str())?;
+    let body: InitiateBody = parse_json(&req.body)?;
+    let bytes = decode("offer", &body.offer)?;
+    let offer = Offer::parse(&bytes).map_err(|_| ApiError::InvalidMessage("offer"))?;
+    if offer.caller != me.username {
+        return Err(ApiError::Forbidden("offer.caller must be the signing user"));
+    }
+    if offer.callee == me.username {
+        return Err(ApiError::SelfCall);
+    }
+    if offer.caller_key != me.identity_key {
+        return Err(ApiError::BadMessageSignature("offer"));
+    }
+    offer.verify().map_err(|_| ApiError::BadMessageSignature("offer"))?;
+    let now = state.now_ms();
+    if now.abs_diff(offer.timestamp_ms) > state.config().max_skew_ms {
+        return Err(ApiError::InvalidField(
+            "offer timestamp is more than 2 minutes from server time; check the system clock".to_owned(),
+        ));
+    }
+    let callee =
+        state.store().get(offer.callee.as_str()).ok_or_else(|| ApiError::UnknownUser(offer.callee.to_string()))?;
+    let id = offer.call_id;
+    let (notices, expires) = state.with_calls(|b| {
+        let n = b.initiate(now, id, me.username.as_str(), callee.username.as_str(), bytes);
+        (n, now.saturating_add(b.ringing_timeout_ms()))
+    })?;
+    let notices = notices?;
+    state.deliver(notices);
+    state.call_created();
+    tracing::info!(call = %id, caller = %me.username, callee = %callee.username, "call initiated");
+    let resp = CallStateResponse { call_id: id.to_hex(), state: CallState::Ringing, expires_ms: Some(expires) };
+    Ok((StatusCode::CREATED, Json(resp)).into_response())
+}
+
+/// `GET /call/pending/{username}` response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PendingResponse {
+    /// Calls ringing for you, oldest first.
+    pub calls: Vec<IncomingCall>,
+}
+
+/// `GET /call/pending/{username}?wait=SECONDS`: calls ringing for you; with `wait`, holds the
+/// request until one arrives or the wait ends (long-poll).
+pub async fn pending(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    req: SignedRequest,
+) -> ApiResult<Json<PendingResponse>> {
+    let username = Username::parse(&name).map_err(|_| ApiError::InvalidUsername)?;
+    let me = req.authenticate(&state)?;
+    if username != me.username {
+        return Err(ApiError::Forbidden("you can only read your own pending calls"));
+    }
+    let q = query_params(&req.path_and_query);
+    let max = state.config().long_poll_max.as_secs();
+    let wait = match q.get("wait") {
+        Some(w) => w
+            .parse::<u64>()
+            .ok()
+            .filter(|&w| w <= max)
+            .ok_or_else(|| ApiError::InvalidField(format!("wait must be 0-{max} seconds")))?,
+        None => 0,
+    };
+    // Subscribe before looking, so a call arriving in between still wakes us.
+    let mut ringing = state.hub().ringing();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    loop {
+        let calls = state.with_calls(|b| b.pending_for(me.username.as_str()))?;
+        if !calls.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(PendingResponse { calls }));
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, ringing.recv()).await {
+                Err(_) => break,
+                Ok(Ok(who)) if who != me.username.as_str() => {}
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    return Err(ApiError::ShuttingDown);
+                }
+                Ok(_) => break,
+            }
+        }
+    }
+}
+
+/// `POST /call/accept` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptBody {
+    /// Call id (32 hex).
+    pub call_id: String,
+    /// The callee's signed ANSWER, base64url.
+    pub answer: String,
+}
+
+/// `POST /call/accept`: the callee's verified ANSWER goes to the caller.
+pub async fn accept(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Json<CallStateResponse>> {
+    let me = req.authenticate(&state)?;
+    let body: AcceptBody = parse_json(&req.body)?;
+    let id = parse_call_id(&body.call_id)?;
+    let bytes = decode("answer", &body.answer)?;
+    let answer = Answer::parse(&bytes).map_err(|_| ApiError::InvalidMessage("answer"))?;
+    if answer.call_id != id {
+        return Err(ApiError::InvalidMessage("answer"));
+    }
+    let now = state.now_ms();
+    let user = me.username.as_str();
+    let notices = state.with_calls(|b| {
+        let call = b.check(&id, user, &Action::Accept(Vec::new()))?;
+        let offer = stored_offer(call)?;
+        if answer.callee_key != me.identity_key {
+            return Err(ApiError::BadMessageSignature("answer"));
+        }
+        answer.verify(&offer).map_err(|_| ApiError::BadMessageSignature("answer"))?;
+        b.act(now, &id, user, Action::Accept(bytes), None)
+    })??;
+    state.deliver(notices);
+    tracing::info!(call = %id, "call accepted");
+    Ok(Json(CallStateResponse { call_id: id.to_hex(), state: CallState::Accepted, expires_ms: None }))
+}
+
+fn stored_offer(call: &Call) -> ApiResult<Offer> {
+    Offer::parse(&call.offer).map_err(|e| ApiError::Internal(anyhow::anyhow!("stored offer unparsable: {e}")))
+}
+
+/// `POST /call/confirm` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmBody {
+    /// Call id (32 hex).
+    pub call_id: String,
+    /// The caller's REVEAL, base64url.
+    pub reveal: String,
+}
+
+/// `POST /call/confirm`: the caller's verified REVEAL goes to the callee; the call is active.
+pub async fn confirm(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Json<CallStateResponse>> {
+    let me = req.authenticate(&state)?;
+    let body: ConfirmBody = parse_json(&req.body)?;
+    let id = parse_call_id(&body.call_id)?;
+    let bytes = decode("reveal", &body.reveal)?;
+    let reveal = Reveal::parse(&bytes).map_err(|_| ApiError::InvalidMessage("reveal"))?;
+    if reveal.call_id != id {
+        return Err(ApiError::InvalidMessage("reveal"));
+    }
+    let now = state.now_ms();
+    let user = me.username.as_str();
+    let notices = state.with_calls(|b| {
+        let call = b.check(&id, user, &Action::Confirm(Vec::new()))?;
+        let offer = stored_offer(call)?;
+        let answer_bytes = call.answer.as_deref().ok_or(ApiError::WrongState("ringing"))?;
+        let answer = Answer::parse(answer_bytes)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored answer unparsable: {e}")))?;
+        reveal.verify(&offer, &answer).map_err(|_| ApiError::BadMessageSignature("reveal"))?;
+        b.act(now, &id, user, Action::Confirm(bytes), None)
+    })??;
+    state.deliver(notices);
+    tracing::info!(call = %id, "call active");
+    Ok(Json(CallStateResponse { call_id: id.to_hex(), state: CallState::Active, expires_ms: None }))
+}
+
+/// Body of reject, cancel and hangup.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndBody {
+    /// Call id (32 hex).
+    pub call_id: String,
+    /// Optional short reason shown to the other party.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+async fn end_call(
+    state: AppState,
+    req: SignedRequest,
+    make: fn() -> Action,
+    result: CallState,
+) -> ApiResult<Json<CallStateResponse>> {
+    let me = req.authenticate(&state)?;
+    let body: EndBody = parse_json(&req.body)?;
+    let id = parse_call_id(&body.call_id)?;
+    if let Some(r) = &body.reason {
+        check_text("reason", r, REASON_MAX)?;
+    }
+    let now = state.now_ms();
+    let notices = state.with_calls(|b| b.act(now, &id, me.username.as_str(), make(), body.reason))??;
+    state.deliver(notices);
+    tracing::info!(call = %id, state = result.as_str(), "call ended");
+    Ok(Json(CallStateResponse { call_id: id.to_hex(), state: result, expires_ms: None }))
+}
+
+/// `POST /call/reject` (callee, while ringing).
+pub async fn reject(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Json<CallStateResponse>> {
+    end_call(state, req, || Action::Reject, CallState::Rejected).await
+}
+
+/// `POST /call/cancel` (caller, before active).
+pub async fn cancel(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Json<CallStateResponse>> {
+    end_call(state, req, || Action::Cancel, CallState::Cancelled).await
+}
+
+/// `POST /call/hangup` (either party, while live).
+pub async fn hangup(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Json<CallStateResponse>> {
+    end_call(state, req, || Action::Hangup, CallState::Ended).await
+}
+
+/// `GET /call/status/{call_id}` response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// Call id.
+    pub call_id: String,
+    /// Current state.
+    pub state: CallState,
+    /// Caller's username.
+    pub caller: String,
+    /// Callee's username.
+    pub callee: String,
+    /// OFFER, base64url.
+    pub offer: String,
+    /// ANSWER, base64url, once accepted.
+    pub answer: Option<String>,
+    /// REVEAL, base64url, once confirmed.
+    pub reveal: Option<String>,
+    /// When it started (Unix ms).
+    pub created_ms: u64,
+    /// Last change (Unix ms).
+    pub updated_ms: u64,
+    /// Why it ended, if it did.
+    pub reason: Option<String>,
+}
+
+/// `GET /call/status/{call_id}` (parties only).
+pub async fn status(
+    State(state): State<AppState>,
+    Path(call_id): Path<String>,
+    req: SignedRequest,
+) -> ApiResult<Json<StatusResponse>> {
+    let me = req.authenticate(&state)?;
+    let id = parse_call_id(&call_id)?;
+    let user = me.username.as_str();
+    let resp = state.with_calls(|b| {
+        let c = b.get(&id).ok_or(ApiError::UnknownCall)?;
+        if c.caller != user && c.callee != user {
+            return Err(ApiError::Forbidden("only the two parties may read a call's status"));
+        }
+        let enc = |v: &Option<Vec<u8>>| v.as_deref().map(qvoice_proto::b64::encode);
+        Ok(StatusResponse {
+            call_id: c.id.to_hex(),
+            state: c.state,
+            caller: c.caller.clone(),
+            callee: c.callee.clone(),
+            offer: qvoice_proto::b64::encode(&c.offer),
+            answer: enc(&c.answer),
+            reveal: enc(&c.reveal),
+            created_ms: c.created_ms,
+            updated_ms: c.updated_ms,
+            reason: c.reason.clone(),
+        })
+    })??;
+    Ok(Json(resp))
+}
+
+struct StreamClosed {
+    state: AppState,
+    user: String,
+    id: u64,
+}
+
+impl OnClose for StreamClosed {
+    fn closed(&mut self) {
+        if !self.state.hub().unsubscribe(&self.user, self.id) {
+            return;
+        }
+        tracing::debug!(user = self.user, "offline");
+        let ev = Event::Presence { username: self.user.clone(), online: false };
+        self.state.hub().broadcast(&ev, &self.user);
+        let now = self.state.now_ms();
+        let (state, user) = (self.state.clone(), self.user.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn_blocking(move || {
+                if let Err(e) = state.store().set_last_seen(&user, now) {
+                    tracing::warn!(error = format!("{e:#}"), "could not persist last_seen");
+                }
+            });
+        }
+    }
+}
+
+/// `GET /events`: Server-Sent Events stream of your call events and everyone's presence.
+/// Holding it open is what makes you online.
+pub async fn events(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Response> {
+    let me: Arc<UserRecord> = req.authenticate(&state)?;
+    let user = me.username.to_string();
+    let (id, rx, came_online) = state.hub().subscribe(&user);
+    if came_online {
+        tracing::debug!(user, "online");
+        state.hub().broadcast(&Event::Presence { username: user.clone(), online: true }, &user);
+    }
+    let first = Event::Ready { username: user.clone(), online: state.hub().online(READY_ONLINE_MAX) };
+    let guard = StreamClosed { state: state.clone(), user, id };
+    let stream = sse_stream(first, rx, state.hub().shutdown(), guard);
+    let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(state.config().sse_keepalive));
+    Ok(([(header::CACHE_CONTROL, "no-store")], sse).into_response())
+}

@@ -1,0 +1,170 @@
+//! Signed-request authentication. Every endpoint except health, metrics and fetch carries
+//! `x-qvoice-user`, `x-qvoice-timestamp` (Unix ms) and `x-qvoice-signature` (base64url Ed25519)
+//! over the byte string built by `qvoice_proto::auth::signing_bytes` (method, path and query, user,
+//! timestamp, SHA-256 of the body; see docs/REGISTRY.md).
+//!
+//! Checks run cheapest first: headers, clock skew (2 minutes by default), signature, and only then
+//! the replay cache, so forged requests cannot fill the cache. A signature is remembered until its
+//! timestamp falls out of the skew window, after which the skew check alone rejects it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, Request};
+use axum::http::StatusCode;
+use qvoice_proto::auth::{HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_USER};
+use qvoice_proto::{IdentityKey, Username};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Ed25519 signature length.
+pub const SIGNATURE_LEN: usize = 64;
+/// Replay cache entries beyond which new signed requests are refused until old ones expire.
+pub const REPLAY_CACHE_MAX: usize = 1_000_000;
+
+/// A request with its auth headers parsed and its body read, not yet verified.
+#[derive(Debug)]
+pub struct SignedRequest {
+    /// The claimed signer.
+    pub user: Username,
+    /// Claimed signing time (Unix ms).
+    pub timestamp_ms: u64,
+    /// The raw signature.
+    pub signature: [u8; SIGNATURE_LEN],
+    /// HTTP method, upper case.
+    pub method: String,
+    /// Path and query exactly as sent.
+    pub path_and_query: String,
+    /// The request body.
+    pub body: Bytes,
+    /// The peer address the server saw, if known.
+    pub peer: Option<SocketAddr>,
+}
+
+impl FromRequest<AppState> for SignedRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (user, timestamp_ms, signature, method, path_and_query, peer) = {
+            let h = req.headers();
+            let header = |name: &str| -> Result<String, ApiError> {
+                h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned).ok_or(ApiError::MissingAuth)
+            };
+            let user = Username::parse(&header(HEADER_USER)?).map_err(|_| ApiError::InvalidUsername)?;
+            let timestamp_ms: u64 = header(HEADER_TIMESTAMP)?.parse().map_err(|_| ApiError::MissingAuth)?;
+            let sig = qvoice_proto::b64::decode(&header(HEADER_SIGNATURE)?).map_err(|_| ApiError::BadSignature)?;
+            let signature: [u8; SIGNATURE_LEN] = sig.try_into().map_err(|_| ApiError::BadSignature)?;
+            let method = req.method().as_str().to_owned();
+            let uri = req.uri();
+            let path_and_query = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+            let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+            (user, timestamp_ms, signature, method, path_and_query, peer)
+        };
+        let limit = state.config().body_limit;
+        let body = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::BodyTooLarge(limit)
+            } else {
+                ApiError::InvalidField("could not read the request body".to_owned())
+            }
+        })?;
+        Ok(Self { user, timestamp_ms, signature, method, path_and_query, body, peer })
+    }
+}
+
+impl SignedRequest {
+    /// Verifies skew, signature against `key`, and freshness.
+    ///
+    /// Fails with `StaleTimestamp`, `BadSignature` or `Replayed`.
+    pub fn verify(&self, state: &AppState, key: &IdentityKey) -> Result<(), ApiError> {
+        let now = state.now_ms();
+        let skew = state.config().max_skew_ms;
+        if now.abs_diff(self.timestamp_ms) > skew {
+            return Err(ApiError::StaleTimestamp(skew / 1000));
+        }
+        qvoice_proto::auth::verify_request(
+            key,
+            &self.method,
+            &self.path_and_query,
+            self.user.as_str(),
+            self.timestamp_ms,
+            &self.body,
+            &self.signature,
+        )
+        .map_err(|_| ApiError::BadSignature)?;
+        state.replay().check_and_insert(&self.signature, self.timestamp_ms.saturating_add(skew), now)
+    }
+
+    /// Verifies against the signer's registered key and returns their record.
+    ///
+    /// Fails with `Unauthenticated` for an unregistered signer, else like [`SignedRequest::verify`].
+    pub fn authenticate(&self, state: &AppState) -> Result<std::sync::Arc<crate::store::UserRecord>, ApiError> {
+        let rec = state.store().get(self.user.as_str()).ok_or(ApiError::Unauthenticated)?;
+        self.verify(state, &rec.identity_key)?;
+        Ok(rec)
+    }
+}
+
+/// Signatures seen within the skew window.
+#[derive(Debug, Default)]
+pub struct ReplayCache {
+    seen: Mutex<HashMap<[u8; SIGNATURE_LEN], u64>>,
+}
+
+impl ReplayCache {
+    /// Remembers `sig` until `expires_ms`.
+    ///
+    /// Fails with `Replayed` when `sig` is already remembered, and `RateLimited` when the cache is
+    /// full of unexpired entries.
+    pub fn check_and_insert(&self, sig: &[u8; SIGNATURE_LEN], expires_ms: u64, now: u64) -> Result<(), ApiError> {
+        let mut seen = self.seen.lock().map_err(|_| ApiError::Internal(anyhow::anyhow!("replay lock poisoned")))?;
+        if seen.get(sig).is_some_and(|&exp| exp >= now) {
+            return Err(ApiError::Replayed);
+        }
+        if seen.len() >= REPLAY_CACHE_MAX {
+            seen.retain(|_, exp| *exp >= now);
+            if seen.len() >= REPLAY_CACHE_MAX {
+                return Err(ApiError::RateLimited);
+            }
+        }
+        seen.insert(*sig, expires_ms);
+        Ok(())
+    }
+
+    /// Forgets expired entries.
+    pub fn prune(&self, now: u64) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.retain(|_, exp| *exp >= now);
+        }
+    }
+
+    /// Number of remembered signatures.
+    pub fn len(&self) -> usize {
+        self.seen.lock().map_or(0, |s| s.len())
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_cache_rejects_repeats_until_expiry_then_prunes() {
+        let c = ReplayCache::default();
+        let s = [7u8; 64];
+        c.check_and_insert(&s, 1_000, 0).unwrap();
+        assert_eq!(c.check_and_insert(&s, 1_000, 999).unwrap_err().code(), "replayed");
+        c.prune(1_000);
+        assert_eq!(c.len(), 1);
+        c.prune(1_001);
+        assert!(c.is_empty());
+    }
+}

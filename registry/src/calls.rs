@@ -1,0 +1,467 @@
+//! Call sessions: the signaling state machine, in memory, with no I/O and no clock of its own.
+//!
+//! ```text
+//! ringing ──accept──▶ accepted ──confirm──▶ active ──hangup──▶ ended
+//!    │ reject ▶ rejected     │ cancel ▶ cancelled
+//!    │ cancel ▶ cancelled    │ no confirm within the ringing timeout ▶ failed
+//!    │ timeout ▶ missed      └ hangup ▶ ended
+//! initiate while the callee is in a live call ▶ busy
+//! ```
+//!
+//! Every operation takes `now` (Unix ms) from the caller and returns the events to deliver, so the
+//! whole machine, timeouts included, is tested in virtual time. Terminal calls stay readable for
+//! `purge_after` and are then forgotten. Handshake messages are stored as the opaque, already
+//! verified bytes the parties sent; the registry relays them and never sees media keys.
+
+use std::collections::HashMap;
+
+use qvoice_proto::CallId;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::events::{Event, IncomingCall};
+
+/// Where a call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    /// Offer delivered, callee not yet answered.
+    Ringing,
+    /// Callee answered; waiting for the caller's reveal.
+    Accepted,
+    /// Handshake complete; media flows peer to peer.
+    Active,
+    /// Hung up by a party.
+    Ended,
+    /// Callee declined.
+    Rejected,
+    /// Caller gave up before the call became active.
+    Cancelled,
+    /// Nobody answered within the ringing timeout.
+    Missed,
+    /// Callee was in another call.
+    Busy,
+    /// The handshake did not complete in time.
+    Failed,
+}
+
+impl CallState {
+    /// All states, for metrics.
+    pub const ALL: [CallState; 9] = [
+        Self::Ringing,
+        Self::Accepted,
+        Self::Active,
+        Self::Ended,
+        Self::Rejected,
+        Self::Cancelled,
+        Self::Missed,
+        Self::Busy,
+        Self::Failed,
+    ];
+
+    /// The state's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ringing => "ringing",
+            Self::Accepted => "accepted",
+            Self::Active => "active",
+            Self::Ended => "ended",
+            Self::Rejected => "rejected",
+            Self::Cancelled => "cancelled",
+            Self::Missed => "missed",
+            Self::Busy => "busy",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Whether the call is still in progress.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Ringing | Self::Accepted | Self::Active)
+    }
+}
+
+/// One call session.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Random id chosen by the caller (inside the signed offer).
+    pub id: CallId,
+    /// Caller's username.
+    pub caller: String,
+    /// Callee's username.
+    pub callee: String,
+    /// Current state.
+    pub state: CallState,
+    /// Verified OFFER bytes.
+    pub offer: Vec<u8>,
+    /// Verified ANSWER bytes, once accepted.
+    pub answer: Option<Vec<u8>>,
+    /// Verified REVEAL bytes, once confirmed.
+    pub reveal: Option<Vec<u8>>,
+    /// When the offer arrived (Unix ms).
+    pub created_ms: u64,
+    /// Last transition (Unix ms).
+    pub updated_ms: u64,
+    /// Why it ended, if it did and a reason is known.
+    pub reason: Option<String>,
+}
+
+/// What a party asks to do with a call.
+#[derive(Debug)]
+pub enum Action {
+    /// Callee answers with verified ANSWER bytes.
+    Accept(Vec<u8>),
+    /// Caller completes with verified REVEAL bytes.
+    Confirm(Vec<u8>),
+    /// Callee declines.
+    Reject,
+    /// Caller gives up before the call is active.
+    Cancel,
+    /// Either party ends the call.
+    Hangup,
+}
+
+impl Action {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Accept(_) => "accept",
+            Self::Confirm(_) => "confirm",
+            Self::Reject => "reject",
+            Self::Cancel => "cancel",
+            Self::Hangup => "hangup",
+        }
+    }
+}
+
+/// An event addressed to one user.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// Recipient username.
+    pub to: String,
+    /// What happened.
+    pub event: Event,
+}
+
+/// All known calls.
+#[derive(Debug)]
+pub struct CallBook {
+    calls: HashMap<CallId, Call>,
+    ringing_timeout_ms: u64,
+    purge_after_ms: u64,
+}
+
+impl CallBook {
+    /// An empty book with the given ringing timeout and purge delay (milliseconds).
+    pub fn new(ringing_timeout_ms: u64, purge_after_ms: u64) -> Self {
+        Self { calls: HashMap::new(), ringing_timeout_ms, purge_after_ms }
+    }
+
+    /// The ringing timeout in milliseconds.
+    pub fn ringing_timeout_ms(&self) -> u64 {
+        self.ringing_timeout_ms
+    }
+
+    /// The call `id`, if known.
+    pub fn get(&self, id: &CallId) -> Option<&Call> {
+        self.calls.get(id)
+    }
+
+    /// Number of calls per state.
+    pub fn counts(&self) -> HashMap<CallState, usize> {
+        let mut m = HashMap::new();
+        for c in self.calls.values() {
+            *m.entry(c.state).or_insert(0) += 1;
+        }
+        m
+    }
+
+    fn in_live_call(&self, user: &str) -> bool {
+        self.calls.values().any(|c| c.state.is_live() && (c.caller == user || c.callee == user))
+    }
+
+    /// Records a new, already verified offer from `caller` to `callee`.
+    ///
+    /// Fails with `CallExists` for a reused id, `AlreadyInCall` when the caller is in a live call,
+    /// and `Busy` when the callee is; the busy attempt is still recorded (state `busy`) so the
+    /// caller can read it back, and the callee's call is untouched.
+    pub fn initiate(
+        &mut self,
+        now: u64,
+        id: CallId,
+        caller: &str,
+        callee: &str,
+        offer: Vec<u8>,
+    ) -> Result<Vec<Notice>, ApiError> {
+        if self.calls.contains_key(&id) {
+            return Err(ApiError::CallExists);
+        }
+        if self.in_live_call(caller) {
+            return Err(ApiError::AlreadyInCall);
+        }
+        let busy = self.in_live_call(callee);
+        let call = Call {
+            id,
+            caller: caller.to_owned(),
+            callee: callee.to_owned(),
+            state: if busy { CallState::Busy } else { CallState::Ringing },
+            offer,
+            answer: None,
+            reveal: None,
+            created_ms: now,
+            updated_ms: now,
+            reason: busy.then(|| "callee busy".to_owned()),
+        };
+        let notice = Notice { to: callee.to_owned(), event: Event::IncomingCall(self.incoming(&call)) };
+        self.calls.insert(id, call);
+        if busy {
+            return Err(ApiError::Busy(callee.to_owned()));
+        }
+        Ok(vec![notice])
+    }
+
+    /// The push/pending view of a ringing call.
+    pub fn incoming(&self, call: &Call) -> IncomingCall {
+        IncomingCall {
+            call_id: call.id.to_hex(),
+            caller: call.caller.clone(),
+            offer: qvoice_proto::b64::encode(&call.offer),
+            created_ms: call.created_ms,
+            expires_ms: call.created_ms.saturating_add(self.ringing_timeout_ms),
+        }
+    }
+
+    /// Calls ringing for `callee`, oldest first.
+    pub fn pending_for(&self, callee: &str) -> Vec<IncomingCall> {
+        let mut v: Vec<&Call> =
+            self.calls.values().filter(|c| c.state == CallState::Ringing && c.callee == callee).collect();
+        v.sort_by_key(|c| c.created_ms);
+        v.into_iter().map(|c| self.incoming(c)).collect()
+    }
+
+    /// Checks that `user` may do `action` to call `id` in its current state, without changing it.
+    ///
+    /// Fails with `UnknownCall`, `Forbidden` (wrong party) or `WrongState`.
+    pub fn check(&self, id: &CallId, user: &str, action: &Action) -> Result<&Call, ApiError> {
+        let call = self.calls.get(id).ok_or(ApiError::UnknownCall)?;
+        let is_caller = call.caller == user;
+        let is_callee = call.callee == user;
+        let role_ok = match action {
+            Action::Accept(_) | Action::Reject => is_callee,
+            Action::Confirm(_) | Action::Cancel => is_caller,
+            Action::Hangup => is_caller || is_callee,
+        };
+        if !role_ok {
+            return Err(ApiError::Forbidden(match action {
+                Action::Accept(_) | Action::Reject => "only the callee may accept or reject a call",
+                Action::Confirm(_) | Action::Cancel => "only the caller may confirm or cancel a call",
+                Action::Hangup => "only the two parties may hang up a call",
+            }));
+        }
+        let state_ok = match action {
+            Action::Accept(_) | Action::Reject => call.state == CallState::Ringing,
+            Action::Confirm(_) => call.state == CallState::Accepted,
+            Action::Cancel => matches!(call.state, CallState::Ringing | CallState::Accepted),
+            Action::Hangup => call.state.is_live(),
+        };
+        if !state_ok {
+            return Err(ApiError::WrongState(call.state.as_str()));
+        }
+        Ok(call)
+    }
+
+    /// Applies `action` by `user` to call `id` and returns the events to deliver.
+    ///
+    /// Fails like [`CallBook::check`]; on failure nothing changes.
+    pub fn act(
+        &mut self,
+        now: u64,
+        id: &CallId,
+        user: &str,
+        action: Action,
+        reason: Option<String>,
+    ) -> Result<Vec<Notice>, ApiError> {
+        self.check(id, user, &action)?;
+        let call = self.calls.get_mut(id).ok_or(ApiError::UnknownCall)?;
+        tracing::debug!(call = %call.id.to_hex(), action = action.name(), "call transition");
+        call.updated_ms = now;
+        let call_id = call.id.to_hex();
+        let notices = match action {
+            Action::Accept(answer) => {
+                let ev = Event::CallAccepted {
+                    call_id,
+                    callee: call.callee.clone(),
+                    answer: qvoice_proto::b64::encode(&answer),
+                };
+                call.answer = Some(answer);
+                call.state = CallState::Accepted;
+                vec![Notice { to: call.caller.clone(), event: ev }]
+            }
+            Action::Confirm(reveal) => {
+                let ev = Event::CallConfirmed {
+                    call_id,
+                    caller: call.caller.clone(),
+                    reveal: qvoice_proto::b64::encode(&reveal),
+                };
+                call.reveal = Some(reveal);
+                call.state = CallState::Active;
+                vec![Notice { to: call.callee.clone(), event: ev }]
+            }
+            Action::Reject => end(call, CallState::Rejected, reason),
+            Action::Cancel => end(call, CallState::Cancelled, reason),
+            Action::Hangup => end(call, CallState::Ended, reason),
+        };
+        Ok(notices)
+    }
+
+    /// Times out ringing calls (→ missed) and stalled handshakes (→ failed), and forgets terminal
+    /// calls older than the purge delay. Returns the events to deliver.
+    pub fn sweep(&mut self, now: u64) -> Vec<Notice> {
+        let mut out = Vec::new();
+        for call in self.calls.values_mut() {
+            let expired = now.saturating_sub(call.updated_ms) >= self.ringing_timeout_ms;
+            match call.state {
+                CallState::Ringing if expired => {
+                    call.updated_ms = now;
+                    out.extend(end(call, CallState::Missed, Some("no answer".to_owned())));
+                }
+                CallState::Accepted if expired => {
+                    call.updated_ms = now;
+                    out.extend(end(call, CallState::Failed, Some("handshake not completed".to_owned())));
+                }
+                _ => {}
+            }
+        }
+        let purge = self.purge_after_ms;
+        self.calls.retain(|_, c| c.state.is_live() || now.saturating_sub(c.updated_ms) < purge);
+        out
+    }
+
+    /// The earliest time (Unix ms) at which [`CallBook::sweep`] has something to do, if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.calls
+            .values()
+            .map(|c| {
+                if c.state.is_live() && c.state != CallState::Active {
+                    c.updated_ms.saturating_add(self.ringing_timeout_ms)
+                } else if c.state.is_live() {
+                    u64::MAX
+                } else {
+                    c.updated_ms.saturating_add(self.purge_after_ms)
+                }
+            })
+            .filter(|&t| t != u64::MAX)
+            .min()
+    }
+}
+
+fn end(call: &mut Call, state: CallState, reason: Option<String>) -> Vec<Notice> {
+    call.state = state;
+    call.reason = reason;
+    let ev = Event::CallEnded { call_id: call.id.to_hex(), state, reason: call.reason.clone() };
+    vec![Notice { to: call.caller.clone(), event: ev.clone() }, Notice { to: call.callee.clone(), event: ev }]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: u64 = 45_000;
+    const P: u64 = 300_000;
+
+    fn id(n: u8) -> CallId {
+        CallId::from_hex(&format!("{n:02x}").repeat(16)).unwrap()
+    }
+
+    fn ringing(book: &mut CallBook, n: u8) -> CallId {
+        let id = id(n);
+        book.initiate(1_000, id, "bob", "alice", vec![1, 2, 3]).unwrap();
+        id
+    }
+
+    #[test]
+    fn full_call_walks_every_live_state_and_notifies_the_other_party() {
+        let mut b = CallBook::new(T, P);
+        let c = ringing(&mut b, 1);
+        assert_eq!(b.pending_for("alice").len(), 1);
+        let n = b.act(2_000, &c, "alice", Action::Accept(vec![9]), None).unwrap();
+        assert_eq!(n[0].to, "bob");
+        assert!(matches!(n[0].event, Event::CallAccepted { .. }));
+        assert!(b.pending_for("alice").is_empty());
+        let n = b.act(3_000, &c, "bob", Action::Confirm(vec![8]), None).unwrap();
+        assert_eq!(n[0].to, "alice");
+        assert_eq!(b.get(&c).unwrap().state, CallState::Active);
+        let n = b.act(4_000, &c, "alice", Action::Hangup, Some("bye".into())).unwrap();
+        assert_eq!(n.len(), 2);
+        assert_eq!(b.get(&c).unwrap().state, CallState::Ended);
+    }
+
+    #[test]
+    fn roles_and_states_are_enforced_without_changing_anything() {
+        let mut b = CallBook::new(T, P);
+        let c = ringing(&mut b, 1);
+        let e = b.act(2_000, &c, "bob", Action::Accept(vec![]), None).unwrap_err();
+        assert_eq!(e.code(), "forbidden");
+        let e = b.act(2_000, &c, "eve", Action::Hangup, None).unwrap_err();
+        assert_eq!(e.code(), "forbidden");
+        let e = b.act(2_000, &c, "bob", Action::Confirm(vec![]), None).unwrap_err();
+        assert_eq!(e.code(), "wrong_state");
+        assert_eq!(b.get(&c).unwrap().state, CallState::Ringing);
+        assert_eq!(b.get(&c).unwrap().updated_ms, 1_000);
+        b.act(2_000, &c, "alice", Action::Accept(vec![]), None).unwrap();
+        let e = b.act(2_500, &c, "alice", Action::Accept(vec![]), None).unwrap_err();
+        assert_eq!(e.code(), "wrong_state");
+        let e = b.act(2_500, &id(7), "alice", Action::Hangup, None).unwrap_err();
+        assert_eq!(e.code(), "unknown_call");
+    }
+
+    #[test]
+    fn ringing_times_out_to_missed_exactly_at_the_deadline() {
+        let mut b = CallBook::new(T, P);
+        let c = ringing(&mut b, 1);
+        assert_eq!(b.next_deadline(), Some(1_000 + T));
+        assert!(b.sweep(1_000 + T - 1).is_empty());
+        let n = b.sweep(1_000 + T);
+        assert_eq!(n.len(), 2);
+        assert_eq!(b.get(&c).unwrap().state, CallState::Missed);
+        let e = b.act(1_000 + T + 1, &c, "alice", Action::Accept(vec![]), None).unwrap_err();
+        assert_eq!(e.code(), "wrong_state");
+    }
+
+    #[test]
+    fn terminal_calls_are_purged_after_the_delay_live_ones_never() {
+        let mut b = CallBook::new(T, P);
+        let c = ringing(&mut b, 1);
+        b.act(2_000, &c, "alice", Action::Reject, None).unwrap();
+        let d = id(2);
+        b.initiate(2_000, d, "carol", "dave", vec![]).unwrap();
+        b.act(2_000, &d, "dave", Action::Accept(vec![]), None).unwrap();
+        b.act(2_000, &d, "carol", Action::Confirm(vec![]), None).unwrap();
+        b.sweep(2_000 + P - 1);
+        assert!(b.get(&c).is_some());
+        b.sweep(2_000 + P);
+        assert!(b.get(&c).is_none());
+        assert_eq!(b.get(&d).unwrap().state, CallState::Active);
+    }
+
+    #[test]
+    fn busy_callee_is_recorded_and_existing_call_untouched() {
+        let mut b = CallBook::new(T, P);
+        let c = ringing(&mut b, 1);
+        let e = b.initiate(1_500, id(2), "carol", "alice", vec![]).unwrap_err();
+        assert_eq!(e.code(), "busy");
+        assert_eq!(b.get(&id(2)).unwrap().state, CallState::Busy);
+        assert_eq!(b.get(&c).unwrap().state, CallState::Ringing);
+        let e = b.initiate(1_500, id(3), "bob", "carol", vec![]).unwrap_err();
+        assert_eq!(e.code(), "already_in_call");
+        let e = b.initiate(1_500, c, "x", "y", vec![]).unwrap_err();
+        assert_eq!(e.code(), "call_exists");
+    }
+
+    #[test]
+    fn unconfirmed_accept_fails_after_the_timeout() {
+        let mut b = CallBook::new(T, P);
+        let c = ringing(&mut b, 1);
+        b.act(2_000, &c, "alice", Action::Accept(vec![]), None).unwrap();
+        b.sweep(2_000 + T);
+        assert_eq!(b.get(&c).unwrap().state, CallState::Failed);
+    }
+}

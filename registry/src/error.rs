@@ -1,0 +1,214 @@
+//! The one error type every handler returns. Each variant has a fixed HTTP status and a stable
+//! machine-readable code (documented in docs/REGISTRY.md); the body is always
+//! `{"error": code, "message": text}`. Internal errors are logged and answered with a generic message,
+//! so nothing about the host (paths, SQL) leaks to clients.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An API failure, mapped to a status code and a JSON body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `invalid_json`: the body is not the JSON this endpoint takes.
+    #[error("request body is not valid JSON for this endpoint: {0}")]
+    InvalidJson(String),
+    /// 400 `invalid_username`: not `[a-z0-9_.-]{1,32}`.
+    #[error("username must be 1-32 characters of a-z, 0-9, '_', '.', '-'")]
+    InvalidUsername,
+    /// 400 `invalid_base64`: a binary field is not unpadded base64url.
+    #[error("field `{0}` is not unpadded base64url")]
+    InvalidBase64(&'static str),
+    /// 400 `invalid_key`: a key has the wrong length or is not a valid key.
+    #[error("field `{0}` is not a valid key of the expected length")]
+    InvalidKey(&'static str),
+    /// 400 `invalid_field`: a field is out of range or too long.
+    #[error("{0}")]
+    InvalidField(String),
+    /// 400 `invalid_message`: a handshake message does not parse, or does not fit the call.
+    #[error("handshake message `{0}` is malformed or does not belong to this call")]
+    InvalidMessage(&'static str),
+    /// 400 `bad_message_signature`: a handshake message or prekey signature does not verify.
+    #[error("the signature on `{0}` does not verify against the registered identity key")]
+    BadMessageSignature(&'static str),
+    /// 400 `self_call`: the offer's callee is the caller.
+    #[error("you cannot call yourself")]
+    SelfCall,
+    /// 401 `missing_auth`: one of the auth headers is absent or unparsable.
+    #[error("sign the request: headers x-qvoice-user, x-qvoice-timestamp and x-qvoice-signature are required")]
+    MissingAuth,
+    /// 401 `unauthenticated`: the signing user is not registered.
+    #[error("the signing user is not registered; POST /register first")]
+    Unauthenticated,
+    /// 401 `bad_signature`: the request signature does not verify.
+    #[error("request signature does not verify against the registered identity key")]
+    BadSignature,
+    /// 401 `stale_timestamp`: the request timestamp is more than the allowed skew away from server time.
+    #[error("request timestamp is more than {0} s away from server time; check the system clock")]
+    StaleTimestamp(u64),
+    /// 401 `replayed`: this exact signed request was seen before.
+    #[error("this signed request was already used; sign every request afresh")]
+    Replayed,
+    /// 403 `forbidden`: authenticated, but not allowed to do this to this resource.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// 404 `unknown_user`.
+    #[error("no user named `{0}` is registered")]
+    UnknownUser(String),
+    /// 404 `unknown_call`.
+    #[error("no call with this id is known (ended calls are purged after 5 minutes)")]
+    UnknownCall,
+    /// 404 `not_found`: no such route.
+    #[error("no such endpoint; see docs/REGISTRY.md")]
+    NotFound,
+    /// 405 `method_not_allowed`.
+    #[error("this endpoint does not take that HTTP method")]
+    MethodNotAllowed,
+    /// 409 `username_taken`: the name belongs to a different identity key.
+    #[error("username `{0}` is registered to a different identity key; pick another name")]
+    UsernameTaken(String),
+    /// 409 `wrong_state`: the call is not in a state that allows this action.
+    #[error("call is {0}; this action is not possible now")]
+    WrongState(&'static str),
+    /// 409 `busy`: the callee is already in a call.
+    #[error("`{0}` is in another call; try again later")]
+    Busy(String),
+    /// 409 `already_in_call`: the caller is already in a call.
+    #[error("you are already in a call; hang up first")]
+    AlreadyInCall,
+    /// 409 `call_exists`: the call id is already in use.
+    #[error("a call with this id already exists; generate a new call id")]
+    CallExists,
+    /// 413 `body_too_large`.
+    #[error("request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    /// 429 `rate_limited`.
+    #[error("too many requests; retry in a few seconds")]
+    RateLimited,
+    /// 503 `shutting_down`.
+    #[error("the registry is shutting down; retry shortly")]
+    ShuttingDown,
+    /// 500 `internal`: logged, never echoed.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidJson(_)
+            | Self::InvalidUsername
+            | Self::InvalidBase64(_)
+            | Self::InvalidKey(_)
+            | Self::InvalidField(_)
+            | Self::InvalidMessage(_)
+            | Self::BadMessageSignature(_)
+            | Self::SelfCall => StatusCode::BAD_REQUEST,
+            Self::MissingAuth
+            | Self::Unauthenticated
+            | Self::BadSignature
+            | Self::StaleTimestamp(_)
+            | Self::Replayed => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::UnknownUser(_) | Self::UnknownCall | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UsernameTaken(_) | Self::WrongState(_) | Self::Busy(_) | Self::AlreadyInCall | Self::CallExists => {
+                StatusCode::CONFLICT
+            }
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::InvalidUsername => "invalid_username",
+            Self::InvalidBase64(_) => "invalid_base64",
+            Self::InvalidKey(_) => "invalid_key",
+            Self::InvalidField(_) => "invalid_field",
+            Self::InvalidMessage(_) => "invalid_message",
+            Self::BadMessageSignature(_) => "bad_message_signature",
+            Self::SelfCall => "self_call",
+            Self::MissingAuth => "missing_auth",
+            Self::Unauthenticated => "unauthenticated",
+            Self::BadSignature => "bad_signature",
+            Self::StaleTimestamp(_) => "stale_timestamp",
+            Self::Replayed => "replayed",
+            Self::Forbidden(_) => "forbidden",
+            Self::UnknownUser(_) => "unknown_user",
+            Self::UnknownCall => "unknown_call",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::UsernameTaken(_) => "username_taken",
+            Self::WrongState(_) => "wrong_state",
+            Self::Busy(_) => "busy",
+            Self::AlreadyInCall => "already_in_call",
+            Self::CallExists => "call_exists",
+            Self::BodyTooLarge(_) => "body_too_large",
+            Self::RateLimited => "rate_limited",
+            Self::ShuttingDown => "shutting_down",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Internal(e)
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    /// Stable code, e.g. `wrong_state`.
+    pub error: &'static str,
+    /// What went wrong and what to do next.
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(e) = &self {
+            tracing::error!(error = format!("{e:#}"), "internal error");
+        }
+        let body = ErrorBody { error: self.code(), message: self.to_string() };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+/// Answers unknown routes with the JSON error shape.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// Answers wrong methods with the JSON error shape.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_matches_its_class() {
+        assert_eq!(ApiError::SelfCall.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(ApiError::Replayed.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(ApiError::Busy("b".into()).status(), StatusCode::CONFLICT);
+        assert_eq!(ApiError::BodyTooLarge(1).status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(ApiError::Internal(anyhow::anyhow!("x")).code(), "internal");
+    }
+
+    #[test]
+    fn internal_message_does_not_leak_details() {
+        let e = ApiError::Internal(anyhow::anyhow!("/secret/path: disk full"));
+        assert!(!e.to_string().contains("secret"));
+    }
+}

@@ -1,0 +1,68 @@
+//! Prometheus text metrics: requests by route and status (counted by a middleware), plus gauges
+//! read at scrape time: registered users, calls by state, open event streams.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::AppState;
+use crate::calls::CallState;
+
+/// Request counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+impl Metrics {
+    /// Counts one finished request.
+    pub fn count(&self, route: &str, status: u16) {
+        if let Ok(mut m) = self.requests.lock() {
+            if let Some(n) = m.get_mut(&(route.to_owned(), status)) {
+                *n += 1;
+            } else {
+                m.insert((route.to_owned(), status), 1);
+            }
+        }
+    }
+}
+
+/// Middleware: counts every request under its route template and logs it.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    state.metrics().count(&route, status);
+    tracing::debug!(%method, route, status, "request");
+    resp
+}
+
+/// Renders all metrics in the Prometheus text format.
+pub fn render(state: &AppState) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP qvoice_registry_requests_total HTTP requests by route template and status.\n");
+    out.push_str("# TYPE qvoice_registry_requests_total counter\n");
+    if let Ok(m) = state.metrics().requests.lock() {
+        for ((route, status), n) in m.iter() {
+            let _ = writeln!(out, "qvoice_registry_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+        }
+    }
+    out.push_str("# HELP qvoice_registry_users Registered users.\n# TYPE qvoice_registry_users gauge\n");
+    let _ = writeln!(out, "qvoice_registry_users {}", state.store().count());
+    out.push_str("# HELP qvoice_registry_calls Known calls by state.\n# TYPE qvoice_registry_calls gauge\n");
+    let counts = state.call_counts();
+    for s in CallState::ALL {
+        let n = counts.get(&s).copied().unwrap_or(0);
+        let _ = writeln!(out, "qvoice_registry_calls{{state=\"{}\"}} {n}", s.as_str());
+    }
+    out.push_str(
+        "# HELP qvoice_registry_event_streams Open /events streams.\n# TYPE qvoice_registry_event_streams gauge\n",
+    );
+    let _ = writeln!(out, "qvoice_registry_event_streams {}", state.hub().connections());
+    out
+}
