@@ -1,0 +1,60 @@
+//! The media engine: everything between a microphone and the other side's speaker.
+//!
+//! The session layer hands [`MediaEngine::start`] a bound UDP socket, the call's `MediaCrypto` and the
+//! peer's address candidates; the engine then runs three threads until [`MediaHandle::stop`]:
+//!
+//! - **capture** (`qv-capture`): audio source → mute → encoder → bounded queue;
+//! - **net** (`qv-net`): the only owner of the socket and the crypto state. A single-threaded tokio
+//!   runtime waits on the socket, the encoder queue and its timers at once: it seals and sends audio
+//!   (through the seeded impairment queue when configured), probes candidates until one answers with an
+//!   authenticated frame, follows the peer's address when it changes, echoes probes for RTT, sends
+//!   receiver reports and keepalives, and drops and counts malformed, unauthenticated and replayed
+//!   datagrams;
+//! - **playout** (`qv-playout`): paced by the sink; drains received frames into the adaptive jitter buffer,
+//!   decodes or conceals (Opus FEC/PLC) one frame per device period.
+//!
+//! Frames move between threads by value through bounded queues, counters are relaxed atomics, and codec
+//! and crypto write into caller buffers: nothing on the per-frame path allocates, locks or logs.
+//! Submodules are plain code testable without I/O: [`jitter`] and [`impair`] take the time as an argument.
+
+pub mod audio;
+pub mod codec;
+pub mod device;
+mod engine;
+pub mod impair;
+pub mod jitter;
+pub mod metrics;
+pub mod resample;
+
+pub use audio::{AudioError, AudioSink, AudioSource, Captured, WavRecorder, WavSink, WavSource};
+pub use codec::{CodecError, CodecKind};
+pub use device::{CpalSink, CpalSource, DeviceInfo, list_devices};
+pub use engine::{AudioIn, AudioOut, MediaConfig, MediaEngine, MediaEvent, MediaHandle};
+pub use impair::Impairment;
+pub use jitter::{JitterBuffer, JitterConfig};
+pub use metrics::MetricsSnapshot;
+
+/// Errors from starting or stopping the media engine.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// An audio device or file failed.
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    /// The codec could not be set up.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A socket or thread operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What the engine was doing.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The configuration cannot work (the text says why and what to change).
+    #[error("invalid media configuration: {0}")]
+    Config(String),
+    /// A media thread panicked.
+    #[error("media thread {0} panicked")]
+    ThreadPanicked(&'static str),
+}
