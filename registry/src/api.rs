@@ -20,7 +20,7 @@ use crate::auth::SignedRequest;
 use crate::calls::{Action, Call, CallState};
 use crate::error::ApiError;
 use crate::events::{Event, IncomingCall, OnClose, READY_ONLINE_MAX, sse_stream};
-use crate::store::{RegisterOutcome, UserRecord};
+use crate::store::{RegisterOutcome, UserRecord, WireForms};
 
 /// Longest display name, in characters.
 pub const DISPLAY_NAME_MAX: usize = 64;
@@ -131,6 +131,7 @@ pub async fn register(State(state): State<AppState>, req: SignedRequest) -> ApiR
     state.limiters().register_user(username.as_str())?;
     let now = state.now_ms();
     let rec = UserRecord {
+        wire: WireForms::new(&identity_key, &prekey_bytes),
         username: username.clone(),
         identity_key,
         prekey: prekey_bytes,
@@ -183,12 +184,11 @@ pub async fn fetch(State(state): State<AppState>, Path(name): Path<String>) -> A
     let username = Username::parse(&name).map_err(|_| ApiError::InvalidUsername)?;
     let rec = state.store().get(username.as_str()).ok_or_else(|| ApiError::UnknownUser(name.clone()))?;
     let online = state.hub().is_online(username.as_str());
-    let prekey_id = SignedPrekey::parse(&rec.prekey).map(|p| p.id).unwrap_or(0);
     Ok(Json(FetchResponse {
         username: name,
-        identity_key: qvoice_proto::b64::encode(rec.identity_key.as_bytes()),
-        prekey: qvoice_proto::b64::encode(&rec.prekey),
-        prekey_id,
+        identity_key: rec.wire.identity_key.clone(),
+        prekey: rec.wire.prekey.clone(),
+        prekey_id: rec.wire.prekey_id,
         display_name: rec.display_name.clone(),
         media_port: rec.media_port,
         online,
@@ -552,13 +552,14 @@ impl OnClose for StreamClosed {
             return;
         }
         tracing::debug!(user = self.user, "offline");
+        let now = self.state.now_ms();
+        self.state.store().remember_last_seen(&self.user, now);
         let ev = Event::Presence { username: self.user.clone(), online: false };
         self.state.hub().broadcast(&ev, &self.user);
-        let now = self.state.now_ms();
         let (state, user) = (self.state.clone(), self.user.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn_blocking(move || {
-                if let Err(e) = state.store().set_last_seen(&user, now) {
+                if let Err(e) = state.store().persist_last_seen(&user, now) {
                     tracing::warn!(error = format!("{e:#}"), "could not persist last_seen");
                 }
             });

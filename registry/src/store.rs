@@ -49,6 +49,30 @@ pub struct UserRecord {
     pub registered_ms: u64,
     /// When the record last changed (Unix ms).
     pub updated_ms: u64,
+    /// Wire forms for `/fetch`, computed once per registration instead of once per request.
+    pub wire: WireForms,
+}
+
+/// Pre-encoded fields of a [`UserRecord`].
+#[derive(Debug, Clone, Default)]
+pub struct WireForms {
+    /// base64url identity key.
+    pub identity_key: String,
+    /// base64url signed prekey.
+    pub prekey: String,
+    /// The prekey's id.
+    pub prekey_id: u32,
+}
+
+impl WireForms {
+    /// Encodes `key` and `prekey` (proto wire bytes of a signed prekey).
+    pub fn new(key: &IdentityKey, prekey: &[u8]) -> Self {
+        Self {
+            identity_key: qvoice_proto::b64::encode(key.as_bytes()),
+            prekey: qvoice_proto::b64::encode(prekey),
+            prekey_id: qvoice_proto::SignedPrekey::parse(prekey).map_or(0, |p| p.id),
+        }
+    }
 }
 
 /// What a registration did.
@@ -157,13 +181,17 @@ impl Store {
         self.last_seen.read().ok()?.get(name).copied()
     }
 
-    /// Records that `name` was online at `ms` and persists it. Blocks; call from the blocking pool.
-    ///
-    /// Fails only on database errors.
-    pub fn set_last_seen(&self, name: &str, ms: u64) -> anyhow::Result<()> {
+    /// Records in memory that `name` was online at `ms` (visible to `/fetch` at once).
+    pub fn remember_last_seen(&self, name: &str, ms: u64) {
         if let Ok(mut m) = self.last_seen.write() {
             m.insert(name.to_owned(), ms);
         }
+    }
+
+    /// Writes `name`'s last-seen time to the database. Blocks; call from the blocking pool.
+    ///
+    /// Fails only on database errors.
+    pub fn persist_last_seen(&self, name: &str, ms: u64) -> anyhow::Result<()> {
         let conn = self.conn.lock().map_err(|_| anyhow::anyhow!("store mutex poisoned"))?;
         conn.execute("UPDATE users SET last_seen_ms = ?2 WHERE username = ?1", params![name, to_i64(ms)])
             .context("writing last_seen")?;
@@ -221,10 +249,12 @@ fn load(conn: &Connection) -> anyhow::Result<Loaded> {
         if let Some(l) = last {
             seen.insert(name.clone(), u64::try_from(l).unwrap_or(0));
         }
+        let prekey: Vec<u8> = row.get(2)?;
         let rec = UserRecord {
+            wire: WireForms::new(&identity_key, &prekey),
             username,
             identity_key,
-            prekey: row.get(2)?,
+            prekey,
             display_name: row.get(3)?,
             media_port: row.get(4)?,
             registered_ms: u64::try_from(row.get::<_, i64>(5)?).unwrap_or(0),
