@@ -1,0 +1,912 @@
+//! The TUI's state and its one state-transition function. [`App::handle`] turns a raw [`Event`] into an
+//! [`Action`] using the key bindings and the current mode, and [`App::update`] applies it. Neither does I/O:
+//! the time is an argument and what should happen outside (send a command, ring the bell, quit) comes back
+//! as an [`Effect`] for the run loop to carry out.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use super::keys::TuiConfig;
+use crate::media::MetricsSnapshot;
+use crate::session::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};
+
+/// Samples kept for each sparkline.
+pub const HISTORY_SAMPLES: usize = 120;
+/// How long a status message stays in the header.
+const STATUS_TTL: Duration = Duration::from_secs(8);
+
+/// Everything the run loop feeds the app.
+// Session events (metrics, mostly) are a few hundred bytes and arrive about once a second, each moved once:
+// boxing them would add an allocation and gain nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Key(KeyEvent),
+    /// The periodic redraw tick.
+    Tick,
+    Resize(u16, u16),
+    Session(SessionEvent),
+    /// A log line (tracing output) for the log pane.
+    Log(String),
+}
+
+/// What an event means, once the key bindings and the mode have been applied.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    Dial,
+    Accept,
+    Reject,
+    Hangup,
+    ToggleMute,
+    ToggleRecord,
+    Devices,
+    ToggleHelp,
+    Quit,
+    StartFilter,
+    FilterInput(char),
+    FilterBackspace,
+    /// Keep the typed filter and go back to the list.
+    FilterDone,
+    Up,
+    Down,
+    Yes,
+    No,
+    /// Close an overlay, clear the filter, dismiss an ended call or a warning banner.
+    Cancel,
+    Tick,
+    Resize(u16, u16),
+    Session(SessionEvent),
+    Log(String),
+    /// A key with no binding in the current mode.
+    Noop,
+}
+
+/// What the run loop should do after an update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Command(SessionCommand),
+    /// Write the terminal bell (`\x07`).
+    Bell,
+    /// Leave the TUI (the run loop tells the session to shut down, which hangs up any call).
+    Quit,
+}
+
+/// Where a call is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallPhase {
+    Dialing,
+    Ringing,
+    /// Accepted (or answered) and the handshake is running.
+    Connecting,
+    Active,
+    Ended(EndReason),
+}
+
+/// The user's answer to "keys match?".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SasCheck {
+    Pending,
+    Confirmed,
+    Mismatch,
+}
+
+/// The call shown in the call pane (the current one, or the last one until dismissed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    pub call_id: String,
+    pub peer: String,
+    pub direction: Direction,
+    pub phase: CallPhase,
+    pub trust: Trust,
+    pub sas: Option<String>,
+    pub sas_check: SasCheck,
+    pub codec: Option<String>,
+    pub frame_ms: u8,
+    pub path: Option<String>,
+    /// When the call went active, for the call clock.
+    pub active_since: Option<Instant>,
+    /// Final duration reported by the session.
+    pub ended_duration_s: Option<f64>,
+    pub metrics: Option<MetricsSnapshot>,
+}
+
+impl Call {
+    fn new(call_id: String, peer: String, direction: Direction, phase: CallPhase, trust: Trust) -> Self {
+        Self {
+            call_id,
+            peer,
+            direction,
+            phase,
+            trust,
+            sas: None,
+            sas_check: SasCheck::Pending,
+            codec: None,
+            frame_ms: 0,
+            path: None,
+            active_since: None,
+            ended_duration_s: None,
+            metrics: None,
+        }
+    }
+
+    /// Whether the call is still going (not ended).
+    pub fn is_live(&self) -> bool {
+        !matches!(self.phase, CallPhase::Ended(_))
+    }
+
+    /// Seconds on the call clock at `now`.
+    pub fn duration_s(&self, now: Instant) -> f64 {
+        match (self.ended_duration_s, self.active_since) {
+            (Some(d), _) => d,
+            (None, Some(t)) => now.saturating_duration_since(t).as_secs_f64(),
+            (None, None) => 0.0,
+        }
+    }
+}
+
+/// A call waiting to be answered: the modal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    pub call_id: String,
+    pub from: String,
+    pub trust: Trust,
+}
+
+/// One finished call in the history pane.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryEntry {
+    pub peer: String,
+    pub direction: Direction,
+    pub reason: EndReason,
+    pub duration_s: f64,
+    /// An incoming call we never answered.
+    pub missed: bool,
+}
+
+/// A line in the log pane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub text: String,
+    pub error: bool,
+}
+
+/// Recent values for the sparklines, oldest first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sparks {
+    pub recv_kbps: VecDeque<u64>,
+    pub rtt_ms: VecDeque<u64>,
+    pub jitter_ms: VecDeque<u64>,
+    /// Loss in tenths of a percent, so small losses still show.
+    pub loss_permille: VecDeque<u64>,
+}
+
+impl Sparks {
+    fn push(&mut self, m: &MetricsSnapshot) {
+        fn put(q: &mut VecDeque<u64>, v: f64) {
+            if q.len() == HISTORY_SAMPLES {
+                q.pop_front();
+            }
+            q.push_back(v.max(0.0).round() as u64);
+        }
+        put(&mut self.recv_kbps, m.recv_wire_kbps);
+        put(&mut self.rtt_ms, m.rtt_ms);
+        put(&mut self.jitter_ms, m.jitter_ms);
+        put(&mut self.loss_permille, m.loss_pct * 10.0);
+    }
+}
+
+/// A y/n question or an informational overlay covering the main screen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overlay {
+    Help,
+    Devices,
+    ConfirmQuit,
+}
+
+/// A contact's key changed: shown as a banner until dismissed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyWarning {
+    pub username: String,
+    pub pinned: String,
+    pub offered: String,
+}
+
+/// The whole TUI state.
+#[derive(Debug)]
+pub struct App {
+    pub config: TuiConfig,
+    pub username: String,
+    pub registry: Option<String>,
+    pub connected: Option<(bool, String)>,
+    pub contacts: Vec<ContactView>,
+    /// Index into [`App::visible_contacts`].
+    pub selected: usize,
+    pub filter: String,
+    pub filter_editing: bool,
+    pub call: Option<Call>,
+    pub incoming: Option<Incoming>,
+    pub history: VecDeque<HistoryEntry>,
+    pub log: VecDeque<LogLine>,
+    pub sparks: Sparks,
+    pub overlay: Option<Overlay>,
+    pub key_warnings: Vec<KeyWarning>,
+    pub muted: bool,
+    pub recording: bool,
+    pub recording_dir: Option<String>,
+    pub status: Option<(String, Instant)>,
+    pub size: (u16, u16),
+    pub now: Instant,
+}
+
+impl App {
+    pub fn new(config: TuiConfig, username: String, now: Instant) -> Self {
+        Self {
+            config,
+            username,
+            registry: None,
+            connected: None,
+            contacts: Vec::new(),
+            selected: 0,
+            filter: String::new(),
+            filter_editing: false,
+            call: None,
+            incoming: None,
+            history: VecDeque::new(),
+            log: VecDeque::new(),
+            sparks: Sparks::default(),
+            overlay: None,
+            key_warnings: Vec::new(),
+            muted: false,
+            recording: false,
+            recording_dir: None,
+            status: None,
+            size: (80, 24),
+            now,
+        }
+    }
+
+    /// Applies one event at time `now`: maps it to an action and updates.
+    pub fn handle(&mut self, now: Instant, event: Event) -> Option<Effect> {
+        self.now = now;
+        let action = self.action_for(event);
+        self.update(action)
+    }
+
+    /// Contacts matching the filter: online first, then by name.
+    pub fn visible_contacts(&self) -> Vec<&ContactView> {
+        let needle = self.filter.to_lowercase();
+        let mut v: Vec<&ContactView> = self
+            .contacts
+            .iter()
+            .filter(|c| {
+                needle.is_empty()
+                    || c.username.to_lowercase().contains(&needle)
+                    || c.display_name.as_deref().is_some_and(|d| d.to_lowercase().contains(&needle))
+            })
+            .collect();
+        v.sort_by(|a, b| b.online.cmp(&a.online).then_with(|| a.username.cmp(&b.username)));
+        v
+    }
+
+    pub fn selected_contact(&self) -> Option<&ContactView> {
+        self.visible_contacts().get(self.selected).copied()
+    }
+
+    /// The live call, if any.
+    pub fn live_call(&self) -> Option<&Call> {
+        self.call.as_ref().filter(|c| c.is_live())
+    }
+
+    /// Whether a y/n answer to "keys match?" is awaited.
+    pub fn sas_question(&self) -> bool {
+        self.live_call().is_some_and(|c| c.sas.is_some() && c.sas_check == SasCheck::Pending)
+    }
+
+    /// Maps a raw event to an action using the bindings and the current mode (filter typing, modal, question).
+    pub fn action_for(&self, event: Event) -> Action {
+        let key = match event {
+            Event::Key(k) => k,
+            Event::Tick => return Action::Tick,
+            Event::Resize(w, h) => return Action::Resize(w, h),
+            Event::Session(e) => return Action::Session(e),
+            Event::Log(l) => return Action::Log(l),
+        };
+        if key.kind == KeyEventKind::Release {
+            return Action::Noop;
+        }
+        let k = &self.config.keys;
+        if self.filter_editing {
+            let ctrl = key.modifiers.intersects(KeyModifiers::CONTROL | KeyModifiers::ALT);
+            return match key.code {
+                KeyCode::Esc => Action::Cancel,
+                KeyCode::Enter => Action::FilterDone,
+                KeyCode::Backspace => Action::FilterBackspace,
+                KeyCode::Up => Action::Up,
+                KeyCode::Down => Action::Down,
+                KeyCode::Char(c) if !ctrl => Action::FilterInput(c),
+                _ if k.quit.matches(&key) => Action::Quit,
+                _ => Action::Noop,
+            };
+        }
+        let question = self.overlay == Some(Overlay::ConfirmQuit) || (self.incoming.is_none() && self.sas_question());
+        let ordered = [
+            (question, &k.yes, Action::Yes),
+            (question, &k.no, Action::No),
+            (self.incoming.is_some(), &k.accept, Action::Accept),
+            (self.incoming.is_some(), &k.reject, Action::Reject),
+            (true, &k.cancel, Action::Cancel),
+            (true, &k.help, Action::ToggleHelp),
+            (true, &k.quit, Action::Quit),
+            (true, &k.dial, Action::Dial),
+            (true, &k.hangup, Action::Hangup),
+            (true, &k.mute, Action::ToggleMute),
+            (true, &k.record, Action::ToggleRecord),
+            (true, &k.devices, Action::Devices),
+            (true, &k.filter, Action::StartFilter),
+            (true, &k.up, Action::Up),
+            (true, &k.down, Action::Down),
+        ];
+        ordered.into_iter().find(|(on, spec, _)| *on && spec.matches(&key)).map_or(Action::Noop, |(_, _, a)| a)
+    }
+
+    /// Applies an action. Pure: returns what the outside world should do.
+    pub fn update(&mut self, action: Action) -> Option<Effect> {
+        if let Some((_, at)) = &self.status
+            && self.now.saturating_duration_since(*at) > STATUS_TTL
+        {
+            self.status = None;
+        }
+        match action {
+            Action::Tick | Action::Noop => None,
+            Action::Resize(w, h) => {
+                self.size = (w, h);
+                None
+            }
+            Action::Session(e) => self.on_session(e),
+            Action::Log(text) => {
+                self.push_log(text, false);
+                None
+            }
+            a => self.on_user(a),
+        }
+    }
+
+    fn on_user(&mut self, action: Action) -> Option<Effect> {
+        // Overlays take the keys first.
+        match self.overlay {
+            Some(Overlay::ConfirmQuit) => {
+                return match action {
+                    Action::Yes | Action::Quit => Some(Effect::Quit),
+                    Action::No | Action::Cancel => {
+                        self.overlay = None;
+                        None
+                    }
+                    _ => None,
+                };
+            }
+            Some(Overlay::Help) | Some(Overlay::Devices) => match action {
+                Action::Cancel | Action::ToggleHelp | Action::Devices => {
+                    self.overlay = None;
+                    return None;
+                }
+                Action::Quit | Action::Accept | Action::Reject | Action::Hangup => self.overlay = None,
+                _ => return None,
+            },
+            None => {}
+        }
+        // The incoming-call prompt takes the keys next; everything but accept/reject/help/quit/mute waits.
+        if let Some(inc) = self.incoming.clone() {
+            match action {
+                Action::Accept => {
+                    self.incoming = None;
+                    self.call = Some(Call::new(
+                        inc.call_id.clone(),
+                        inc.from,
+                        Direction::Incoming,
+                        CallPhase::Connecting,
+                        inc.trust,
+                    ));
+                    return Some(Effect::Command(SessionCommand::Accept(inc.call_id)));
+                }
+                Action::Reject => {
+                    self.incoming = None;
+                    return Some(Effect::Command(SessionCommand::Reject(inc.call_id)));
+                }
+                Action::ToggleHelp | Action::Quit | Action::ToggleMute => {}
+                _ => return None,
+            }
+        }
+        match action {
+            Action::Yes => self.answer_sas(true),
+            Action::No => self.answer_sas(false),
+            Action::Dial => {
+                if let Some(c) = self.live_call() {
+                    self.set_status(format!("already in a call with {}: hang up first", c.peer));
+                    return None;
+                }
+                let Some(contact) = self.selected_contact() else {
+                    self.set_status("no contact selected".into());
+                    return None;
+                };
+                let to = contact.username.clone();
+                Some(Effect::Command(SessionCommand::Dial(to)))
+            }
+            Action::Hangup => self.live_call().map(|_| Effect::Command(SessionCommand::Hangup)),
+            Action::ToggleMute => Some(Effect::Command(SessionCommand::SetMute(!self.muted))),
+            Action::ToggleRecord => {
+                if self.live_call().is_none() && !self.recording {
+                    self.set_status("recording starts during a call".into());
+                    return None;
+                }
+                Some(Effect::Command(SessionCommand::SetRecording(!self.recording)))
+            }
+            Action::Devices => {
+                self.overlay = Some(Overlay::Devices);
+                None
+            }
+            Action::ToggleHelp => {
+                self.overlay = Some(Overlay::Help);
+                None
+            }
+            Action::Quit => {
+                if self.live_call().is_some() || self.incoming.is_some() {
+                    self.overlay = Some(Overlay::ConfirmQuit);
+                    None
+                } else {
+                    Some(Effect::Quit)
+                }
+            }
+            Action::StartFilter => {
+                self.filter_editing = true;
+                None
+            }
+            Action::FilterInput(c) => {
+                self.filter.push(c);
+                self.selected = 0;
+                None
+            }
+            Action::FilterBackspace => {
+                self.filter.pop();
+                self.selected = 0;
+                None
+            }
+            Action::FilterDone => {
+                self.filter_editing = false;
+                None
+            }
+            Action::Up => {
+                self.selected = self.selected.saturating_sub(1);
+                None
+            }
+            Action::Down => {
+                let n = self.visible_contacts().len();
+                if self.selected + 1 < n {
+                    self.selected += 1;
+                }
+                None
+            }
+            Action::Cancel => {
+                if self.filter_editing || !self.filter.is_empty() {
+                    self.filter_editing = false;
+                    self.filter.clear();
+                    self.selected = 0;
+                } else if !self.key_warnings.is_empty() {
+                    self.key_warnings.clear();
+                } else if self.call.as_ref().is_some_and(|c| !c.is_live()) {
+                    self.call = None;
+                } else {
+                    self.status = None;
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn answer_sas(&mut self, matches: bool) -> Option<Effect> {
+        let call = self.call.as_mut().filter(|c| c.is_live() && c.sas.is_some() && c.sas_check == SasCheck::Pending)?;
+        if matches {
+            call.sas_check = SasCheck::Confirmed;
+            call.trust = Trust::Verified;
+            let peer = call.peer.clone();
+            if let Some(c) = self.contacts.iter_mut().find(|c| c.username == peer) {
+                c.trust = Trust::Verified;
+            }
+            Some(Effect::Command(SessionCommand::Verify(peer)))
+        } else {
+            // A different SAS means someone may be in the middle: do not keep talking.
+            call.sas_check = SasCheck::Mismatch;
+            let msg = format!("SAS mismatch with {}: hung up, the call may have been intercepted", call.peer);
+            self.push_log(msg.clone(), true);
+            self.set_status(msg);
+            Some(Effect::Command(SessionCommand::Hangup))
+        }
+    }
+
+    fn on_session(&mut self, event: SessionEvent) -> Option<Effect> {
+        match event {
+            SessionEvent::Registered { username, registry, .. } => {
+                self.username = username;
+                self.registry = Some(registry);
+            }
+            SessionEvent::Connection { connected, detail } => {
+                if !connected {
+                    self.push_log(format!("registry connection lost: {detail}"), true);
+                }
+                self.connected = Some((connected, detail));
+            }
+            SessionEvent::Contacts { contacts } => {
+                self.contacts = contacts;
+                let n = self.visible_contacts().len();
+                self.selected = self.selected.min(n.saturating_sub(1));
+            }
+            SessionEvent::Presence { username, online } => {
+                if let Some(c) = self.contacts.iter_mut().find(|c| c.username == username) {
+                    c.online = online;
+                }
+            }
+            SessionEvent::IncomingCall { call_id, from, trust } => {
+                self.overlay = self.overlay.filter(|o| *o == Overlay::ConfirmQuit);
+                self.push_log(format!("incoming call from {from}"), false);
+                self.incoming = Some(Incoming { call_id, from, trust });
+                return self.config.bell.then_some(Effect::Bell);
+            }
+            SessionEvent::Dialing { call_id, to } => {
+                let trust = self.trust_of(&to);
+                self.call = Some(Call::new(call_id, to, Direction::Outgoing, CallPhase::Dialing, trust));
+            }
+            SessionEvent::Ringing { call_id, .. } => {
+                if let Some(c) = self.call_mut(&call_id) {
+                    c.phase = CallPhase::Ringing;
+                }
+            }
+            SessionEvent::SasReady { call_id, peer, sas, trust } => {
+                if self.call_mut(&call_id).is_none() {
+                    self.call =
+                        Some(Call::new(call_id.clone(), peer, Direction::Incoming, CallPhase::Connecting, trust));
+                }
+                if let Some(c) = self.call_mut(&call_id) {
+                    if matches!(c.phase, CallPhase::Dialing | CallPhase::Ringing) {
+                        c.phase = CallPhase::Connecting;
+                    }
+                    c.sas = Some(sas);
+                    c.trust = trust;
+                }
+            }
+            SessionEvent::Active { call_id, peer, direction, codec, frame_ms, path } => {
+                let now = self.now;
+                if self.call_mut(&call_id).is_none() {
+                    let trust = self.trust_of(&peer);
+                    self.call = Some(Call::new(call_id.clone(), peer, direction, CallPhase::Active, trust));
+                }
+                if let Some(c) = self.call_mut(&call_id) {
+                    c.phase = CallPhase::Active;
+                    c.direction = direction;
+                    c.codec = Some(codec);
+                    c.frame_ms = frame_ms;
+                    c.path = Some(path);
+                    c.active_since = Some(now);
+                }
+                self.sparks = Sparks::default();
+            }
+            SessionEvent::Path { call_id, path } => {
+                if let Some(c) = self.call_mut(&call_id) {
+                    c.path = Some(path);
+                }
+            }
+            SessionEvent::AudioFlowing { .. } => {}
+            SessionEvent::Metrics { call_id, metrics } => {
+                if self.call_mut(&call_id).is_some() {
+                    self.sparks.push(&metrics);
+                }
+                if let Some(c) = self.call_mut(&call_id) {
+                    c.metrics = Some(metrics);
+                }
+            }
+            SessionEvent::Ended { call_id, peer, reason, duration_s } => {
+                let was_incoming_prompt = self.incoming.as_ref().is_some_and(|i| i.call_id == call_id);
+                if was_incoming_prompt {
+                    self.incoming = None;
+                }
+                let (direction, answered) = match self.call_mut(&call_id) {
+                    Some(c) => {
+                        let answered = c.active_since.is_some() || c.phase == CallPhase::Connecting;
+                        c.phase = CallPhase::Ended(reason.clone());
+                        c.ended_duration_s = Some(duration_s);
+                        (c.direction, answered)
+                    }
+                    None => (Direction::Incoming, false),
+                };
+                let missed = direction == Direction::Incoming && !answered && reason != EndReason::Rejected;
+                self.push_log(format!("call with {peer} ended: {}", reason.label()), false);
+                if self.recording && self.live_call().is_none() {
+                    self.recording = false;
+                }
+                self.history.push_front(HistoryEntry { peer, direction, reason, duration_s, missed });
+                self.history.truncate(self.config.history_len);
+            }
+            SessionEvent::KeyWarning { username, pinned, offered } => {
+                if let Some(c) = self.contacts.iter_mut().find(|c| c.username == username) {
+                    c.trust = Trust::KeyChanged;
+                }
+                self.push_log(format!("{username}'s identity key changed: calls blocked until verified"), true);
+                self.key_warnings.retain(|w| w.username != username);
+                self.key_warnings.push(KeyWarning { username, pinned, offered });
+            }
+            SessionEvent::Recording { on, dir } => {
+                self.recording = on;
+                if on {
+                    self.push_log(format!("recording to {}", dir.as_deref().unwrap_or("?")), false);
+                }
+                self.recording_dir = dir;
+            }
+            SessionEvent::Muted { on } => self.muted = on,
+            SessionEvent::Error { message } => {
+                self.push_log(message.clone(), true);
+                self.set_status(message);
+            }
+        }
+        None
+    }
+
+    fn call_mut(&mut self, call_id: &str) -> Option<&mut Call> {
+        self.call.as_mut().filter(|c| c.call_id == call_id)
+    }
+
+    fn trust_of(&self, user: &str) -> Trust {
+        self.contacts.iter().find(|c| c.username == user).map_or(Trust::New, |c| c.trust)
+    }
+
+    fn set_status(&mut self, msg: String) {
+        self.status = Some((msg, self.now));
+    }
+
+    fn push_log(&mut self, text: String, error: bool) {
+        if self.log.len() >= self.config.log_lines.max(1) {
+            self.log.pop_front();
+        }
+        self.log.push_back(LogLine { text, error });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(c: char) -> Event {
+        Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
+    }
+    fn code(c: KeyCode) -> Event {
+        Event::Key(KeyEvent::new(c, KeyModifiers::NONE))
+    }
+    fn contact(name: &str, online: bool, trust: Trust) -> ContactView {
+        ContactView { username: name.into(), display_name: None, online, trust }
+    }
+    fn app() -> (App, Instant) {
+        let t0 = Instant::now();
+        let mut a = App::new(TuiConfig::default(), "alice".into(), t0);
+        a.handle(
+            t0,
+            Event::Session(SessionEvent::Contacts {
+                contacts: vec![
+                    contact("carol", false, Trust::Unverified),
+                    contact("bob", true, Trust::Verified),
+                    contact("echo", true, Trust::New),
+                ],
+            }),
+        );
+        (a, t0)
+    }
+    fn cmd(c: SessionCommand) -> Option<Effect> {
+        Some(Effect::Command(c))
+    }
+    fn active(a: &mut App, t: Instant) {
+        a.handle(t, Event::Session(SessionEvent::Dialing { call_id: "c1".into(), to: "bob".into() }));
+        a.handle(
+            t,
+            Event::Session(SessionEvent::SasReady {
+                call_id: "c1".into(),
+                peer: "bob".into(),
+                sas: "9aep".into(),
+                trust: Trust::Unverified,
+            }),
+        );
+        a.handle(
+            t,
+            Event::Session(SessionEvent::Active {
+                call_id: "c1".into(),
+                peer: "bob".into(),
+                direction: Direction::Outgoing,
+                codec: "opus".into(),
+                frame_ms: 20,
+                path: "direct".into(),
+            }),
+        );
+    }
+
+    #[test]
+    fn navigation_and_dial() {
+        let (mut a, t) = app();
+        // Online first, then by name: bob, echo, carol.
+        assert_eq!(a.selected_contact().unwrap().username, "bob");
+        assert_eq!(a.handle(t, key('j')), None);
+        assert_eq!(a.handle(t, code(KeyCode::Down)), None);
+        assert_eq!(a.handle(t, code(KeyCode::Down)), None);
+        assert_eq!(a.selected_contact().unwrap().username, "carol");
+        a.handle(t, key('k'));
+        assert_eq!(a.handle(t, key('d')), cmd(SessionCommand::Dial("echo".into())));
+        assert_eq!(a.handle(t, code(KeyCode::Enter)), cmd(SessionCommand::Dial("echo".into())));
+        active(&mut a, t);
+        assert_eq!(a.handle(t, key('d')), None, "no second call while in one");
+        assert!(a.status.as_ref().unwrap().0.contains("hang up first"));
+        assert_eq!(a.handle(t, key('h')), cmd(SessionCommand::Hangup));
+        assert_eq!(a.handle(t, key('m')), cmd(SessionCommand::SetMute(true)));
+        a.handle(t, Event::Session(SessionEvent::Muted { on: true }));
+        assert_eq!(a.handle(t, key('m')), cmd(SessionCommand::SetMute(false)));
+        assert_eq!(a.handle(t, key('R')), cmd(SessionCommand::SetRecording(true)));
+    }
+
+    #[test]
+    fn filter_typing_captures_keys() {
+        let (mut a, t) = app();
+        assert_eq!(a.handle(t, key('/')), None);
+        assert!(a.filter_editing);
+        // 'd' and 'q' are text while filtering, not dial/quit.
+        for c in "ca".chars() {
+            assert_eq!(a.handle(t, key(c)), None);
+        }
+        assert_eq!(a.visible_contacts().len(), 1);
+        assert_eq!(a.selected_contact().unwrap().username, "carol");
+        a.handle(t, key('q'));
+        assert!(a.visible_contacts().is_empty());
+        a.handle(t, code(KeyCode::Backspace));
+        a.handle(t, code(KeyCode::Enter));
+        assert!(!a.filter_editing);
+        assert_eq!(a.filter, "ca");
+        assert_eq!(a.handle(t, key('d')), cmd(SessionCommand::Dial("carol".into())));
+        a.handle(t, code(KeyCode::Esc));
+        assert_eq!(a.filter, "");
+        assert_eq!(a.visible_contacts().len(), 3);
+    }
+
+    #[test]
+    fn quit_asks_only_during_a_call() {
+        let (mut a, t) = app();
+        assert_eq!(a.handle(t, key('q')), Some(Effect::Quit));
+        active(&mut a, t);
+        assert_eq!(a.handle(t, key('q')), None);
+        assert_eq!(a.overlay, Some(Overlay::ConfirmQuit));
+        assert_eq!(a.handle(t, key('n')), None);
+        assert_eq!(a.overlay, None);
+        assert!(a.live_call().is_some());
+        a.handle(t, Event::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)));
+        assert_eq!(a.overlay, Some(Overlay::ConfirmQuit));
+        // A second ctrl-c or y quits.
+        assert_eq!(a.handle(t, key('y')), Some(Effect::Quit));
+    }
+
+    #[test]
+    fn sas_confirmation_sends_verify_or_hangs_up() {
+        let (mut a, t) = app();
+        active(&mut a, t);
+        assert!(a.sas_question());
+        assert_eq!(a.handle(t, key('y')), cmd(SessionCommand::Verify("bob".into())));
+        assert_eq!(a.call.as_ref().unwrap().sas_check, SasCheck::Confirmed);
+        assert_eq!(a.contacts.iter().find(|c| c.username == "bob").unwrap().trust, Trust::Verified);
+        assert_eq!(a.handle(t, key('y')), None, "asked once");
+
+        let (mut a, t) = app();
+        active(&mut a, t);
+        assert_eq!(a.handle(t, key('n')), cmd(SessionCommand::Hangup));
+        assert_eq!(a.call.as_ref().unwrap().sas_check, SasCheck::Mismatch);
+        assert!(a.log.back().unwrap().error);
+    }
+
+    #[test]
+    fn incoming_modal_accept_reject_and_missed() {
+        let (mut a, t) = app();
+        let ring = |id: &str| {
+            Event::Session(SessionEvent::IncomingCall {
+                call_id: id.into(),
+                from: "carol".into(),
+                trust: Trust::Unverified,
+            })
+        };
+        assert_eq!(a.handle(t, ring("c1")), Some(Effect::Bell));
+        // The modal swallows other keys.
+        assert_eq!(a.handle(t, key('d')), None);
+        assert_eq!(a.handle(t, key('a')), cmd(SessionCommand::Accept("c1".into())));
+        assert!(a.incoming.is_none());
+        assert_eq!(a.call.as_ref().unwrap().phase, CallPhase::Connecting);
+
+        let (mut a, t) = app();
+        a.handle(t, ring("c2"));
+        assert_eq!(a.handle(t, key('r')), cmd(SessionCommand::Reject("c2".into())));
+        a.handle(
+            t,
+            Event::Session(SessionEvent::Ended {
+                call_id: "c2".into(),
+                peer: "carol".into(),
+                reason: EndReason::Rejected,
+                duration_s: 0.0,
+            }),
+        );
+        assert!(!a.history[0].missed);
+
+        a.handle(t, ring("c3"));
+        a.handle(
+            t,
+            Event::Session(SessionEvent::Ended {
+                call_id: "c3".into(),
+                peer: "carol".into(),
+                reason: EndReason::Cancelled,
+                duration_s: 0.0,
+            }),
+        );
+        assert!(a.incoming.is_none(), "prompt closes when the caller gives up");
+        assert!(a.history[0].missed);
+        let quiet = TuiConfig { bell: false, ..TuiConfig::default() };
+        let mut b = App::new(quiet, "alice".into(), t);
+        assert_eq!(b.handle(t, ring("c4")), None);
+    }
+
+    #[test]
+    fn call_clock_and_end() {
+        let (mut a, t) = app();
+        active(&mut a, t);
+        let later = t + Duration::from_secs(83);
+        a.handle(later, Event::Tick);
+        assert_eq!(a.live_call().unwrap().duration_s(a.now) as u64, 83);
+        a.handle(
+            later,
+            Event::Session(SessionEvent::Ended {
+                call_id: "c1".into(),
+                peer: "bob".into(),
+                reason: EndReason::RemoteHangup,
+                duration_s: 83.2,
+            }),
+        );
+        assert!(a.live_call().is_none());
+        assert_eq!(a.handle(later, key('h')), None);
+        assert_eq!(a.handle(later, key('q')), Some(Effect::Quit), "no question once the call ended");
+        a.handle(later, code(KeyCode::Esc));
+        assert!(a.call.is_none());
+    }
+
+    #[test]
+    fn help_overlay_and_key_warning() {
+        let (mut a, t) = app();
+        a.handle(t, key('?'));
+        assert_eq!(a.overlay, Some(Overlay::Help));
+        assert_eq!(a.handle(t, key('d')), None, "keys go to the overlay");
+        a.handle(t, code(KeyCode::Esc));
+        assert_eq!(a.overlay, None);
+        a.handle(
+            t,
+            Event::Session(SessionEvent::KeyWarning {
+                username: "carol".into(),
+                pinned: "aa".into(),
+                offered: "bb".into(),
+            }),
+        );
+        assert_eq!(a.contacts[0].trust, Trust::KeyChanged);
+        assert_eq!(a.key_warnings.len(), 1);
+        a.handle(t, code(KeyCode::Esc));
+        assert!(a.key_warnings.is_empty());
+    }
+
+    #[test]
+    fn log_is_bounded() {
+        let cfg = TuiConfig { log_lines: 3, ..TuiConfig::default() };
+        let t = Instant::now();
+        let mut a = App::new(cfg, "alice".into(), t);
+        for i in 0..10 {
+            a.handle(t, Event::Log(format!("line {i}")));
+        }
+        assert_eq!(a.log.len(), 3);
+        assert_eq!(a.log[0].text, "line 7");
+    }
+}

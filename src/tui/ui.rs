@@ -1,0 +1,630 @@
+//! Rendering: `impl Widget for &App`. Reads the state, never changes it. The full layout needs 70x20; below
+//! that the screen collapses to the one pane that matters (the call when there is one, else the contacts), and
+//! the incoming-call prompt is drawn at any size.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{
+    Block, BorderType, Borders, Clear, List, ListItem, ListState, Paragraph, Sparkline, StatefulWidget, Widget, Wrap,
+};
+
+use super::app::{App, Call, CallPhase, Overlay, SasCheck};
+use super::bigtext;
+use crate::media::MetricsSnapshot;
+use crate::session::{Direction, Trust};
+
+const FULL_W: u16 = 70;
+const FULL_H: u16 = 20;
+const CONTACTS_W: u16 = 26;
+const CALL_H: u16 = 8;
+const LOG_H: u16 = 4;
+const HISTORY_H: u16 = 7;
+
+impl Widget for &App {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        if area.width < 24 || area.height < 6 {
+            tiny(self, area, buf);
+        } else {
+            let banner_h = banner_text(self).map_or(0, |t| if t.chars().count() > area.width as usize { 2 } else { 1 });
+            let [header, banner, body, footer] = Layout::vertical([
+                Constraint::Length(1),
+                Constraint::Length(banner_h),
+                Constraint::Fill(1),
+                Constraint::Length(1),
+            ])
+            .areas(area);
+            render_header(self, header, buf);
+            render_banner(self, banner, buf);
+            render_footer(self, footer, buf);
+            if area.width >= FULL_W && area.height >= FULL_H {
+                full_body(self, body, buf);
+            } else {
+                compact_body(self, body, buf);
+            }
+        }
+        match self.overlay {
+            Some(Overlay::Help) => render_help(self, area, buf),
+            Some(Overlay::Devices) => render_devices(self, area, buf),
+            Some(Overlay::ConfirmQuit) => render_confirm_quit(self, area, buf),
+            None => {}
+        }
+        // Drawn last: nothing may cover an incoming call.
+        if self.incoming.is_some() {
+            render_incoming(self, area, buf);
+        }
+    }
+}
+
+fn full_body(app: &App, area: Rect, buf: &mut Buffer) {
+    let [main, log] = Layout::vertical([Constraint::Fill(1), Constraint::Length(LOG_H)]).areas(area);
+    let [left, right] = Layout::horizontal([Constraint::Length(CONTACTS_W), Constraint::Fill(1)]).areas(main);
+    let [contacts, history] = Layout::vertical([Constraint::Fill(1), Constraint::Length(HISTORY_H)]).areas(left);
+    let [call, gauges] = Layout::vertical([Constraint::Length(CALL_H), Constraint::Fill(1)]).areas(right);
+    render_contacts(app, contacts, buf);
+    render_history(app, history, buf);
+    render_call(app, call, buf);
+    render_gauges(app, gauges, buf);
+    render_log(app, log, buf);
+}
+
+fn compact_body(app: &App, area: Rect, buf: &mut Buffer) {
+    if app.call.is_some() {
+        let call_h = CALL_H.min(area.height);
+        let [call, gauges] = Layout::vertical([Constraint::Length(call_h), Constraint::Fill(1)]).areas(area);
+        render_call(app, call, buf);
+        render_gauges(app, gauges, buf);
+    } else {
+        render_contacts(app, area, buf);
+    }
+}
+
+/// Below 24x6: a few lines of plain text, still saying what the call is doing.
+fn tiny(app: &App, area: Rect, buf: &mut Buffer) {
+    let mut lines = vec![Line::from("qvoice".bold())];
+    match &app.call {
+        Some(c) => {
+            lines.push(Line::from(format!("{} {}", phase_label(c), c.peer)));
+            lines.push(Line::from(clock(c.duration_s(app.now))));
+        }
+        None => lines.push(Line::from("enlarge terminal".dim())),
+    }
+    Paragraph::new(lines).render(area, buf);
+}
+
+fn render_header(app: &App, area: Rect, buf: &mut Buffer) {
+    let bar = Style::new().bg(Color::Blue).fg(Color::White);
+    buf.set_style(area, bar);
+    let mut left = vec![Span::from(" qvoice ").bold(), Span::from("│ "), Span::from(app.username.as_str()).bold()];
+    if let Some(r) = &app.registry {
+        left.push(Span::from(format!(" @ {r}")));
+    }
+    match &app.connected {
+        Some((true, _)) => left.push(Span::from("  ● online").fg(Color::LightGreen)),
+        Some((false, _)) => left.push(Span::from("  ○ reconnecting").fg(Color::LightRed)),
+        None => left.push(Span::from("  ○ connecting").fg(Color::Gray)),
+    }
+    let mut right = Vec::new();
+    if let Some((msg, _)) = &app.status {
+        right.push(Span::from(format!(" {msg} ")).bg(Color::Red).fg(Color::White));
+        right.push(Span::from(" "));
+    }
+    if app.muted {
+        right.push(Span::from(" MUTED ").bg(Color::Yellow).fg(Color::Black).bold());
+        right.push(Span::from(" "));
+    }
+    if app.recording {
+        right.push(Span::from(" ● REC ").bg(Color::Red).fg(Color::White).bold());
+        right.push(Span::from(" "));
+    }
+    let right_line = Line::from(right);
+    let rw = (right_line.width() as u16).min(area.width);
+    let [l, r] = Layout::horizontal([Constraint::Fill(1), Constraint::Length(rw)]).areas(area);
+    Line::from(left).render(l, buf);
+    right_line.render(r, buf);
+}
+
+fn banner_text(app: &App) -> Option<String> {
+    let w = app.key_warnings.last()?;
+    let more = match app.key_warnings.len() {
+        1 => String::new(),
+        n => format!(" (+{} more)", n - 1),
+    };
+    Some(format!(" ⚠ {}'s KEY CHANGED. Calls blocked until you run: qvoice verify {}{more}", w.username, w.username))
+}
+
+fn render_banner(app: &App, area: Rect, buf: &mut Buffer) {
+    let Some(text) = banner_text(app) else { return };
+    buf.set_style(area, Style::new().bg(Color::Red).fg(Color::White).add_modifier(Modifier::BOLD));
+    Paragraph::new(text).wrap(Wrap { trim: false }).render(area, buf);
+}
+
+fn render_footer(app: &App, area: Rect, buf: &mut Buffer) {
+    let k = &app.config.keys;
+    let pairs: Vec<(String, &str)> = if app.incoming.is_some() {
+        vec![(k.accept.primary(), "accept"), (k.reject.primary(), "reject"), (k.help.primary(), "help")]
+    } else if app.overlay == Some(Overlay::ConfirmQuit) {
+        vec![(k.yes.primary(), "hang up & quit"), (k.no.primary(), "stay")]
+    } else if app.overlay.is_some() {
+        vec![(k.cancel.primary(), "close")]
+    } else if app.filter_editing {
+        vec![("type".into(), "filter"), ("enter".into(), "keep"), ("esc".into(), "clear")]
+    } else if app.sas_question() {
+        vec![
+            (k.yes.primary(), "keys match"),
+            (k.no.primary(), "mismatch"),
+            (k.hangup.primary(), "hang up"),
+            (k.mute.primary(), "mute"),
+            (k.record.primary(), "rec"),
+            (k.help.primary(), "help"),
+        ]
+    } else if app.live_call().is_some() {
+        vec![
+            (k.hangup.primary(), "hang up"),
+            (k.mute.primary(), if app.muted { "unmute" } else { "mute" }),
+            (k.record.primary(), if app.recording { "stop rec" } else { "rec" }),
+            (k.devices.primary(), "devices"),
+            (k.help.primary(), "help"),
+            (k.quit.primary(), "quit"),
+        ]
+    } else {
+        vec![
+            (k.dial.primary(), "dial"),
+            (k.filter.primary(), "filter"),
+            (k.mute.primary(), if app.muted { "unmute" } else { "mute" }),
+            (k.devices.primary(), "devices"),
+            (k.help.primary(), "help"),
+            (k.quit.primary(), "quit"),
+        ]
+    };
+    let mut spans = vec![Span::from(" ")];
+    for (key, what) in pairs {
+        spans.push(Span::from(format!(" {key} ")).bg(Color::DarkGray).fg(Color::White).bold());
+        spans.push(Span::from(format!(" {what}  ")));
+    }
+    Line::from(spans).render(area, buf);
+}
+
+fn trust_mark(t: Trust) -> Span<'static> {
+    match t {
+        Trust::Verified => Span::from("✔").fg(Color::Green),
+        Trust::Unverified => Span::from("?").fg(Color::Yellow),
+        Trust::KeyChanged => Span::from("⚠").fg(Color::Red).bold(),
+        Trust::New => Span::from("new").fg(Color::Cyan),
+    }
+}
+
+fn trust_text(t: Trust) -> Span<'static> {
+    match t {
+        Trust::Verified => Span::from("✔ verified").fg(Color::Green),
+        Trust::Unverified => Span::from("? unverified").fg(Color::Yellow),
+        Trust::KeyChanged => Span::from("⚠ KEY CHANGED").fg(Color::Red).bold(),
+        Trust::New => Span::from("new contact (first call)").fg(Color::Cyan),
+    }
+}
+
+fn render_contacts(app: &App, area: Rect, buf: &mut Buffer) {
+    let visible = app.visible_contacts();
+    let online = app.contacts.iter().filter(|c| c.online).count();
+    let mut block = Block::bordered().title(format!(" Contacts {online}/{} ", app.contacts.len()));
+    if app.filter_editing || !app.filter.is_empty() {
+        let cursor = if app.filter_editing { "▏" } else { "" };
+        block = block.title_bottom(Line::from(format!(" /{}{cursor} ", app.filter)).fg(Color::Yellow));
+    }
+    let inner_w = area.width.saturating_sub(2) as usize;
+    let items: Vec<ListItem> = visible
+        .iter()
+        .map(|c| {
+            let dot =
+                if c.online { Span::from("● ").fg(Color::Green) } else { Span::from("○ ").fg(Color::DarkGray) };
+            let mark = trust_mark(c.trust);
+            let name_w = inner_w.saturating_sub(2 + 2 + 4);
+            let name = truncate(c.display_name.as_deref().unwrap_or(&c.username), name_w);
+            let pad = name_w.saturating_sub(name.chars().count()) + 4 - mark.width().min(4);
+            let name_span = if c.online { Span::from(name) } else { Span::from(name).fg(Color::DarkGray) };
+            ListItem::new(Line::from(vec![dot, name_span, Span::from(" ".repeat(pad)), mark]))
+        })
+        .collect();
+    let empty = items.is_empty();
+    let list = List::new(items)
+        .block(block)
+        .highlight_symbol("› ")
+        .highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+    let mut state = ListState::default().with_selected((!empty).then_some(app.selected));
+    StatefulWidget::render(list, area, buf, &mut state);
+    if empty && area.height > 2 {
+        let msg = if app.contacts.is_empty() { "no contacts yet" } else { "no match" };
+        let inner = Rect { x: area.x + 2, y: area.y + 1, width: area.width.saturating_sub(4), height: 1 };
+        Line::from(msg).dim().render(inner, buf);
+    }
+}
+
+fn render_history(app: &App, area: Rect, buf: &mut Buffer) {
+    let missed = app.history.iter().filter(|h| h.missed).count();
+    let title = if missed > 0 { format!(" History · {missed} missed ") } else { " History ".into() };
+    let block = Block::bordered().title(title);
+    let inner_w = area.width.saturating_sub(2) as usize;
+    let lines: Vec<Line> = app
+        .history
+        .iter()
+        .map(|h| {
+            let arrow = match h.direction {
+                Direction::Outgoing => "↗ ",
+                Direction::Incoming => "↙ ",
+            };
+            let detail = if h.missed {
+                "missed".to_string()
+            } else if h.duration_s > 0.0 {
+                clock(h.duration_s)
+            } else {
+                h.reason.label()
+            };
+            let name_w = inner_w.saturating_sub(2 + detail.chars().count() + 1).max(1);
+            let name = truncate(&h.peer, name_w);
+            let pad = name_w.saturating_sub(name.chars().count()) + 1;
+            let style = if h.missed { Style::new().fg(Color::Red) } else { Style::new() };
+            Line::from(vec![Span::from(arrow), Span::from(name), Span::from(" ".repeat(pad)), Span::from(detail)])
+                .style(style)
+        })
+        .collect();
+    let p = if lines.is_empty() { Paragraph::new(Line::from("no calls yet").dim()) } else { Paragraph::new(lines) };
+    p.block(block).render(area, buf);
+}
+
+fn phase_label(c: &Call) -> &'static str {
+    match c.phase {
+        CallPhase::Dialing => "DIALING",
+        CallPhase::Ringing => "RINGING",
+        CallPhase::Connecting => "CONNECTING",
+        CallPhase::Active => "ACTIVE",
+        CallPhase::Ended(_) => "ENDED",
+    }
+}
+
+fn phase_style(c: &Call) -> Style {
+    let s = Style::new().bold();
+    match c.phase {
+        CallPhase::Dialing | CallPhase::Ringing => s.fg(Color::Yellow),
+        CallPhase::Connecting => s.fg(Color::Cyan),
+        CallPhase::Active => s.fg(Color::Green),
+        CallPhase::Ended(_) => s.fg(Color::Red),
+    }
+}
+
+fn render_call(app: &App, area: Rect, buf: &mut Buffer) {
+    let block = Block::bordered().title(" Call ");
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let k = &app.config.keys;
+    let Some(c) = &app.call else {
+        let lines = vec![
+            Line::from("No call.".bold()),
+            Line::from(""),
+            Line::from(format!(
+                "Select a contact ({}/{}) and press {} to dial.",
+                k.up.primary(),
+                k.down.primary(),
+                k.dial.primary()
+            )),
+            Line::from(format!("Press {} for all keys.", k.help.primary())).dim(),
+        ];
+        Paragraph::new(lines).wrap(Wrap { trim: true }).render(inner, buf);
+        return;
+    };
+    let sas_w = (bigtext::width("9aep") as u16 + 1).min(inner.width / 2);
+    let show_big = c.is_live() && inner.width >= 50 && inner.height as usize > bigtext::HEIGHT;
+    let [info, sas_area] =
+        Layout::horizontal([Constraint::Fill(1), Constraint::Length(if show_big { sas_w } else { 0 })]).areas(inner);
+
+    let arrow = match c.direction {
+        Direction::Outgoing => "↗ to",
+        Direction::Incoming => "↙ from",
+    };
+    let mut lines = vec![
+        Line::from(vec![
+            Span::styled(format!("● {}", phase_label(c)), phase_style(c)),
+            Span::from("  "),
+            Span::from(clock(c.duration_s(app.now))).bold(),
+        ]),
+        Line::from(vec![
+            Span::from(format!("{arrow} ")),
+            Span::from(c.peer.as_str()).bold(),
+            Span::from("  "),
+            trust_text(c.trust),
+        ]),
+    ];
+    if let CallPhase::Ended(reason) = &c.phase {
+        lines.push(Line::from(vec![Span::from("reason "), Span::from(reason.label()).fg(Color::Red).bold()]));
+    }
+    match &c.codec {
+        Some(codec) => lines.push(Line::from(format!("codec  {codec} · {} ms frames", c.frame_ms))),
+        None if c.is_live() => lines.push(Line::from("codec  negotiating…").dim()),
+        None => {}
+    }
+    if let Some(p) = &c.path {
+        lines.push(Line::from(format!("path   {p}")));
+    }
+    if !show_big
+        && c.is_live()
+        && let Some(sas) = &c.sas
+    {
+        lines.push(sas_line(app, c, sas));
+    }
+    if !c.is_live() {
+        lines.push(Line::from(format!("{} dismiss · {} call again", k.cancel.primary(), k.dial.primary())).dim());
+    }
+    Paragraph::new(lines).wrap(Wrap { trim: false }).render(info, buf);
+
+    if !show_big {
+        return;
+    }
+    match &c.sas {
+        Some(sas) if c.is_live() => {
+            let style = match c.sas_check {
+                SasCheck::Pending => Style::new().fg(Color::Yellow).bold(),
+                SasCheck::Confirmed => Style::new().fg(Color::Green).bold(),
+                SasCheck::Mismatch => Style::new().fg(Color::Red).bold(),
+            };
+            let mut big: Vec<Line> = bigtext::render(sas).into_iter().map(|r| Line::styled(r, style)).collect();
+            big.push(sas_line(app, c, sas));
+            Paragraph::new(big).render(sas_area, buf);
+        }
+        None if c.is_live() => {
+            Paragraph::new(vec![Line::from("SAS").dim(), Line::from("after handshake…").dim()]).render(sas_area, buf);
+        }
+        _ => {}
+    }
+}
+
+fn sas_line<'a>(app: &App, c: &Call, sas: &str) -> Line<'a> {
+    let k = &app.config.keys;
+    match c.sas_check {
+        SasCheck::Pending => Line::from(vec![
+            Span::from(format!("SAS {sas} · ")).bold(),
+            Span::from(format!("match? ({}/{})", k.yes.primary(), k.no.primary())).fg(Color::Yellow).bold(),
+        ]),
+        SasCheck::Confirmed => Line::from(format!("SAS {sas} ✔ keys match")).fg(Color::Green),
+        SasCheck::Mismatch => Line::from(format!("SAS {sas} ✗ MISMATCH")).fg(Color::Red).bold(),
+    }
+}
+
+fn metric_lines(m: &MetricsSnapshot) -> Vec<Line<'static>> {
+    let label = |s: &'static str| Span::from(s).fg(Color::Gray);
+    let mos_color = if m.mos >= 4.0 {
+        Color::Green
+    } else if m.mos >= 3.6 {
+        Color::Yellow
+    } else {
+        Color::Red
+    };
+    let mos_word = if m.mos >= 4.3 {
+        "excellent"
+    } else if m.mos >= 4.0 {
+        "good"
+    } else if m.mos >= 3.6 {
+        "fair"
+    } else if m.mos >= 3.1 {
+        "poor"
+    } else {
+        "bad"
+    };
+    let loss_color = if m.loss_pct >= 5.0 {
+        Color::Red
+    } else if m.loss_pct >= 1.0 {
+        Color::Yellow
+    } else {
+        Color::Reset
+    };
+    vec![
+        Line::from(vec![
+            label("send   "),
+            Span::from(format!("{:5.1} kb/s  wire {:.1}", m.send_payload_kbps, m.send_wire_kbps)),
+        ]),
+        Line::from(vec![
+            label("recv   "),
+            Span::from(format!("{:5.1} kb/s  wire {:.1}", m.recv_payload_kbps, m.recv_wire_kbps)),
+        ]),
+        Line::from(vec![
+            label("RTT    "),
+            Span::from(format!("{:5.0} ms", m.rtt_ms)),
+            label("  jitter "),
+            Span::from(format!("{:.1} ms", m.jitter_ms)),
+        ]),
+        Line::from(vec![
+            label("loss   "),
+            Span::from(format!("{:5.1} %", m.loss_pct)).fg(loss_color),
+            label("   peer "),
+            Span::from(format!("{:.1} %", m.peer_loss_pct)),
+        ]),
+        Line::from(vec![
+            label("MOS    "),
+            Span::from(format!("{:5.2} ", m.mos)).fg(mos_color).bold(),
+            Span::from(mos_word).fg(mos_color),
+        ]),
+        Line::from(vec![label("JB     "), Span::from(format!("{:5} fr  {:.0} ms", m.jb_depth_frames, m.jb_depth_ms))]),
+        Line::from(vec![label("frames "), Span::from(format!("↑{}  ↓{}", m.frames_sent, m.frames_received))]),
+        Line::from(vec![
+            label("concealed "),
+            Span::from(format!("{:.1} %", m.concealed_pct)),
+            label(if m.fec_enabled { "  FEC on" } else { "" }),
+        ]),
+    ]
+}
+
+fn render_gauges(app: &App, area: Rect, buf: &mut Buffer) {
+    let block = Block::bordered().title(" Gauges ");
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let Some(m) = app.call.as_ref().and_then(|c| c.metrics.as_ref()) else {
+        let msg = match app.live_call() {
+            Some(_) => "waiting for media…",
+            None => "bitrate, RTT, jitter, loss and MOS show here during a call",
+        };
+        Paragraph::new(Line::from(msg).dim()).wrap(Wrap { trim: true }).render(inner, buf);
+        return;
+    };
+    // Each sparkline takes a label row and a graph row; with no room for one, the numbers get the width.
+    let n_sparks = (inner.height / 2).min(4);
+    let spark_w = if inner.width >= 48 && n_sparks > 0 { inner.width.saturating_sub(31) } else { 0 };
+    let [text, sparks] = Layout::horizontal([Constraint::Fill(1), Constraint::Length(spark_w)]).areas(inner);
+    Paragraph::new(metric_lines(m)).render(text, buf);
+    if spark_w == 0 {
+        return;
+    }
+    let s = &app.sparks;
+    let last = |q: &std::collections::VecDeque<u64>| q.back().copied().unwrap_or(0);
+    let rows = [
+        (format!("recv wire {} kb/s", last(&s.recv_kbps)), &s.recv_kbps, Color::Cyan),
+        (format!("RTT {} ms", last(&s.rtt_ms)), &s.rtt_ms, Color::Magenta),
+        (format!("jitter {} ms", last(&s.jitter_ms)), &s.jitter_ms, Color::Blue),
+        (format!("loss {:.1} %", last(&s.loss_permille) as f64 / 10.0), &s.loss_permille, Color::Red),
+    ];
+    let per = sparks.height / n_sparks;
+    for (i, (label, data, color)) in rows.into_iter().take(n_sparks as usize).enumerate() {
+        let y = sparks.y + i as u16 * per;
+        let label_area = Rect { x: sparks.x, y, width: sparks.width, height: 1 };
+        Line::from(label).fg(Color::Gray).render(label_area, buf);
+        let spark_area = Rect { x: sparks.x, y: y + 1, width: sparks.width, height: per - 1 };
+        let w = spark_area.width as usize;
+        let tail: Vec<u64> = data.iter().skip(data.len().saturating_sub(w)).copied().collect();
+        Sparkline::default().data(&tail).style(Style::new().fg(color)).render(spark_area, buf);
+    }
+}
+
+fn render_log(app: &App, area: Rect, buf: &mut Buffer) {
+    let block = Block::new().borders(Borders::TOP).title(" Log ").border_style(Style::new().fg(Color::DarkGray));
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let n = inner.height as usize;
+    let lines: Vec<Line> = app
+        .log
+        .iter()
+        .skip(app.log.len().saturating_sub(n))
+        .map(|l| if l.error { Line::from(l.text.as_str()).fg(Color::Red) } else { Line::from(l.text.as_str()).dim() })
+        .collect();
+    Paragraph::new(lines).render(inner, buf);
+}
+
+/// A centred rectangle of at most `w` x `h`, clamped to `area`.
+fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
+}
+
+fn render_incoming(app: &App, area: Rect, buf: &mut Buffer) {
+    let Some(inc) = &app.incoming else { return };
+    let k = &app.config.keys;
+    let r = centered(area, 50, 10);
+    Clear.render(r, buf);
+    let block = Block::bordered()
+        .border_type(BorderType::Double)
+        .border_style(Style::new().fg(Color::Yellow).bold())
+        .title(Line::from(" ☎ INCOMING CALL ").bold().centered())
+        .style(Style::new().bg(Color::Black));
+    let mut lines = vec![
+        Line::from(""),
+        Line::from(vec![Span::from(inc.from.as_str()).bold().fg(Color::White), Span::from(" is calling you")])
+            .centered(),
+        Line::from(trust_text(inc.trust)).centered(),
+    ];
+    if inc.trust == Trust::KeyChanged {
+        lines.push(Line::from("their key is not the one you pinned").fg(Color::Red).centered());
+    } else {
+        lines.push(Line::from("compare the SAS once connected").dim().centered());
+    }
+    lines.push(Line::from(""));
+    lines.push(
+        Line::from(vec![
+            Span::from(format!(" {} ", k.accept.primary())).bg(Color::Green).fg(Color::Black).bold(),
+            Span::from(" accept      "),
+            Span::from(format!(" {} ", k.reject.primary())).bg(Color::Red).fg(Color::White).bold(),
+            Span::from(" reject"),
+        ])
+        .centered(),
+    );
+    Paragraph::new(lines).block(block).wrap(Wrap { trim: false }).render(r, buf);
+}
+
+fn render_help(app: &App, area: Rect, buf: &mut Buffer) {
+    let k = &app.config.keys;
+    let rows: [(&str, String); 13] = [
+        ("dial selected contact", k.dial.to_string()),
+        ("accept incoming call", k.accept.to_string()),
+        ("reject incoming call", k.reject.to_string()),
+        ("hang up / cancel", k.hangup.to_string()),
+        ("mute / unmute", k.mute.to_string()),
+        ("record on / off", k.record.to_string()),
+        ("audio devices", k.devices.to_string()),
+        ("filter contacts", k.filter.to_string()),
+        ("move selection", format!("{} / {}", k.up, k.down)),
+        ("SAS matches / not", format!("{} / {}", k.yes, k.no)),
+        ("close / clear / dismiss", k.cancel.to_string()),
+        ("this help", k.help.to_string()),
+        ("quit", k.quit.to_string()),
+    ];
+    let r = centered(area, 64, rows.len() as u16 + 4);
+    Clear.render(r, buf);
+    let block = Block::bordered()
+        .border_type(BorderType::Rounded)
+        .title(Line::from(" Keys ").bold().centered())
+        .title_bottom(Line::from(format!(" {} to close · rebind in [tui.keys] ", k.cancel.primary())).centered());
+    let mut lines: Vec<Line> = rows
+        .iter()
+        .map(|(what, key)| {
+            Line::from(vec![Span::from(format!(" {key:>16}  ")).fg(Color::Yellow).bold(), Span::from(*what)])
+        })
+        .collect();
+    lines.push(Line::from(""));
+    lines.push(Line::from(" ● online  ○ offline  ✔ verified  ? unverified  ⚠ key changed").dim());
+    Paragraph::new(lines).block(block).render(r, buf);
+}
+
+fn render_devices(app: &App, area: Rect, buf: &mut Buffer) {
+    let r = centered(area, 56, 8);
+    Clear.render(r, buf);
+    let block = Block::bordered().border_type(BorderType::Rounded).title(" Audio devices ");
+    let text = Text::from(vec![
+        Line::from("Choosing devices from the TUI is not available yet."),
+        Line::from("Set the input and output devices in the config file"),
+        Line::from("and restart qvoice."),
+        Line::from(""),
+        Line::from(format!("{} to close", app.config.keys.cancel.primary())).dim(),
+    ]);
+    Paragraph::new(text).block(block).wrap(Wrap { trim: true }).render(r, buf);
+}
+
+fn render_confirm_quit(app: &App, area: Rect, buf: &mut Buffer) {
+    let k = &app.config.keys;
+    let r = centered(area, 44, 5);
+    Clear.render(r, buf);
+    let block = Block::bordered().border_style(Style::new().fg(Color::Red)).title(" Quit? ");
+    let peer = app.live_call().map_or("a caller", |c| c.peer.as_str());
+    let lines = vec![
+        Line::from(format!("You are in a call with {peer}.")).centered(),
+        Line::from(format!("Hang up and quit? ({}/{})", k.yes.primary(), k.no.primary())).bold().centered(),
+    ];
+    Paragraph::new(lines).block(block).alignment(Alignment::Center).render(r, buf);
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else if max == 0 {
+        String::new()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn clock(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{:02}:{:02}", s / 60, s % 60)
+    }
+}
