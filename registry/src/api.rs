@@ -344,6 +344,7 @@ pub async fn pending(
     };
     // Subscribe before looking, so a call arriving in between still wakes us.
     let mut ringing = state.hub().ringing();
+    let mut shutdown = state.hub().shutdown();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     loop {
         let calls = state.with_calls(|b| b.pending_for(me.username.as_str()))?;
@@ -351,7 +352,12 @@ pub async fn pending(
             return Ok(Json(PendingResponse { calls }));
         }
         loop {
-            match tokio::time::timeout_at(deadline, ringing.recv()).await {
+            let woken = tokio::select! {
+                r = tokio::time::timeout_at(deadline, ringing.recv()) => r,
+                // Graceful shutdown must not wait out a 30 s long-poll.
+                _ = shutdown.wait_for(|&s| s) => return Err(ApiError::ShuttingDown),
+            };
+            match woken {
                 Err(_) => break,
                 Ok(Ok(who)) if who != me.username.as_str() => {}
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {

@@ -15,17 +15,18 @@ use crate::calls::CallState;
 /// Request counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    // route template -> status -> count; looked up by &str so the hot path does not allocate.
+    requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
 }
 
 impl Metrics {
     /// Counts one finished request.
     pub fn count(&self, route: &str, status: u16) {
         if let Ok(mut m) = self.requests.lock() {
-            if let Some(n) = m.get_mut(&(route.to_owned(), status)) {
-                *n += 1;
+            if let Some(by_status) = m.get_mut(route) {
+                *by_status.entry(status).or_insert(0) += 1;
             } else {
-                m.insert((route.to_owned(), status), 1);
+                m.insert(route.to_owned(), BTreeMap::from([(status, 1)]));
             }
         }
     }
@@ -33,11 +34,12 @@ impl Metrics {
 
 /// Middleware: counts every request under its route template and logs it.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
-    state.metrics().count(&route, status);
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state.metrics().count(route, status);
     tracing::debug!(%method, route, status, "request");
     resp
 }
@@ -48,8 +50,10 @@ pub fn render(state: &AppState) -> String {
     out.push_str("# HELP qvoice_registry_requests_total HTTP requests by route template and status.\n");
     out.push_str("# TYPE qvoice_registry_requests_total counter\n");
     if let Ok(m) = state.metrics().requests.lock() {
-        for ((route, status), n) in m.iter() {
-            let _ = writeln!(out, "qvoice_registry_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+        for (route, by_status) in m.iter() {
+            for (status, n) in by_status {
+                let _ = writeln!(out, "qvoice_registry_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+            }
         }
     }
     out.push_str("# HELP qvoice_registry_users Registered users.\n# TYPE qvoice_registry_users gauge\n");

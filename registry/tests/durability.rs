@@ -157,3 +157,35 @@ fn migrations_are_versioned_and_refuse_a_newer_schema() {
     let err = qvoice_registry::store::Store::open(&db).unwrap_err();
     assert!(format!("{err:#}").contains("newer"), "{err:#}");
 }
+
+#[tokio::test]
+async fn binary_reads_its_toml_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("registry.toml");
+    let db = dir.path().join("from-config.sqlite3");
+    std::fs::write(
+        &cfg,
+        format!(
+            "bind = \"127.0.0.1:0\"\ndb = {:?}\nringing_timeout_secs = 5\n[rate_limits]\nregister_per_ip = 1\n",
+            db.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qvoice-registry"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = format!("http://{}", line.trim().strip_prefix("listening on ").unwrap());
+    let client = reqwest::Client::new();
+    assert_eq!(register(&client, &base, &Party::new("first")).await.unwrap(), 201);
+    assert_eq!(register(&client, &base, &Party::new("second")).await.unwrap(), 429);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(qvoice_registry::store::file_has_user(&db, "first").unwrap());
+    assert!(!qvoice_registry::store::file_has_user(&db, "second").unwrap());
+}

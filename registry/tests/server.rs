@@ -180,3 +180,32 @@ async fn full_handshake_without_events_by_polling_only() {
     assert_eq!(h.call_state(&alice, &id).await, "active");
     assert_eq!(ck.sas, ek.sas);
 }
+
+#[tokio::test]
+async fn graceful_shutdown_cuts_parked_long_polls() {
+    let h = Harness::server().await;
+    let alice = Party::new("alice");
+    h.register(&alice).await.ok(201);
+    let base = h.base().to_owned();
+    let hdrs = alice.auth_headers("GET", "/call/pending/alice?wait=30", h.ts(), b"");
+    let poll = tokio::spawn(async move {
+        let mut b = reqwest::Client::new().get(format!("{base}/call/pending/alice?wait=30"));
+        for (k, v) in hdrs {
+            b = b.header(k, v);
+        }
+        let r = b.send().await.unwrap();
+        (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+    });
+    let parked = async {
+        while h.state.hub().long_pollers() == 0 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(WAIT, parked).await.unwrap();
+    let common::Target::Http { running, .. } = h.target else { unreachable!() };
+    let started = std::time::Instant::now();
+    tokio::time::timeout(WAIT, running.shutdown()).await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown waited for the long-poll");
+    let (status, body) = tokio::time::timeout(WAIT, poll).await.unwrap().unwrap();
+    assert_eq!((status, body["error"].as_str()), (503, Some("shutting_down")));
+}
