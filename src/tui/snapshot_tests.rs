@@ -218,3 +218,69 @@ fn strip_test_backend(s: &str) -> String {
         .map(|l| format!("{}\n", l.trim_end()))
         .collect()
 }
+
+/// The real run loop against a scripted session, for a person or tmux to drive:
+/// `QVOICE_TUI_SMOKE=1 cargo test -p qvoice --lib tui::snapshot_tests::interactive -- --ignored --nocapture`
+/// inside a terminal. `d` on bob starts a call whose metrics tick every second; `h` hangs up; `q` quits.
+#[test]
+#[ignore = "needs a terminal; run by hand or in tmux"]
+fn interactive() {
+    use crate::session::SessionCommand;
+    use tokio::sync::mpsc;
+    if std::env::var("QVOICE_TUI_SMOKE").is_err() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (ev_tx, ev_rx) = mpsc::channel(64);
+        let (cmd_tx, mut cmd_rx) = mpsc::channel(16);
+        let (log_tx, log_rx) = mpsc::channel(64);
+        let session = tokio::spawn(async move {
+            ev_tx
+                .send(SessionEvent::Registered { username: "alice".into(), registry: "127.0.0.1:7070".into(), reflexive_addr: None })
+                .await
+                .unwrap();
+            ev_tx.send(SessionEvent::Connection { connected: true, detail: "up".into() }).await.unwrap();
+            ev_tx
+                .send(SessionEvent::Contacts {
+                    contacts: vec![contact("bob", None, true, Trust::Verified), contact("carol", None, false, Trust::Unverified)],
+                })
+                .await
+                .unwrap();
+            log_tx.send("scripted session ready".to_string()).await.unwrap();
+            let mut in_call = false;
+            let mut i = 0;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    c = cmd_rx.recv() => match c {
+                        None | Some(SessionCommand::Shutdown) => break,
+                        Some(SessionCommand::Dial(to)) => {
+                            for e in [
+                                SessionEvent::Dialing { call_id: "c1".into(), to: to.clone() },
+                                SessionEvent::SasReady { call_id: "c1".into(), peer: to.clone(), sas: "9aep".into(), trust: Trust::Verified },
+                                SessionEvent::Active { call_id: "c1".into(), peer: to.clone(), direction: Direction::Outgoing, codec: "opus".into(), frame_ms: 20, path: "direct".into() },
+                            ] {
+                                ev_tx.send(e).await.unwrap();
+                            }
+                            in_call = true;
+                        }
+                        Some(SessionCommand::Hangup) if in_call => {
+                            in_call = false;
+                            ev_tx.send(SessionEvent::Ended { call_id: "c1".into(), peer: "bob".into(), reason: EndReason::LocalHangup, duration_s: i as f64 }).await.unwrap();
+                        }
+                        Some(SessionCommand::SetMute(on)) => ev_tx.send(SessionEvent::Muted { on }).await.unwrap(),
+                        Some(c) => log_tx.send(format!("command {c:?}")).await.unwrap(),
+                    },
+                    _ = tick.tick(), if in_call => {
+                        i += 1;
+                        ev_tx.send(SessionEvent::Metrics { call_id: "c1".into(), metrics: metrics(i) }).await.unwrap();
+                    }
+                }
+            }
+        });
+        super::run(TuiConfig::default(), "alice".into(), ev_rx, cmd_tx, Some(log_rx)).await.unwrap();
+        session.await.unwrap();
+    });
+}
