@@ -484,3 +484,17 @@ async fn unconfirmed_accept_fails_and_metrics_count_states() {
     assert!(text.contains("qvoice_registry_requests_total{route=\"/register\",status=\"201\"} 2\n"), "{text}");
     assert!(text.contains("qvoice_registry_event_streams 0\n"), "{text}");
 }
+
+#[tokio::test]
+async fn concurrent_first_registrations_of_one_name_have_one_winner() {
+    let h = Harness::server().await;
+    let contenders: Vec<Party> = (0..8).map(|_| Party::new("contested")).collect();
+    let results = futures_util::future::join_all(contenders.iter().map(|p| h.register(p))).await;
+    let wins: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.status == 201).map(|(i, _)| i).collect();
+    assert_eq!(wins.len(), 1, "{results:?}");
+    for r in results.iter().filter(|r| r.status != 201) {
+        r.err(409, "username_taken");
+    }
+    let f = h.raw("GET", "/fetch/contested", vec![], vec![]).await;
+    assert_eq!(f.json["identity_key"], b64::encode(contenders[wins[0]].key().as_bytes()));
+}

@@ -189,3 +189,57 @@ async fn binary_reads_its_toml_config_file() {
     assert!(qvoice_registry::store::file_has_user(&db, "first").unwrap());
     assert!(!qvoice_registry::store::file_has_user(&db, "second").unwrap());
 }
+
+#[tokio::test]
+async fn debug_logs_never_contain_keys_signatures_or_handshake_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qvoice-registry"))
+        .args(["--bind", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("logs.sqlite3"))
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = format!("http://{}", line.trim().strip_prefix("listening on ").unwrap());
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+
+    let client = reqwest::Client::new();
+    let (alice, bob) = (Party::new("alice"), Party::new("bob"));
+    assert_eq!(register(&client, &base, &alice).await.unwrap(), 201);
+    assert_eq!(register(&client, &base, &bob).await.unwrap(), 201);
+    let (_c, offer) = common::offer_at(now_ms(), &bob, &alice);
+    let offer_b64 = qvoice_proto::b64::encode(offer.to_bytes());
+    let body = serde_json::to_vec(&serde_json::json!({ "offer": offer_b64 })).unwrap();
+    let hdrs = bob.auth_headers("POST", "/call/initiate", now_ms(), &body);
+    let mut b = client.post(format!("{base}/call/initiate")).body(body.clone());
+    for (k, v) in &hdrs {
+        b = b.header(k, v);
+    }
+    assert_eq!(b.send().await.unwrap().status(), 201);
+    // A failing request too (bad signature) so error paths are logged.
+    let mut b = client.post(format!("{base}/call/initiate")).body(body);
+    for (k, v) in alice.auth_headers("POST", "/call/initiate", now_ms(), b"x") {
+        b = b.header(k, v);
+    }
+    assert_eq!(b.send().await.unwrap().status(), 401);
+    let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    assert!(child.wait().unwrap().success());
+    let log = log.join().unwrap();
+    assert!(log.contains("call initiated"), "expected request logs at trace level:\n{log}");
+    let b64 = qvoice_proto::b64::encode;
+    let secrets = [
+        b64(alice.key().as_bytes()),
+        b64(bob.key().as_bytes()),
+        b64(&alice.signed_prekey().to_bytes())[..40].to_owned(),
+        offer_b64[..40].to_owned(),
+        hdrs[2].1.clone(),
+    ];
+    for s in &secrets {
+        assert!(!log.contains(s.as_str()), "log leaks {s}");
+    }
+}
