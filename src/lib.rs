@@ -1,3 +1,6 @@
 //! qvoice client library: the pieces of the terminal voice client that the `qvoice` binary wires together.
 
+pub mod config;
 pub mod media;
+pub mod session;
+pub mod tui;

@@ -1,0 +1,276 @@
+//! HTTP client for qvoice-registry: signs every request with our identity key and turns the registry's
+//! JSON errors into [`ClientError`]s that say what to do. Also reads the `/events` Server-Sent Events stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use qvoice_proto::{IdentityKey, IdentitySecret, SignedPrekey, Username, auth, b64};
+use qvoice_registry::api::{
+    CallStateResponse, FetchResponse, PendingResponse, RegisterResponse, StatusResponse, UsersResponse,
+};
+use qvoice_registry::events::Event;
+use serde::Serialize;
+use serde_json::json;
+
+/// Why a registry request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No connection (registry down, wrong URL, network).
+    #[error(
+        "cannot reach the registry at {url}: {detail}. Check that qvoice-registry runs there and the URL in config.toml"
+    )]
+    Unreachable { url: String, detail: String },
+    /// The registry answered with an error.
+    #[error("registry refused the request ({status} {code}): {message}")]
+    Api { status: u16, code: String, message: String },
+    /// The registry answered something we cannot use.
+    #[error("unexpected answer from the registry: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The registry's error code, if it answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A user's public key bundle, checked: the prekey verifies under the identity key.
+#[derive(Clone, Debug)]
+pub struct Bundle {
+    pub username: Username,
+    pub identity_key: IdentityKey,
+    pub prekey: SignedPrekey,
+    pub online: bool,
+    pub display_name: Option<String>,
+}
+
+/// Signs and sends registry requests for one user.
+#[derive(Clone, Debug)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    /// Without a trailing slash.
+    base: String,
+    user: Username,
+    identity: Arc<IdentitySecret>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl RegistryClient {
+    /// Fails when the HTTP client cannot be built (TLS setup).
+    pub fn new(base: &str, user: Username, identity: Arc<IdentitySecret>) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| ClientError::Protocol(format!("building the HTTP client: {e}")))?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), user, identity })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn username(&self) -> &Username {
+        &self.user
+    }
+
+    fn signed(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        let ts = now_ms();
+        let sig = auth::sign_request(&self.identity, method.as_str(), path, self.user.as_str(), ts, &body);
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(auth::HEADER_USER, self.user.as_str())
+            .header(auth::HEADER_TIMESTAMP, ts.to_string())
+            .header(auth::HEADER_SIGNATURE, b64::encode(&sig));
+        if !body.is_empty() {
+            rb = rb.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        }
+        rb
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let resp = rb.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+        if !status.is_success() {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                code: v["error"].as_str().unwrap_or("unknown").to_owned(),
+                message: v["message"].as_str().unwrap_or("(no message)").to_owned(),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{e}")))
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+        ClientError::Unreachable { url: self.base.clone(), detail: e.to_string() }
+    }
+
+    async fn post<T: serde::de::DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.send(self.signed(reqwest::Method::POST, path, body)).await
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(self.signed(reqwest::Method::GET, path, Vec::new())).await
+    }
+
+    /// Claims our name or updates our prekey / display name / port.
+    pub async fn register(
+        &self,
+        prekey: &SignedPrekey,
+        display_name: Option<&str>,
+        media_port: Option<u16>,
+    ) -> Result<RegisterResponse, ClientError> {
+        let body = json!({
+            "username": self.user.as_str(),
+            "identity_key": b64::encode(self.identity.public().as_bytes()),
+            "prekey": b64::encode(&prekey.to_bytes()),
+            "display_name": display_name,
+            "media_port": media_port,
+        });
+        self.post("/register", &body).await
+    }
+
+    /// Fetches and checks a user's key bundle: the prekey must be signed by the identity key.
+    pub async fn fetch(&self, user: &Username) -> Result<Bundle, ClientError> {
+        let r: FetchResponse = self.send(self.http.get(format!("{}/fetch/{}", self.base, user))).await?;
+        let bad = |what: &str| ClientError::Protocol(format!("{what} of {user} is invalid"));
+        let identity_key = IdentityKey::from_bytes(&b64::decode(&r.identity_key).map_err(|_| bad("identity key"))?)
+            .map_err(|_| bad("identity key"))?;
+        let prekey =
+            SignedPrekey::parse(&b64::decode(&r.prekey).map_err(|_| bad("prekey"))?).map_err(|_| bad("prekey"))?;
+        prekey.verify(&identity_key).map_err(|_| bad("prekey signature"))?;
+        Ok(Bundle { username: user.clone(), identity_key, prekey, online: r.online, display_name: r.display_name })
+    }
+
+    /// The whole directory (follows pagination, at most 20 pages).
+    pub async fn users(&self) -> Result<Vec<qvoice_registry::api::UserEntry>, ClientError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..20 {
+            let path = match &after {
+                Some(a) => format!("/users?limit=200&after={a}"),
+                None => "/users?limit=200".to_owned(),
+            };
+            let page: UsersResponse = self.get(&path).await?;
+            out.extend(page.users);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn initiate(&self, offer: &[u8]) -> Result<CallStateResponse, ClientError> {
+        self.post("/call/initiate", &json!({ "offer": b64::encode(offer) })).await
+    }
+
+    pub async fn accept(&self, call_id: &str, answer: &[u8]) -> Result<CallStateResponse, ClientError> {
+        self.post("/call/accept", &json!({ "call_id": call_id, "answer": b64::encode(answer) })).await
+    }
+
+    pub async fn confirm(&self, call_id: &str, reveal: &[u8]) -> Result<CallStateResponse, ClientError> {
+        self.post("/call/confirm", &json!({ "call_id": call_id, "reveal": b64::encode(reveal) })).await
+    }
+
+    /// `what` is `reject`, `cancel` or `hangup`.
+    pub async fn end(&self, what: &str, call_id: &str, reason: Option<&str>) -> Result<CallStateResponse, ClientError> {
+        self.post(&format!("/call/{what}"), &json!({ "call_id": call_id, "reason": reason })).await
+    }
+
+    pub async fn status(&self, call_id: &str) -> Result<StatusResponse, ClientError> {
+        self.get(&format!("/call/status/{call_id}")).await
+    }
+
+    /// The seed's polling, as a long-poll of up to `wait` seconds.
+    pub async fn pending(&self, wait: u64) -> Result<PendingResponse, ClientError> {
+        self.get(&format!("/call/pending/{}?wait={wait}", self.user)).await
+    }
+
+    /// Opens `/events` and forwards each event to `tx` until the stream ends or `tx` closes.
+    /// Fails when the stream cannot be opened or breaks.
+    pub async fn stream_events(&self, tx: &tokio::sync::mpsc::Sender<Event>) -> Result<(), ClientError> {
+        let mut resp = self
+            .signed(reqwest::Method::GET, "/events", Vec::new())
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let v: serde_json::Value = resp.json().await.unwrap_or_default();
+            return Err(ClientError::Api {
+                status,
+                code: v["error"].as_str().unwrap_or("unknown").to_owned(),
+                message: v["message"].as_str().unwrap_or("").to_owned(),
+            });
+        }
+        let mut parser = SseParser::default();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.unreachable(&e))? {
+            for data in parser.push(&chunk) {
+                match serde_json::from_str::<Event>(&data) {
+                    Ok(ev) => {
+                        if tx.send(ev).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "ignoring unparsable registry event"),
+                }
+            }
+        }
+        Err(ClientError::Unreachable { url: self.base.clone(), detail: "event stream closed".into() })
+    }
+}
+
+/// Incremental Server-Sent Events parser: yields the `data` of each complete event.
+#[derive(Default, Debug)]
+pub struct SseParser {
+    buf: String,
+}
+
+impl SseParser {
+    /// Feeds bytes; returns the data payloads of events completed by them. Bounded: a line longer than
+    /// 1 MiB without a newline is discarded.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.buf.push_str(&String::from_utf8_lossy(bytes));
+        if self.buf.len() > 1 << 20 && !self.buf.contains('\n') {
+            self.buf.clear();
+        }
+        let mut out = Vec::new();
+        while let Some(end) = self.buf.find("\n\n") {
+            let block: String = self.buf.drain(..end + 2).collect();
+            let data: Vec<&str> = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:").map(|d| d.strip_prefix(' ').unwrap_or(d)))
+                .collect();
+            if !data.is_empty() {
+                out.push(data.join("\n"));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_parser_handles_split_chunks_comments_and_multiline_data() {
+        let mut p = SseParser::default();
+        assert!(p.push(b"event: ready\ndata: {\"a\"").is_empty());
+        assert_eq!(p.push(b":1}\n\n: keep-alive\n\nevent: x\ndata: l1\ndata: l2\n\n"), vec!["{\"a\":1}", "l1\nl2"]);
+    }
+}

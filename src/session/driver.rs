@@ -1,0 +1,866 @@
+//! The session driver: the one place that awaits the registry and the clock. It runs the sans-IO
+//! handshake state machines from `qvoice-proto`, starts and stops the media engine, and reports everything
+//! as [`SessionEvent`]s. Front ends (headless CLI, TUI) send [`SessionCommand`]s.
+//!
+//! One call at a time: an incoming call while another is in progress is rejected as busy. No audio is
+//! sent before the handshake completed and verified (the media engine only gets keys after REVEAL).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use qvoice_proto::{
+    Answer, Callee, CalleeParams, Caller, CallerParams, Candidate, Codec, IdentitySecret, Offer, PrekeySecret, Reveal,
+    SessionKeys, Username, b64,
+};
+use qvoice_registry::calls::CallState;
+use qvoice_registry::events::Event as RegistryEvent;
+use tokio::sync::mpsc;
+
+use super::client::{ClientError, RegistryClient};
+use super::events::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};
+use super::store::{ContactBook, Keystore};
+use crate::media::{AudioIn, AudioOut, CodecKind, Impairment, MediaConfig, MediaEngine, MediaEvent, MediaHandle};
+
+/// Everything the driver needs.
+#[derive(Debug)]
+pub struct SessionOptions {
+    pub registry_url: String,
+    pub keystore: Keystore,
+    pub contacts: ContactBook,
+    pub display_name: Option<String>,
+    pub input: AudioIn,
+    pub output: AudioOut,
+    /// Record each call into a subfolder of this folder.
+    pub record_dir: Option<PathBuf>,
+    /// Record from the start of each call.
+    pub record_on: bool,
+    pub auto_answer: bool,
+    pub codecs: Vec<Codec>,
+    pub frame_ms: u8,
+    pub obfuscation: bool,
+    pub media_port: u16,
+    pub peer_timeout: Duration,
+    pub impairment: Impairment,
+    /// Fall back to long-polling `/call/pending` when `/events` is unavailable.
+    pub poll_fallback: bool,
+    /// Rotate the prekey at start-up when it is older than this.
+    pub prekey_max_age: Option<Duration>,
+    /// Interval of [`SessionEvent::Metrics`] during a call.
+    pub metrics_interval: Duration,
+}
+
+impl SessionOptions {
+    /// Options with the defaults of `config.example.toml`.
+    pub fn new(registry_url: String, keystore: Keystore, contacts: ContactBook) -> Self {
+        Self {
+            registry_url,
+            keystore,
+            contacts,
+            display_name: None,
+            input: AudioIn::Device(None),
+            output: AudioOut::Device(None),
+            record_dir: None,
+            record_on: false,
+            auto_answer: false,
+            codecs: vec![Codec::Opus, Codec::Pcm16],
+            frame_ms: 20,
+            obfuscation: false,
+            media_port: 0,
+            peer_timeout: Duration::from_secs(10),
+            impairment: Impairment::default(),
+            poll_fallback: true,
+            prekey_max_age: None,
+            metrics_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Where a call is.
+enum Call {
+    /// We sent an OFFER and wait for the ANSWER.
+    Dialing { call_id: String, peer: String, caller: Caller, socket: UdpSocket, since: Instant },
+    /// Someone calls us; waiting for the user (or auto-answer).
+    Incoming { call_id: String, peer: String, offer: Offer },
+    /// We answered and wait for the REVEAL.
+    Answered { call_id: String, peer: String, callee: Callee, socket: UdpSocket },
+    /// Media flows. The handle sits behind a mutex only to make the driver `Sync` (its event receiver
+    /// is not); the driver is its only user, so the lock is never contended.
+    Active { call_id: String, peer: String, media: std::sync::Mutex<MediaHandle>, since: Instant, direction: Direction },
+}
+
+impl Call {
+    fn id(&self) -> &str {
+        match self {
+            Self::Dialing { call_id, .. }
+            | Self::Incoming { call_id, .. }
+            | Self::Answered { call_id, .. }
+            | Self::Active { call_id, .. } => call_id,
+        }
+    }
+
+    fn peer(&self) -> &str {
+        match self {
+            Self::Dialing { peer, .. }
+            | Self::Incoming { peer, .. }
+            | Self::Answered { peer, .. }
+            | Self::Active { peer, .. } => peer,
+        }
+    }
+}
+
+/// Messages from helper tasks into the driver loop.
+enum Internal {
+    Registry(RegistryEvent),
+    Media { call_id: String, event: MediaEvent },
+    PushState { up: bool },
+}
+
+struct Driver {
+    opts: SessionOptions,
+    client: RegistryClient,
+    identity: Arc<IdentitySecret>,
+    prekeys: Vec<PrekeySecret>,
+    events: mpsc::Sender<SessionEvent>,
+    internal_tx: mpsc::Sender<Internal>,
+    call: Option<Call>,
+    /// Our address as the registry saw it (its IP is a candidate).
+    reflexive_ip: Option<IpAddr>,
+    push_up: bool,
+    recording: bool,
+    muted: bool,
+}
+
+/// Runs the session until [`SessionCommand::Shutdown`] or until `commands` closes. Registers first.
+///
+/// Fails when the registry cannot be reached for the initial registration or refuses it.
+pub async fn run(
+    opts: SessionOptions,
+    mut commands: mpsc::Receiver<SessionCommand>,
+    events: mpsc::Sender<SessionEvent>,
+) -> anyhow::Result<()> {
+    let identity = Arc::new(IdentitySecret::from_bytes(&opts.keystore.identity.to_bytes()));
+    let client = RegistryClient::new(&opts.registry_url, opts.keystore.username.clone(), identity.clone())?;
+    let (internal_tx, mut internal_rx) = mpsc::channel(256);
+    let mut d = Driver {
+        prekeys: opts.keystore.prekey_secrets(),
+        recording: opts.record_on,
+        opts,
+        client,
+        identity,
+        events,
+        internal_tx,
+        call: None,
+        reflexive_ip: None,
+        push_up: false,
+        muted: false,
+    };
+    d.register().await?;
+    let stream_task = tokio::spawn(event_stream(d.client.clone(), d.internal_tx.clone(), d.opts.poll_fallback));
+    let mut metrics_tick = tokio::time::interval(d.opts.metrics_interval);
+    metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut status_poll = tokio::time::interval(Duration::from_millis(250));
+    status_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let result = loop {
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                None | Some(SessionCommand::Shutdown) => break Ok(()),
+                Some(cmd) => d.command(cmd).await,
+            },
+            Some(msg) = internal_rx.recv() => d.internal(msg).await,
+            _ = metrics_tick.tick(), if matches!(d.call, Some(Call::Active { .. })) => d.emit_metrics().await,
+            _ = status_poll.tick(), if !d.push_up && matches!(d.call, Some(Call::Dialing { .. } | Call::Answered { .. })) => {
+                d.poll_status().await;
+            }
+        }
+    };
+    d.end_call(EndReason::LocalHangup, true).await;
+    stream_task.abort();
+    result
+}
+
+/// Keeps `/events` open, reconnecting with backoff; falls back to long-polling `/call/pending` when the
+/// registry has no push stream.
+async fn event_stream(client: RegistryClient, tx: mpsc::Sender<Internal>, poll_fallback: bool) {
+    let (ev_tx, mut ev_rx) = mpsc::channel::<RegistryEvent>(64);
+    let fwd_tx = tx.clone();
+    let forward = tokio::spawn(async move {
+        while let Some(ev) = ev_rx.recv().await {
+            let up = matches!(ev, RegistryEvent::Ready { .. });
+            if up && fwd_tx.send(Internal::PushState { up: true }).await.is_err() {
+                return;
+            }
+            if fwd_tx.send(Internal::Registry(ev)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let err = match client.stream_events(&ev_tx).await {
+            Ok(()) => break,
+            Err(e) => e,
+        };
+        if tx.send(Internal::PushState { up: false }).await.is_err() {
+            break;
+        }
+        let no_push = matches!(&err, ClientError::Api { status: 404 | 405 | 501, .. });
+        if no_push && poll_fallback {
+            tracing::warn!("registry has no /events; falling back to polling /call/pending");
+            poll_pending(&client, &ev_tx).await;
+            break;
+        }
+        tracing::info!(error = %err, "event stream down; retrying in {:?}", backoff);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+        if matches!(err, ClientError::Api { .. }) {
+            backoff = Duration::from_secs(10);
+        }
+    }
+    forward.abort();
+}
+
+/// The seed's polling for incoming calls, as a long-poll.
+async fn poll_pending(client: &RegistryClient, tx: &mpsc::Sender<RegistryEvent>) {
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        match client.pending(25).await {
+            Ok(p) => {
+                for call in p.calls {
+                    if seen.insert(call.call_id.clone()) && tx.send(RegistryEvent::IncomingCall(call)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "polling failed; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// The local address used to reach `registry` (the interface the OS routes through), learned without
+/// sending anything: `connect` on a UDP socket only selects a route.
+fn local_ip_towards(registry_url: &str) -> Option<IpAddr> {
+    let host_port = registry_url.split("://").nth(1)?.split('/').next()?;
+    let target = std::net::ToSocketAddrs::to_socket_addrs(host_port).ok()?.next()?;
+    let probe = UdpSocket::bind(if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok()?;
+    probe.connect(target).ok()?;
+    Some(probe.local_addr().ok()?.ip())
+}
+
+fn codec_kind(c: Codec) -> CodecKind {
+    match c {
+        Codec::Opus => CodecKind::Opus,
+        Codec::Pcm16 => CodecKind::Pcm,
+    }
+}
+
+fn map_end_state(state: CallState, reason: Option<String>, we_are_caller: bool) -> EndReason {
+    match state {
+        CallState::Rejected => EndReason::Rejected,
+        CallState::Cancelled => EndReason::Cancelled,
+        CallState::Missed => EndReason::Missed,
+        CallState::Busy => EndReason::Busy,
+        CallState::Ended => EndReason::RemoteHangup,
+        CallState::Failed => EndReason::Failed(reason.unwrap_or_else(|| "handshake did not complete".into())),
+        other => EndReason::Failed(format!(
+            "registry reported {other:?} for a call we {}",
+            if we_are_caller { "placed" } else { "received" }
+        )),
+    }
+}
+
+impl Driver {
+    async fn emit(&self, ev: SessionEvent) {
+        // A front end that went away is handled by the command channel closing.
+        let _ = self.events.send(ev).await;
+    }
+
+    async fn error(&self, message: String) {
+        tracing::warn!("{message}");
+        self.emit(SessionEvent::Error { message }).await;
+    }
+
+    async fn register(&mut self) -> anyhow::Result<()> {
+        if let Some(max_age) = self.opts.prekey_max_age {
+            let age = now_ms().saturating_sub(self.opts.keystore.current_prekey_created_ms());
+            if u128::from(age) > max_age.as_millis() {
+                let id = self.opts.keystore.rotate_prekey(now_ms())?;
+                self.prekeys = self.opts.keystore.prekey_secrets();
+                tracing::info!(id, "rotated prekey");
+            }
+        }
+        let prekey = self.opts.keystore.current_prekey().sign(&self.identity);
+        let port = (self.opts.media_port != 0).then_some(self.opts.media_port);
+        let resp = self
+            .client
+            .register(&prekey, self.opts.display_name.as_deref(), port)
+            .await
+            .context("registering with the registry")?;
+        self.reflexive_ip = resp.observed_addr.as_deref().and_then(|a| a.parse::<SocketAddr>().ok()).map(|a| a.ip());
+        self.emit(SessionEvent::Registered {
+            username: resp.username,
+            registry: self.client.base_url().to_owned(),
+            reflexive_addr: resp.observed_addr,
+        })
+        .await;
+        self.refresh_contacts().await;
+        Ok(())
+    }
+
+    async fn refresh_contacts(&mut self) {
+        match self.client.users().await {
+            Ok(users) => {
+                let me = self.client.username().as_str().to_owned();
+                let contacts = users
+                    .into_iter()
+                    .filter(|u| u.username != me)
+                    .map(|u| ContactView {
+                        trust: self.opts.contacts.trust(&u.username),
+                        username: u.username,
+                        display_name: u.display_name,
+                        online: u.online,
+                    })
+                    .collect();
+                self.emit(SessionEvent::Contacts { contacts }).await;
+            }
+            Err(e) => self.error(format!("could not load contacts: {e}")).await,
+        }
+    }
+
+    /// Binds the call's UDP socket and lists the addresses the peer may reach it at.
+    fn bind_media(&self) -> anyhow::Result<(UdpSocket, Vec<Candidate>)> {
+        let socket = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), self.opts.media_port))
+            .with_context(|| format!("binding UDP port {} for media", self.opts.media_port))?;
+        let port = socket.local_addr()?.port();
+        let mut ips: Vec<IpAddr> = Vec::new();
+        if let Some(ip) = local_ip_towards(self.client.base_url()) {
+            ips.push(ip);
+        }
+        if let Some(ip) = self.reflexive_ip {
+            if !ips.contains(&ip) && ip.is_ipv4() {
+                ips.push(ip);
+            }
+        }
+        if ips.is_empty() {
+            ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        Ok((socket, ips.into_iter().map(|ip| Candidate(SocketAddr::new(ip, port))).collect()))
+    }
+
+    async fn command(&mut self, cmd: SessionCommand) {
+        match cmd {
+            SessionCommand::Dial(name) => self.dial(name).await,
+            SessionCommand::Accept(id) => {
+                let id = self.incoming_id(id);
+                self.accept(&id).await;
+            }
+            SessionCommand::Reject(id) => {
+                let id = self.incoming_id(id);
+                if matches!(&self.call, Some(Call::Incoming { call_id, .. }) if *call_id == id) {
+                    self.end_call(EndReason::Rejected, true).await;
+                }
+            }
+            SessionCommand::Hangup => {
+                let reason = match self.call {
+                    Some(Call::Dialing { .. }) => EndReason::Cancelled,
+                    Some(Call::Incoming { .. }) => EndReason::Rejected,
+                    _ => EndReason::LocalHangup,
+                };
+                self.end_call(reason, true).await;
+            }
+            SessionCommand::SetMute(on) => {
+                self.muted = on;
+                if let Some(Call::Active { media, .. }) = &self.call {
+                    if let Ok(m) = media.lock() {
+                        m.set_mute(on);
+                    }
+                }
+                self.emit(SessionEvent::Muted { on }).await;
+            }
+            SessionCommand::SetRecording(on) => {
+                if on && self.opts.record_dir.is_none() {
+                    self.error(
+                        "recording needs a folder: set [recording] dir in config.toml or pass --record-dir".into(),
+                    )
+                    .await;
+                    return;
+                }
+                self.recording = on;
+                let dir = self.opts.record_dir.as_ref().map(|d| d.display().to_string());
+                self.emit(SessionEvent::Recording { on, dir }).await;
+                if matches!(self.call, Some(Call::Active { .. })) {
+                    self.error("recording takes effect from the next call".into()).await;
+                }
+            }
+            SessionCommand::Verify(name) => match self.opts.contacts.verify(&name) {
+                Ok(()) => self.refresh_contacts().await,
+                Err(e) => self.error(format!("{e:#}")).await,
+            },
+            SessionCommand::RefreshContacts => self.refresh_contacts().await,
+            SessionCommand::Shutdown => {}
+        }
+    }
+
+    /// An empty id means the call ringing now.
+    fn incoming_id(&self, id: String) -> String {
+        match &self.call {
+            Some(Call::Incoming { call_id, .. }) if id.is_empty() => call_id.clone(),
+            _ => id,
+        }
+    }
+
+    async fn dial(&mut self, name: String) {
+        if let Some(call) = &self.call {
+            let msg = format!("already in a call with {}; hang up first", call.peer());
+            self.error(msg).await;
+            return;
+        }
+        let Ok(callee) = Username::parse(&name) else {
+            self.end_unstarted(&name, EndReason::Failed(format!("{name:?} is not a valid username"))).await;
+            return;
+        };
+        let bundle = match self.client.fetch(&callee).await {
+            Ok(b) => b,
+            Err(e) if e.code() == Some("unknown_user") => {
+                self.end_unstarted(&name, EndReason::Failed(format!("no user named {name} on this registry"))).await;
+                return;
+            }
+            Err(e) => {
+                self.end_unstarted(&name, EndReason::Failed(e.to_string())).await;
+                return;
+            }
+        };
+        match self.opts.contacts.check(&name, &bundle.identity_key, now_ms()) {
+            Ok(Trust::KeyChanged) => {
+                self.key_warning(&name).await;
+                let reason = EndReason::SecurityFailure(format!(
+                    "{name}'s identity key changed; compare safety numbers, then run `qvoice verify {name}`"
+                ));
+                self.end_unstarted(&name, reason).await;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.error(format!("could not save contacts: {e:#}")).await;
+                return;
+            }
+        }
+        if !bundle.online {
+            self.end_unstarted(&name, EndReason::Offline).await;
+            return;
+        }
+        let (socket, candidates) = match self.bind_media() {
+            Ok(x) => x,
+            Err(e) => {
+                self.end_unstarted(&name, EndReason::Failed(format!("{e:#}"))).await;
+                return;
+            }
+        };
+        let params = CallerParams {
+            caller: self.client.username().clone(),
+            callee,
+            codecs: self.opts.codecs.clone(),
+            frame_ms: self.opts.frame_ms,
+            candidates,
+            obfuscation: self.opts.obfuscation,
+        };
+        let started =
+            Caller::start(&mut rand::rng(), now_ms(), &self.identity, params, &bundle.identity_key, &bundle.prekey);
+        let (caller, offer) = match started {
+            Ok(x) => x,
+            Err(e) => {
+                self.end_unstarted(&name, EndReason::SecurityFailure(e.to_string())).await;
+                return;
+            }
+        };
+        let call_id = offer.call_id.to_hex();
+        self.emit(SessionEvent::Dialing { call_id: call_id.clone(), to: name.clone() }).await;
+        self.call =
+            Some(Call::Dialing { call_id: call_id.clone(), peer: name.clone(), caller, socket, since: Instant::now() });
+        match self.client.initiate(offer.to_bytes()).await {
+            Ok(_) => self.emit(SessionEvent::Ringing { call_id, to: name }).await,
+            Err(e) => {
+                let reason = match e.code() {
+                    Some("busy") => EndReason::Busy,
+                    Some("unknown_user") => EndReason::Failed(format!("no user named {name}")),
+                    _ => EndReason::Failed(e.to_string()),
+                };
+                self.end_call(reason, false).await;
+            }
+        }
+    }
+
+    /// Reports a call that never got a call id.
+    async fn end_unstarted(&self, peer: &str, reason: EndReason) {
+        self.emit(SessionEvent::Ended { call_id: String::new(), peer: peer.to_owned(), reason, duration_s: 0.0 }).await;
+    }
+
+    async fn key_warning(&self, name: &str) {
+        let c = self.opts.contacts.contacts.get(name);
+        self.emit(SessionEvent::KeyWarning {
+            username: name.to_owned(),
+            pinned: c.map(|c| fingerprint(&c.identity_key)).unwrap_or_default(),
+            offered: c.and_then(|c| c.offered_key.as_deref()).map(fingerprint).unwrap_or_default(),
+        })
+        .await;
+    }
+
+    async fn internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::PushState { up } => {
+                if up != self.push_up {
+                    self.push_up = up;
+                    let detail = if up { "push events connected" } else { "push events lost; reconnecting" };
+                    self.emit(SessionEvent::Connection { connected: up, detail: detail.into() }).await;
+                    if up {
+                        self.refresh_contacts().await;
+                    }
+                }
+            }
+            Internal::Registry(ev) => self.registry_event(ev).await,
+            Internal::Media { call_id, event } => self.media_event(&call_id, event).await,
+        }
+    }
+
+    async fn registry_event(&mut self, ev: RegistryEvent) {
+        match ev {
+            RegistryEvent::Ready { .. } => {}
+            RegistryEvent::Presence { username, online } => {
+                self.emit(SessionEvent::Presence { username, online }).await;
+            }
+            RegistryEvent::IncomingCall(inc) => self.incoming(inc.call_id, inc.caller, &inc.offer).await,
+            RegistryEvent::CallAccepted { call_id, answer, .. } => self.on_answer(&call_id, &answer).await,
+            RegistryEvent::CallConfirmed { call_id, reveal, .. } => self.on_reveal(&call_id, &reveal).await,
+            RegistryEvent::CallEnded { call_id, state, reason } => {
+                if self.call.as_ref().is_some_and(|c| c.id() == call_id) {
+                    let caller = matches!(self.call, Some(Call::Dialing { .. }))
+                        || matches!(&self.call, Some(Call::Active { direction: Direction::Outgoing, .. }));
+                    self.end_call(map_end_state(state, reason, caller), false).await;
+                }
+            }
+        }
+    }
+
+    async fn incoming(&mut self, call_id: String, caller: String, offer_b64: &str) {
+        if self.call.as_ref().is_some_and(|c| c.id() == call_id) {
+            return;
+        }
+        let offer = match b64::decode(offer_b64).ok().and_then(|b| Offer::parse(&b).ok()) {
+            Some(o) if o.call_id.to_hex() == call_id && o.caller.as_str() == caller => o,
+            _ => {
+                self.error(format!("ignoring a malformed incoming call from {caller}")).await;
+                return;
+            }
+        };
+        if self.call.is_some() {
+            let _ = self.client.end("reject", &call_id, Some("busy")).await;
+            return;
+        }
+        let trust = match self.opts.contacts.check(&caller, &offer.caller_key, now_ms()) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error(format!("could not save contacts: {e:#}")).await;
+                return;
+            }
+        };
+        if trust == Trust::KeyChanged {
+            self.key_warning(&caller).await;
+            let _ = self.client.end("reject", &call_id, Some("identity key changed")).await;
+            let reason = EndReason::SecurityFailure(format!(
+                "{caller}'s identity key changed; compare safety numbers, then run `qvoice verify {caller}`"
+            ));
+            self.emit(SessionEvent::Ended { call_id, peer: caller, reason, duration_s: 0.0 }).await;
+            return;
+        }
+        self.emit(SessionEvent::IncomingCall { call_id: call_id.clone(), from: caller.clone(), trust }).await;
+        self.call = Some(Call::Incoming { call_id: call_id.clone(), peer: caller, offer });
+        if self.opts.auto_answer {
+            self.accept(&call_id).await;
+        }
+    }
+
+    async fn accept(&mut self, id: &str) {
+        let Some(Call::Incoming { call_id, peer, offer }) = self.call.take_if(|c| c.id() == id) else {
+            self.error(format!("no incoming call {id} to accept")).await;
+            return;
+        };
+        let (socket, candidates) = match self.bind_media() {
+            Ok(x) => x,
+            Err(e) => {
+                self.call = Some(Call::Incoming { call_id, peer, offer });
+                self.end_call(EndReason::Failed(format!("{e:#}")), true).await;
+                return;
+            }
+        };
+        let params = CalleeParams {
+            callee: self.client.username().clone(),
+            codecs: self.opts.codecs.clone(),
+            candidates,
+            obfuscation: self.opts.obfuscation,
+        };
+        let caller_key = offer.caller_key;
+        let answered = Callee::on_offer(&mut rand::rng(), now_ms(), &self.identity, &caller_key, &offer, params);
+        match answered {
+            Ok((callee, answer)) => {
+                self.call = Some(Call::Answered { call_id: call_id.clone(), peer, callee, socket });
+                if let Err(e) = self.client.accept(&call_id, answer.to_bytes()).await {
+                    self.end_call(EndReason::Failed(e.to_string()), false).await;
+                }
+            }
+            Err(e) => {
+                self.call = Some(Call::Incoming { call_id, peer, offer });
+                self.end_call(EndReason::SecurityFailure(e.to_string()), true).await;
+            }
+        }
+    }
+
+    async fn on_answer(&mut self, id: &str, answer_b64: &str) {
+        let Some(Call::Dialing { call_id, peer, caller, socket, since }) =
+            self.call.take_if(|c| c.id() == id && matches!(c, Call::Dialing { .. }))
+        else {
+            return;
+        };
+        let answer = match b64::decode(answer_b64).ok().and_then(|b| Answer::parse(&b).ok()) {
+            Some(a) => a,
+            None => {
+                self.call = Some(Call::Dialing { call_id, peer, caller, socket, since });
+                self.end_call(EndReason::SecurityFailure("malformed ANSWER".into()), true).await;
+                return;
+            }
+        };
+        let revealed = caller.on_answer(&mut rand::rng(), &answer);
+        match revealed {
+            Ok((reveal, keys)) => {
+                // Send REVEAL first so the callee can derive keys while our media starts.
+                let confirm = self.client.confirm(&call_id, reveal.to_bytes()).await;
+                if let Err(e) = confirm {
+                    drop(keys);
+                    self.call = None;
+                    let reason = EndReason::Failed(format!("could not confirm the call: {e}"));
+                    self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s: 0.0 }).await;
+                    return;
+                }
+                self.start_media(call_id, peer, keys, socket, Direction::Outgoing).await;
+            }
+            Err(e) => {
+                let _ = self.client.end("cancel", &call_id, Some("handshake verification failed")).await;
+                let reason = EndReason::SecurityFailure(format!("the ANSWER failed verification: {e}"));
+                self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s: 0.0 }).await;
+            }
+        }
+    }
+
+    async fn on_reveal(&mut self, id: &str, reveal_b64: &str) {
+        let Some(Call::Answered { call_id, peer, callee, socket, .. }) =
+            self.call.take_if(|c| c.id() == id && matches!(c, Call::Answered { .. }))
+        else {
+            return;
+        };
+        let reveal = b64::decode(reveal_b64).ok().and_then(|b| Reveal::parse(&b).ok());
+        let keys = match reveal {
+            Some(r) => callee.on_reveal(&r, &self.prekeys).map_err(|e| e.to_string()),
+            None => Err("malformed REVEAL".to_owned()),
+        };
+        match keys {
+            Ok(keys) => self.start_media(call_id, peer, keys, socket, Direction::Incoming).await,
+            Err(e) => {
+                let _ = self.client.end("hangup", &call_id, Some("handshake verification failed")).await;
+                let reason = EndReason::SecurityFailure(format!("the REVEAL failed verification: {e}"));
+                self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s: 0.0 }).await;
+            }
+        }
+    }
+
+    async fn start_media(
+        &mut self,
+        call_id: String,
+        peer: String,
+        keys: SessionKeys,
+        socket: UdpSocket,
+        direction: Direction,
+    ) {
+        let trust = self.opts.contacts.trust(&peer);
+        self.emit(SessionEvent::SasReady {
+            call_id: call_id.clone(),
+            peer: peer.clone(),
+            sas: keys.sas.clone(),
+            trust,
+        })
+        .await;
+        let codec = keys.codec;
+        let frame_ms = keys.frame_ms;
+        let candidates: Vec<SocketAddr> = keys.peer_candidates.iter().map(|c| c.0).collect();
+        let mut cfg = MediaConfig::new(keys.media, socket, candidates.clone());
+        cfg.codec = codec_kind(codec);
+        cfg.frame_ms = frame_ms;
+        cfg.input = self.opts.input.clone();
+        cfg.output = self.opts.output.clone();
+        cfg.impairment = self.opts.impairment.clone();
+        cfg.silence_timeout = self.opts.peer_timeout;
+        if self.recording {
+            cfg.record_dir = self.opts.record_dir.as_ref().map(|d| d.join(format!("{}-{peer}", &call_id[..8])));
+        }
+        let started = tokio::task::spawn_blocking(move || MediaEngine::start(cfg)).await;
+        let mut media = match started {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                let _ = self.client.end("hangup", &call_id, Some("media failed to start")).await;
+                let reason = match e {
+                    crate::media::MediaError::Audio(a) => EndReason::NoAudio(a.to_string()),
+                    other => EndReason::Failed(other.to_string()),
+                };
+                self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s: 0.0 }).await;
+                return;
+            }
+            Err(e) => {
+                self.error(format!("media start task failed: {e}")).await;
+                return;
+            }
+        };
+        media.set_mute(self.muted);
+        if let Some(rx) = media.take_events() {
+            let tx = self.internal_tx.clone();
+            let id = call_id.clone();
+            let spawned = std::thread::Builder::new().name("qv-media-events".into()).spawn(move || {
+                while let Ok(event) = rx.recv() {
+                    if tx.blocking_send(Internal::Media { call_id: id.clone(), event }).is_err() {
+                        break;
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                self.error(format!("could not watch media events: {e}")).await;
+            }
+        }
+        let path = candidates.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        self.emit(SessionEvent::Active {
+            call_id: call_id.clone(),
+            peer: peer.clone(),
+            direction,
+            codec: codec.name().into(),
+            frame_ms,
+            path: format!("probing {path}"),
+        })
+        .await;
+        let media = std::sync::Mutex::new(media);
+        self.call = Some(Call::Active { call_id, peer, media, since: Instant::now(), direction });
+    }
+
+    async fn media_event(&mut self, id: &str, event: MediaEvent) {
+        let Some(Call::Active { call_id, .. }) = &self.call else { return };
+        if call_id != id {
+            return;
+        }
+        match event {
+            MediaEvent::PeerConnected { addr, .. } => {
+                self.emit(SessionEvent::Path { call_id: call_id.clone(), path: format!("direct {addr}") }).await;
+            }
+            MediaEvent::PeerAddressChanged { to, .. } => {
+                tracing::info!(%to, "peer address changed");
+                self.emit(SessionEvent::Path { call_id: call_id.clone(), path: format!("direct {to} (moved)") }).await;
+            }
+            MediaEvent::PeerSilent { .. } => self.end_call(EndReason::PeerVanished, true).await,
+            MediaEvent::PeerBye => self.end_call(EndReason::RemoteHangup, true).await,
+            MediaEvent::Failed(msg) => self.end_call(EndReason::Failed(msg), true).await,
+            MediaEvent::FirstAudioPlayed { since_start, .. } => {
+                tracing::debug!(?since_start, "first audio played");
+                self.emit(SessionEvent::AudioFlowing { call_id: call_id.clone() }).await;
+            }
+            MediaEvent::PeerResumed | MediaEvent::InputEnded => {}
+        }
+    }
+
+    async fn emit_metrics(&self) {
+        if let Some(Call::Active { call_id, media, .. }) = &self.call {
+            let metrics = media.lock().map(|m| m.metrics()).unwrap_or_default();
+            self.emit(SessionEvent::Metrics { call_id: call_id.clone(), metrics }).await;
+        }
+    }
+
+    /// Without push events, follow the call through `/call/status`.
+    async fn poll_status(&mut self) {
+        let Some(call) = &self.call else { return };
+        let id = call.id().to_owned();
+        let Ok(st) = self.client.status(&id).await else { return };
+        match (&self.call, st.state) {
+            (Some(Call::Dialing { .. }), CallState::Accepted) => {
+                if let Some(a) = st.answer {
+                    self.on_answer(&id, &a).await;
+                }
+            }
+            (Some(Call::Answered { .. }), CallState::Active) => {
+                if let Some(r) = st.reveal {
+                    self.on_reveal(&id, &r).await;
+                }
+            }
+            (_, s @ (CallState::Rejected | CallState::Cancelled | CallState::Missed | CallState::Busy)) => {
+                let caller = matches!(self.call, Some(Call::Dialing { .. }));
+                self.end_call(map_end_state(s, st.reason, caller), false).await;
+            }
+            (_, s @ (CallState::Ended | CallState::Failed)) => {
+                self.end_call(map_end_state(s, st.reason, false), false).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends the current call (if any): tells the registry when `notify`, stops media (sending BYE,
+    /// finalizing WAV files) and reports [`SessionEvent::Ended`].
+    async fn end_call(&mut self, reason: EndReason, notify: bool) {
+        let Some(call) = self.call.take() else { return };
+        let call_id = call.id().to_owned();
+        let peer = call.peer().to_owned();
+        let what = match &call {
+            Call::Dialing { .. } => "cancel",
+            Call::Incoming { .. } => "reject",
+            Call::Answered { .. } | Call::Active { .. } => "hangup",
+        };
+        let duration_s = match &call {
+            Call::Active { since, .. } => since.elapsed().as_secs_f64(),
+            _ => 0.0,
+        };
+        if let Call::Active { media, .. } = call {
+            let stopped = match media.into_inner() {
+                Ok(media) => tokio::task::spawn_blocking(move || media.stop()).await,
+                Err(poisoned) => {
+                    let media = poisoned.into_inner();
+                    tokio::task::spawn_blocking(move || media.stop()).await
+                }
+            };
+            match stopped {
+                Ok(Ok(last)) => self.emit(SessionEvent::Metrics { call_id: call_id.clone(), metrics: last }).await,
+                Ok(Err(e)) => self.error(format!("media stopped with an error: {e}")).await,
+                Err(e) => self.error(format!("media stop task failed: {e}")).await,
+            }
+        }
+        if notify {
+            let text = match &reason {
+                EndReason::Rejected => None,
+                r => Some(r.label()),
+            };
+            if let Err(e) = self.client.end(what, &call_id, text.as_deref()).await {
+                // The registry may have restarted and forgotten the call; the peer learns from BYE.
+                tracing::info!(error = %e, "could not tell the registry the call ended");
+            }
+        }
+        self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s }).await;
+    }
+}
+
+/// Short fingerprint of a base64url identity key, for warnings.
+fn fingerprint(key_b64: &str) -> String {
+    b64::decode(key_b64)
+        .ok()
+        .and_then(|k| qvoice_proto::IdentityKey::from_bytes(&k).ok())
+        .map(|k| k.short_fingerprint())
+        .unwrap_or_else(|| "?".into())
+}

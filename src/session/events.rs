@@ -1,0 +1,140 @@
+//! The one stream of typed events the session layer emits, and the commands it takes. The headless CLI
+//! prints events as JSON lines; the TUI folds them into its state. Both send the same commands.
+
+use serde::Serialize;
+
+use crate::media::MetricsSnapshot;
+
+/// How far a contact's identity key is trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trust {
+    /// Pinned and verified out of band (safety number or SAS compared).
+    Verified,
+    /// Pinned on first use, not verified yet.
+    Unverified,
+    /// The registry now serves a different key than the pinned one: calls are blocked until re-verified.
+    KeyChanged,
+    /// Never seen before; will be pinned on first use.
+    New,
+}
+
+/// Why a call ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
+pub enum EndReason {
+    /// We hung up.
+    LocalHangup,
+    /// The peer hung up.
+    RemoteHangup,
+    /// The callee rejected the call.
+    Rejected,
+    /// The caller cancelled while it was ringing.
+    Cancelled,
+    /// Nobody answered before the ringing timeout.
+    Missed,
+    /// The callee was already in a call.
+    Busy,
+    /// The callee has no open event stream.
+    Offline,
+    /// No media from the peer for the configured timeout.
+    PeerVanished,
+    /// The handshake failed verification (the text says which check).
+    SecurityFailure(String),
+    /// No usable audio device (the text says which and names the WAV options).
+    NoAudio(String),
+    /// Anything else (the text says what).
+    Failed(String),
+}
+
+impl EndReason {
+    /// A short human label for the UI.
+    pub fn label(&self) -> String {
+        match self {
+            Self::LocalHangup => "you hung up".into(),
+            Self::RemoteHangup => "peer hung up".into(),
+            Self::Rejected => "rejected".into(),
+            Self::Cancelled => "cancelled".into(),
+            Self::Missed => "missed".into(),
+            Self::Busy => "busy".into(),
+            Self::Offline => "peer offline".into(),
+            Self::PeerVanished => "peer vanished (no media)".into(),
+            Self::SecurityFailure(s) => format!("security check failed: {s}"),
+            Self::NoAudio(s) => format!("no audio: {s}"),
+            Self::Failed(s) => format!("failed: {s}"),
+        }
+    }
+}
+
+/// One contact as shown in a contacts list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContactView {
+    pub username: String,
+    pub display_name: Option<String>,
+    pub online: bool,
+    pub trust: Trust,
+}
+
+/// Which way a call goes, from our side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Outgoing,
+    Incoming,
+}
+
+/// Everything the session layer reports. Serialized as `{"event": "<name>", ...fields}`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum SessionEvent {
+    /// Registered (or re-registered) with the registry.
+    Registered { username: String, registry: String, reflexive_addr: Option<String> },
+    /// The push event stream is up (true) or down and being retried (false).
+    Connection { connected: bool, detail: String },
+    /// The contact directory.
+    Contacts { contacts: Vec<ContactView> },
+    /// A contact came online or went offline.
+    Presence { username: String, online: bool },
+    /// Someone is calling us.
+    IncomingCall { call_id: String, from: String, trust: Trust },
+    /// We sent an OFFER.
+    Dialing { call_id: String, to: String },
+    /// The callee's client has been told about the call (it is ringing there).
+    Ringing { call_id: String, to: String },
+    /// The handshake completed: compare this SAS with the peer.
+    SasReady { call_id: String, peer: String, sas: String, trust: Trust },
+    /// Media is flowing.
+    Active { call_id: String, peer: String, direction: Direction, codec: String, frame_ms: u8, path: String },
+    /// The media path is known or changed (e.g. `direct 192.0.2.7:40000`).
+    Path { call_id: String, path: String },
+    /// The first received audio frame was played: the peer is audible.
+    AudioFlowing { call_id: String },
+    /// Periodic media metrics of the active call.
+    Metrics { call_id: String, metrics: MetricsSnapshot },
+    /// The call ended.
+    Ended { call_id: String, peer: String, reason: EndReason, duration_s: f64 },
+    /// A contact's identity key changed: calls to or from them are blocked until `qvoice verify`.
+    KeyWarning { username: String, pinned: String, offered: String },
+    /// Recording started or stopped.
+    Recording { on: bool, dir: Option<String> },
+    /// Microphone muted or unmuted.
+    Muted { on: bool },
+    /// Something went wrong that the user should see (the text says what to do).
+    Error { message: String },
+}
+
+/// What a front end asks the session layer to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionCommand {
+    Dial(String),
+    Accept(String),
+    Reject(String),
+    /// Hang up or cancel the current call.
+    Hangup,
+    SetMute(bool),
+    SetRecording(bool),
+    /// Mark a contact verified (after comparing the SAS or safety number).
+    Verify(String),
+    RefreshContacts,
+    Shutdown,
+}

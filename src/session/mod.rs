@@ -1,0 +1,10 @@
+//! The session layer: local identity and contacts, the registry client, and the async driver that runs
+//! handshakes and calls and reports everything as one stream of [`SessionEvent`]s.
+
+pub mod client;
+pub mod driver;
+pub mod events;
+pub mod store;
+
+pub use driver::{SessionOptions, run};
+pub use events::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};

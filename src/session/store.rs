@@ -1,0 +1,299 @@
+//! Local state on disk: our keys (identity and prekeys, file mode 0600) and the pinned identity keys of
+//! contacts (trust on first use). Files are replaced atomically so a crash never leaves half a key file.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use qvoice_proto::{IdentityKey, IdentitySecret, PrekeySecret, Username, b64};
+use serde::{Deserialize, Serialize};
+
+use super::events::Trust;
+
+/// Writes `bytes` to `path` via a temporary file, fsync and rename, with permission `mode`.
+///
+/// Fails on I/O errors.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let dir = path.parent().context("path has no parent folder")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// How many rotated prekeys we keep, so calls set up against an older one still complete.
+const KEEP_PREKEYS: usize = 3;
+
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    username: String,
+    identity: String,
+    prekeys: Vec<PrekeyEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PrekeyEntry {
+    id: u32,
+    seed: String,
+    created_ms: u64,
+}
+
+/// Our identity and prekeys. Secrets are zeroized when dropped (by the proto types).
+pub struct Keystore {
+    path: PathBuf,
+    pub username: Username,
+    pub identity: IdentitySecret,
+    /// Newest first.
+    pub prekeys: Vec<(PrekeySecret, u64)>,
+}
+
+impl std::fmt::Debug for Keystore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keystore({}, {:?})", self.username, self.identity.public())
+    }
+}
+
+impl Keystore {
+    pub fn path_in(data_dir: &Path) -> PathBuf {
+        data_dir.join("keys.json")
+    }
+
+    /// Creates new keys for `username` and saves them. Fails if keys exist and `force` is false.
+    pub fn create(data_dir: &Path, username: Username, now_ms: u64, force: bool) -> anyhow::Result<Self> {
+        let path = Self::path_in(data_dir);
+        if path.exists() && !force {
+            bail!(
+                "{} already holds an identity; pass --force to replace it (contacts will see a key change)",
+                path.display()
+            );
+        }
+        let mut rng = rand::rng();
+        let identity = IdentitySecret::generate(&mut rng);
+        let prekey = PrekeySecret::generate(&mut rng, 1);
+        let ks = Self { path, username, identity, prekeys: vec![(prekey, now_ms)] };
+        ks.save()?;
+        Ok(ks)
+    }
+
+    /// Loads the keys. Fails with a hint to run `qvoice init` when there are none.
+    pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = Self::path_in(data_dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("no identity in {}; run `qvoice init --username NAME --registry URL` first", data_dir.display())
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let kf: KeyFile =
+            serde_json::from_str(&text).with_context(|| format!("corrupt key file {}", path.display()))?;
+        let username = Username::parse(&kf.username).context("key file holds an invalid username")?;
+        let id_bytes: [u8; 32] = b64::decode(&kf.identity)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("key file: identity key must be 32 bytes"))?;
+        let identity = IdentitySecret::from_bytes(&id_bytes);
+        let mut prekeys = Vec::new();
+        for p in kf.prekeys {
+            let seed: [u8; 64] = b64::decode(&p.seed)?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("key file: prekey seed must be 64 bytes"))?;
+            prekeys.push((PrekeySecret::from_seed(p.id, &seed), p.created_ms));
+        }
+        if prekeys.is_empty() {
+            bail!("key file {} has no prekey; run `qvoice rotate-prekey`", path.display());
+        }
+        Ok(Self { path, username, identity, prekeys })
+    }
+
+    /// Writes the key file (mode 0600). Fails on I/O errors.
+    pub fn save(&self) -> anyhow::Result<()> {
+        let kf = KeyFile {
+            username: self.username.to_string(),
+            identity: b64::encode(self.identity.to_bytes().as_ref()),
+            prekeys: self
+                .prekeys
+                .iter()
+                .map(|(p, created_ms)| PrekeyEntry {
+                    id: p.id(),
+                    seed: b64::encode(p.to_seed().as_ref()),
+                    created_ms: *created_ms,
+                })
+                .collect(),
+        };
+        let text = zeroize::Zeroizing::new(serde_json::to_vec_pretty(&kf)?);
+        write_atomic(&self.path, &text, 0o600)
+    }
+
+    /// The prekey to publish.
+    pub fn current_prekey(&self) -> &PrekeySecret {
+        &self.prekeys[0].0
+    }
+
+    pub fn current_prekey_created_ms(&self) -> u64 {
+        self.prekeys[0].1
+    }
+
+    /// All prekeys we can still decapsulate with.
+    pub fn prekey_secrets(&self) -> Vec<PrekeySecret> {
+        self.prekeys.iter().map(|(p, _)| PrekeySecret::from_seed(p.id(), &p.to_seed())).collect()
+    }
+
+    /// Makes a new prekey current, keeping the last few for calls in flight. Saves. Fails on I/O errors.
+    pub fn rotate_prekey(&mut self, now_ms: u64) -> anyhow::Result<u32> {
+        let id = self.prekeys.iter().map(|(p, _)| p.id()).max().unwrap_or(0).wrapping_add(1);
+        self.prekeys.insert(0, (PrekeySecret::generate(&mut rand::rng(), id), now_ms));
+        self.prekeys.truncate(KEEP_PREKEYS);
+        self.save()?;
+        Ok(id)
+    }
+}
+
+/// A pinned contact.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Contact {
+    /// The pinned identity key, base64url.
+    pub identity_key: String,
+    pub first_seen_ms: u64,
+    pub verified: bool,
+    /// A different key the registry served since pinning; calls are blocked until the user verifies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered_key: Option<String>,
+}
+
+/// Identity keys of everyone we have talked to, pinned on first use.
+#[derive(Debug)]
+pub struct ContactBook {
+    path: PathBuf,
+    pub contacts: BTreeMap<String, Contact>,
+}
+
+impl ContactBook {
+    /// Loads `contacts.json` from `data_dir` (empty if missing). Fails on a corrupt file.
+    pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join("contacts.json");
+        let contacts = match std::fs::read_to_string(&path) {
+            Ok(t) => serde_json::from_str(&t).with_context(|| format!("corrupt contacts file {}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(Self { path, contacts })
+    }
+
+    /// Fails on I/O errors.
+    pub fn save(&self) -> anyhow::Result<()> {
+        write_atomic(&self.path, &serde_json::to_vec_pretty(&self.contacts)?, 0o600)
+    }
+
+    /// Trust in `name` without changing anything.
+    pub fn trust(&self, name: &str) -> Trust {
+        match self.contacts.get(name) {
+            None => Trust::New,
+            Some(c) if c.offered_key.is_some() => Trust::KeyChanged,
+            Some(c) if c.verified => Trust::Verified,
+            Some(_) => Trust::Unverified,
+        }
+    }
+
+    /// Checks `key` against the pin for `name`: pins it if new (and saves), records it as offered and
+    /// returns [`Trust::KeyChanged`] if it differs from the pin. Fails on I/O errors.
+    pub fn check(&mut self, name: &str, key: &IdentityKey, now_ms: u64) -> anyhow::Result<Trust> {
+        let encoded = b64::encode(key.as_bytes());
+        match self.contacts.get_mut(name) {
+            None => {
+                let c = Contact { identity_key: encoded, first_seen_ms: now_ms, verified: false, offered_key: None };
+                self.contacts.insert(name.to_owned(), c);
+                self.save()?;
+                Ok(Trust::Unverified)
+            }
+            Some(c) if c.identity_key == encoded => {
+                if c.offered_key.take().is_some() {
+                    self.save()?;
+                }
+                Ok(self.trust(name))
+            }
+            Some(c) => {
+                if c.offered_key.as_deref() != Some(&encoded) {
+                    c.offered_key = Some(encoded);
+                    self.save()?;
+                }
+                Ok(Trust::KeyChanged)
+            }
+        }
+    }
+
+    /// Marks `name` verified, accepting an offered new key if there is one. Fails if `name` is unknown.
+    pub fn verify(&mut self, name: &str) -> anyhow::Result<()> {
+        let c = self
+            .contacts
+            .get_mut(name)
+            .with_context(|| format!("no contact named {name}; call them or run `qvoice contacts` first"))?;
+        if let Some(k) = c.offered_key.take() {
+            c.identity_key = k;
+        }
+        c.verified = true;
+        self.save()
+    }
+
+    /// The pinned key of `name`, if any.
+    pub fn pinned(&self, name: &str) -> Option<IdentityKey> {
+        let c = self.contacts.get(name)?;
+        IdentityKey::from_bytes(&b64::decode(&c.identity_key).ok()?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keystore_round_trip_permissions_and_no_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = Username::parse("alice").unwrap();
+        let mut ks = Keystore::create(dir.path(), name.clone(), 5, false).unwrap();
+        let mode = std::fs::metadata(Keystore::path_in(dir.path())).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(Keystore::create(dir.path(), name.clone(), 5, false).is_err());
+        let id = ks.rotate_prekey(10).unwrap();
+        assert_eq!(id, 2);
+        let back = Keystore::load(dir.path()).unwrap();
+        assert_eq!(back.identity.public(), ks.identity.public());
+        assert_eq!(back.current_prekey().id(), 2);
+        assert_eq!(back.prekeys.len(), 2);
+        assert_eq!(back.current_prekey().public_bytes(), ks.current_prekey().public_bytes());
+    }
+
+    #[test]
+    fn contacts_pin_warn_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut book = ContactBook::load(dir.path()).unwrap();
+        let mut rng = rand::rng();
+        let (k1, k2) = (IdentitySecret::generate(&mut rng).public(), IdentitySecret::generate(&mut rng).public());
+        assert_eq!(book.trust("bob"), Trust::New);
+        assert_eq!(book.check("bob", &k1, 1).unwrap(), Trust::Unverified);
+        assert_eq!(book.check("bob", &k2, 2).unwrap(), Trust::KeyChanged);
+        // Still changed after a reload: the warning survives restarts.
+        let mut book = ContactBook::load(dir.path()).unwrap();
+        assert_eq!(book.trust("bob"), Trust::KeyChanged);
+        assert_eq!(book.pinned("bob"), Some(k1));
+        book.verify("bob").unwrap();
+        assert_eq!(book.trust("bob"), Trust::Verified);
+        assert_eq!(book.pinned("bob"), Some(k2));
+        assert_eq!(book.check("bob", &k2, 3).unwrap(), Trust::Verified);
+        assert!(book.verify("nobody").is_err());
+    }
+}
