@@ -427,7 +427,15 @@ async fn headless(paths: &Paths, io: IoArgs, mode: Mode) -> anyhow::Result<u8> {
                     }
                     SessionEvent::Ended { reason, call_id, .. } => {
                         hangup_at = None;
-                        code = if interrupted { 0 } else { exit_code(reason) };
+                        code = match mode {
+                            _ if interrupted => 0,
+                            Mode::Call { .. } => exit_code(reason),
+                            // A listener's calls ending (even unanswered) is normal; only failures count.
+                            Mode::Listen { .. } => match exit_code(reason) {
+                                4 => 0,
+                                c => c,
+                            },
+                        };
                         let done = match mode {
                             Mode::Call { .. } => true,
                             Mode::Listen { once, .. } => once && !call_id.is_empty(),

@@ -13,30 +13,36 @@ use std::time::Duration;
 use client_common::{LONG, Registry, SHORT, User};
 use media_common::{Input, chirp, make_input, ncc, read_wav};
 
-/// Finds the first chirp of `input` in `out` (anywhere) and correlates the speech at that alignment.
-/// Returns (lag in samples, may be negative; chirp correlation; speech correlation).
+/// Finds the first chirp of `input` in `out` (anywhere), then aligns each half second of speech on its
+/// own within ±150 ms of the chirp's lag (the jitter buffer may legitimately add or drop a frame between
+/// them) and averages the speech correlations. Returns (chirp lag in samples, chirp corr, speech corr).
 fn align_and_correlate(input: &Input, out: &[f64]) -> (i64, f64, f64) {
     let c = chirp();
     let (mut best_pos, mut best) = (0usize, f64::MIN);
-    let mut pos = 0;
-    while pos + c.len() <= out.len() {
+    for pos in 0..out.len().saturating_sub(c.len()) {
         let v = ncc(&c, &out[pos..pos + c.len()], 0);
         if v > best {
             (best_pos, best) = (pos, v);
         }
-        pos += 1;
     }
     let lag = best_pos as i64 - input.chirps[0] as i64;
-    let speech = &input.samples[input.speech.clone()];
-    let mut corr = f64::MIN;
-    for l in (lag - 40)..=(lag + 40) {
-        let start = input.speech.start as i64 + l;
-        if start < 0 || start as usize >= out.len() {
-            continue;
+    let seg = 8_000usize;
+    let mut corrs = Vec::new();
+    let mut s0 = input.speech.start;
+    while s0 + seg <= input.speech.end {
+        let speech = &input.samples[s0..s0 + seg];
+        let mut corr = f64::MIN;
+        for l in (lag - 2_400)..=(lag + 2_400) {
+            let start = s0 as i64 + l;
+            if start < 0 || start as usize + seg > out.len() {
+                continue;
+            }
+            corr = corr.max(ncc(speech, &out[start as usize..start as usize + seg], 0));
         }
-        corr = corr.max(ncc(speech, &out[start as usize..], 0));
+        corrs.push(corr);
+        s0 += seg;
     }
-    (lag, best, corr)
+    (lag, best, corrs.iter().sum::<f64>() / corrs.len().max(1) as f64)
 }
 
 fn sas_of(p: &client_common::Proc) -> String {

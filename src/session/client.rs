@@ -56,6 +56,9 @@ pub struct RegistryClient {
     base: String,
     user: Username,
     identity: Arc<IdentitySecret>,
+    /// Last request timestamp: Ed25519 signatures are deterministic, so two identical requests signed in
+    /// the same millisecond would be byte-identical and the registry would refuse the second as a replay.
+    last_ts: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn now_ms() -> u64 {
@@ -71,7 +74,13 @@ impl RegistryClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| ClientError::Protocol(format!("building the HTTP client: {e}")))?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), user, identity })
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            user,
+            identity,
+            last_ts: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        })
     }
 
     pub fn base_url(&self) -> &str {
@@ -83,7 +92,14 @@ impl RegistryClient {
     }
 
     fn signed(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
-        let ts = now_ms();
+        let now = now_ms();
+        let prev = self
+            .last_ts
+            .fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |last| {
+                Some(now.max(last + 1))
+            })
+            .unwrap_or(now);
+        let ts = now.max(prev + 1);
         let sig = auth::sign_request(&self.identity, method.as_str(), path, self.user.as_str(), ts, &body);
         let mut rb = self
             .http
