@@ -481,10 +481,10 @@ fn spawn_stdin_commands(tx: mpsc::Sender<SessionCommand>) {
                 (Some("verify"), Some(name)) => Some(SessionCommand::Verify(name.to_owned())),
                 _ => None,
             };
-            if let Some(c) = cmd {
-                if tx.send(c).await.is_err() {
-                    break;
-                }
+            if let Some(c) = cmd
+                && tx.send(c).await.is_err()
+            {
+                break;
             }
         }
     });

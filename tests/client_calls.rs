@@ -5,7 +5,6 @@
 
 mod client_common;
 #[path = "media_common/mod.rs"]
-#[allow(dead_code)]
 mod media_common;
 
 use std::time::Duration;

@@ -345,10 +345,8 @@ impl Driver {
         if let Some(ip) = local_ip_towards(self.client.base_url()) {
             ips.push(ip);
         }
-        if let Some(ip) = self.reflexive_ip {
-            if !ips.contains(&ip) && ip.is_ipv4() {
-                ips.push(ip);
-            }
+        if let Some(ip) = self.reflexive_ip.filter(|ip| !ips.contains(ip) && ip.is_ipv4()) {
+            ips.push(ip);
         }
         if ips.is_empty() {
             ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -379,10 +377,10 @@ impl Driver {
             }
             SessionCommand::SetMute(on) => {
                 self.muted = on;
-                if let Some(Call::Active { media, .. }) = &self.call {
-                    if let Ok(m) = media.lock() {
-                        m.set_mute(on);
-                    }
+                if let Some(Call::Active { media, .. }) = &self.call
+                    && let Ok(m) = media.lock()
+                {
+                    m.set_mute(on);
                 }
                 self.emit(SessionEvent::Muted { on }).await;
             }
@@ -704,7 +702,7 @@ impl Driver {
         cfg.frame_ms = frame_ms;
         cfg.input = self.opts.input.clone();
         cfg.output = self.opts.output.clone();
-        cfg.impairment = self.opts.impairment.clone();
+        cfg.impairment = self.opts.impairment;
         cfg.silence_timeout = self.opts.peer_timeout;
         if self.recording {
             cfg.record_dir = self.opts.record_dir.as_ref().map(|d| d.join(format!("{}-{peer}", &call_id[..8])));
