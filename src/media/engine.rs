@@ -29,6 +29,8 @@ pub enum AudioIn {
     Wav(PathBuf),
     /// Digital silence at real time (receive-only calls, tests).
     Silence,
+    /// What an [`AudioOut::Echo`] on the same line played, delayed (the demo's echo contact).
+    Echo(super::echo::EchoLine),
 }
 
 /// Where received audio goes.
@@ -46,6 +48,8 @@ pub enum AudioOut {
     },
     /// Discard (paced like a device).
     Null,
+    /// Feed an [`AudioIn::Echo`] on the same line.
+    Echo(super::echo::EchoLine),
 }
 
 /// Everything the engine needs for one call.
@@ -360,6 +364,7 @@ fn open_source(
         AudioIn::Device(name) => Box::new(CpalSource::open(name.as_deref(), frame_samples)?),
         AudioIn::Wav(p) => Box::new(WavSource::open(p, frame, Some(epoch))?),
         AudioIn::Silence => Box::new(SilenceSource { pacer: super::audio::Pacer::new(epoch, frame).skip() }),
+        AudioIn::Echo(line) => Box::new(line.source(frame_samples, epoch)?),
     })
 }
 
@@ -373,6 +378,7 @@ fn open_sink(
         AudioOut::Device(name) => Box::new(CpalSink::open(name.as_deref(), frame_samples)?),
         AudioOut::Wav { path, .. } => Box::new(WavSink::create(path, rate, frame_samples, Some(epoch))?),
         AudioOut::Null => Box::new(NullSink::new(frame_samples, epoch)),
+        AudioOut::Echo(line) => Box::new(line.sink(frame_samples, epoch)?),
     })
 }
 

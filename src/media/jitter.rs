@@ -10,7 +10,10 @@
 //! plus a jitter-dependent safety margin, one frame of delay is unnecessary and the next quiet frame is
 //! dropped (shrinking during silence). If the next frame is missing and nothing newer has arrived
 //! (underrun), or a frame arrives after its slot was played (late), playout is stretched by one concealed
-//! frame so later packets get one frame more time. Playback starts once `start_delay` is buffered, and the
+//! frame so later packets get one frame more time. While frames are being lost (smoothed rate above 1 %)
+//! the shrink rule keeps one more frame, so the packet after a gap is usually buffered and the gap can be
+//! rebuilt with Opus FEC instead of oscillating between stretching and shrinking.
+//! Playback starts once `start_delay` is buffered, and the
 //! queue is capped at `max_delay`, so it never grows without bound. Storage is a fixed ring allocated once.
 
 use std::time::{Duration, Instant};
@@ -19,6 +22,8 @@ use super::codec::MAX_ENCODED;
 
 /// Ring capacity in frames (1.28 s at 20 ms); a frame further ahead than this forces a resync.
 pub const CAPACITY: usize = 64;
+/// Smoothed loss rate above which one extra frame is kept for FEC.
+const LOSSY: f64 = 0.01;
 
 /// Tuning of a jitter buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +126,7 @@ pub struct JitterBuffer {
     started: bool,
     next: u64,
     highest: Option<u64>,
+    highest_arrival: Instant,
     last_ts: u32,
     last_ext: u64,
     epoch: Option<Instant>,
@@ -132,6 +138,7 @@ pub struct JitterBuffer {
     grow_pending: bool,
     empty_pops: u32,
     wait_ewma_us: f64,
+    loss_ewma: f64,
     stats: JitterStats,
 }
 
@@ -156,6 +163,7 @@ impl JitterBuffer {
             started: false,
             next: 0,
             highest: None,
+            highest_arrival: now,
             last_ts: 0,
             last_ext: 0,
             epoch: None,
@@ -167,6 +175,7 @@ impl JitterBuffer {
             grow_pending: false,
             empty_pops: 0,
             wait_ewma_us: 0.0,
+            loss_ewma: 0.0,
             stats: JitterStats::default(),
         }
     }
@@ -264,6 +273,9 @@ impl JitterBuffer {
         s.arrival = now;
         s.len = data.len() as u16;
         s.data[..data.len()].copy_from_slice(data);
+        if self.highest.is_none_or(|h| index >= h) {
+            self.highest_arrival = now;
+        }
         self.highest = Some(self.highest.map_or(index, |h| h.max(index)));
         self.stats.accepted += 1;
         // RFC 3550 interarrival jitter on the frame clock.
@@ -321,7 +333,10 @@ impl JitterBuffer {
         self.wait_ewma_us += (w - self.wait_ewma_us) / 16.0;
         self.window_left = self.window_left.saturating_sub(1);
         if self.window_left == 0 {
-            if self.window_min_wait > self.cfg.frame + self.margin() {
+            // Under loss keep one extra frame so the packet after a gap is usually here to rebuild the
+            // gap with FEC; without that the buffer would oscillate (stretch on every loss, shrink later).
+            let keep = if self.loss_ewma > LOSSY { self.cfg.frame * 2 } else { self.cfg.frame };
+            if self.window_min_wait > keep + self.margin() {
                 self.shrink_pending = true;
             }
             self.window_left = self.cfg.window;
@@ -369,6 +384,7 @@ impl JitterBuffer {
             let arrival = self.slots[(index % CAPACITY as u64) as usize].arrival;
             self.note_wait(now.saturating_duration_since(arrival));
             self.stats.played += 1;
+            self.loss_ewma -= self.loss_ewma / 64.0;
             let s = &mut self.slots[(index % CAPACITY as u64) as usize];
             s.present = false;
             return Pop::Frame(&s.data[..usize::from(s.len)]);
@@ -377,6 +393,7 @@ impl JitterBuffer {
         if highest > self.next {
             // Lost (or still in flight behind newer frames): move on, with FEC when the next packet is here.
             self.next += 1;
+            self.loss_ewma += (1.0 - self.loss_ewma) / 64.0;
             self.empty_pops = 0;
             if self.slot(self.next).is_some() {
                 self.stats.fec_recovered += 1;
@@ -384,8 +401,19 @@ impl JitterBuffer {
             let fec = self.slot(self.next).map(|s| &s.data[..usize::from(s.len)]);
             return Pop::Conceal { fec };
         }
+        // Nothing newer is here. If the frame is overdue by much more than the arrival jitter explains it
+        // was lost rather than delayed: conceal and move on (at most two frames this way), so a loss does
+        // not add delay.
+        let expected = self.highest_arrival + self.cfg.frame * (self.next - highest) as u32;
+        let overdue = now.saturating_duration_since(expected);
+        if self.next <= highest + 2 && overdue > self.cfg.frame / 2 + self.margin() {
+            self.next += 1;
+            self.loss_ewma += (1.0 - self.loss_ewma) / 64.0;
+            return Pop::Conceal { fec: None };
+        }
         // Underrun: conceal without advancing so the late frame can still play (stretching by a frame).
         self.stats.underruns += 1;
+        self.loss_ewma += (1.0 - self.loss_ewma) / 64.0;
         self.shrink_pending = false;
         self.empty_pops += 1;
         if self.empty_pops * self.cfg.frame.as_millis() as u32 >= 200 {
@@ -532,7 +560,10 @@ mod tests {
         assert!(s.concealed >= n_lost, "{s:?} lost {n_lost}");
         // Concealment beyond the losses themselves (stretching) stays small.
         assert!(s.concealed <= n_lost + n_lost / 2 + 5, "{s:?} lost {n_lost}");
-        assert!(s.fec_recovered > n_lost / 2, "{s:?}");
+        assert!(s.fec_recovered > n_lost * 8 / 10, "{s:?}");
+        // The buffer settles at one extra frame: it stretches only for double losses (~1 % of frames) and
+        // shrinks only to undo those, instead of stretching on every loss.
+        assert!(s.underruns < n_lost / 8 && s.shrink_drops <= s.underruns + 1, "{s:?}");
         assert!(r.max_depth <= 6);
     }
 

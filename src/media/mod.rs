@@ -20,6 +20,7 @@
 pub mod audio;
 pub mod codec;
 pub mod device;
+pub mod echo;
 mod engine;
 pub mod impair;
 pub mod jitter;
@@ -29,6 +30,7 @@ pub mod resample;
 pub use audio::{AudioError, AudioSink, AudioSource, Captured, WavRecorder, WavSink, WavSource};
 pub use codec::{CodecError, CodecKind};
 pub use device::{CpalSink, CpalSource, DeviceInfo, list_devices};
+pub use echo::EchoLine;
 pub use engine::{AudioIn, AudioOut, MediaConfig, MediaEngine, MediaEvent, MediaHandle};
 pub use impair::Impairment;
 pub use jitter::{JitterBuffer, JitterConfig};
