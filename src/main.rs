@@ -26,12 +26,22 @@ struct Cli {
     /// Keep config and keys under this folder instead of the XDG directories.
     #[arg(long, env = "QVOICE_HOME", global = true)]
     home: Option<PathBuf>,
+    /// Without a command, opens the TUI.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The terminal UI: contacts, one-key dialing, call control and live gauges (the default).
+    Tui,
+    /// Try qvoice in one process: a local registry, an `echo` contact that plays back what it hears,
+    /// and the TUI logged in as `you`.
+    Demo {
+        /// Where the demo keeps its registry database, keys and recordings (default: a temp folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Create your identity key and prekey, write the config, and register.
     Init {
         #[arg(long)]
@@ -77,7 +87,7 @@ enum Command {
     },
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 struct IoArgs {
     /// Microphone: `default`, a device name, `silence`, or a .wav file to send.
     #[arg(long)]
@@ -125,9 +135,9 @@ fn now_ms() -> u64 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("QVOICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if !matches!(cli.command, None | Some(Command::Tui | Command::Demo { .. })) {
+        qvoice::logging::to_stderr();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -151,7 +161,10 @@ fn main() -> ExitCode {
 
 async fn real_main(cli: Cli) -> anyhow::Result<u8> {
     let paths = Paths::resolve(cli.home.as_deref())?;
-    match cli.command {
+    let Some(command) = cli.command else { return tui(&paths).await };
+    match command {
+        Command::Tui => tui(&paths).await,
+        Command::Demo { dir } => demo(dir).await,
         Command::Init { username, registry, display_name, force } => {
             init(&paths, &username, &registry, display_name, force).await
         }
@@ -273,6 +286,46 @@ fn devices() -> anyhow::Result<u8> {
             Ok(5)
         }
     }
+}
+
+/// Runs the TUI against a session driver; returns when the user quits.
+async fn run_tui(opts: SessionOptions, cfg: &Config, log: Option<mpsc::Receiver<String>>) -> anyhow::Result<()> {
+    let username = opts.keystore.username.to_string();
+    let (cmd_tx, cmd_rx) = mpsc::channel(32);
+    let (ev_tx, ev_rx) = mpsc::channel(512);
+    let driver = tokio::spawn(qvoice::session::run(opts, cmd_rx, ev_tx));
+    let ui = qvoice::tui::run(cfg.tui.clone(), username, ev_rx, cmd_tx.clone(), log).await;
+    let _ = cmd_tx.send(SessionCommand::Shutdown).await;
+    let session = driver.await.context("session task panicked")?;
+    ui?;
+    session
+}
+
+async fn tui(paths: &Paths) -> anyhow::Result<u8> {
+    let cfg = Config::load(&paths.config_file)?;
+    let opts = session_options(paths, &cfg, &IoArgs::default())?;
+    let log = qvoice::logging::to_file_and_pane(&paths.log_file)?;
+    run_tui(opts, &cfg, Some(log)).await?;
+    Ok(0)
+}
+
+async fn demo(dir: Option<PathBuf>) -> anyhow::Result<u8> {
+    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("qvoice-demo-{}", std::process::id())));
+    let log = qvoice::logging::to_file_and_pane(&dir.join("qvoice.log"))?;
+    let devices = qvoice::demo::sound_card_works();
+    let (demo, you) = qvoice::demo::Demo::start(&dir, devices).await?;
+    tracing::info!(
+        "demo: press d on `echo` to call it; you will hear yourself back after {:?}",
+        qvoice::demo::ECHO_DELAY
+    );
+    tracing::info!("demo audio: {}", demo.audio_notice);
+    let notice = demo.audio_notice.clone();
+    let result = run_tui(you, &Config::default(), Some(log)).await;
+    demo.stop().await?;
+    result?;
+    println!("qvoice demo finished; {notice}");
+    println!("demo files (registry database, keys, recordings, log) are in {}", dir.display());
+    Ok(0)
 }
 
 enum Mode {

@@ -1,0 +1,71 @@
+//! Where tracing output goes. Headless commands log to stderr; the TUI owns the terminal, so its logs go
+//! to a file and, line by line, into the TUI's log pane. Nothing may print over the TUI.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tracing_subscriber::EnvFilter;
+
+fn filter(default: &str) -> EnvFilter {
+    EnvFilter::try_from_env("QVOICE_LOG").unwrap_or_else(|_| EnvFilter::new(default))
+}
+
+/// Logs to stderr (headless commands). `QVOICE_LOG` overrides the level (e.g. `debug`).
+pub fn to_stderr() {
+    let _ = tracing_subscriber::fmt().with_env_filter(filter("warn")).with_writer(std::io::stderr).try_init();
+}
+
+/// Logs to `file` (appending) and sends each line to the returned receiver for the TUI's log pane.
+///
+/// Fails when the log file cannot be opened.
+pub fn to_file_and_pane(file: &Path) -> anyhow::Result<mpsc::Receiver<String>> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(file)?;
+    let (tx, rx) = mpsc::channel(512);
+    let shared = Arc::new(Mutex::new(f));
+    let make = move || PaneWriter { file: shared.clone(), tx: tx.clone(), line: Vec::new() };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter("info,hyper=warn,reqwest=warn,rustls=warn"))
+        .with_ansi(false)
+        .with_target(false)
+        .without_time()
+        .with_writer(make)
+        .try_init();
+    Ok(rx)
+}
+
+/// One log event's writer: buffers the formatted line, then appends it to the file and offers it to the
+/// pane (dropped if the pane is behind; the file keeps everything).
+struct PaneWriter {
+    file: Arc<Mutex<std::fs::File>>,
+    tx: mpsc::Sender<String>,
+    line: Vec<u8>,
+}
+
+impl std::io::Write for PaneWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for PaneWriter {
+    fn drop(&mut self) {
+        if self.line.is_empty() {
+            return;
+        }
+        if let Ok(mut f) = self.file.lock() {
+            let _ = f.write_all(&self.line);
+        }
+        let text = String::from_utf8_lossy(&self.line).trim_end().to_owned();
+        let _ = self.tx.try_send(text);
+    }
+}
