@@ -1,0 +1,105 @@
+//! Drives two real `qvoice` TUIs in tmux as a person would: send-keys to dial and accept, capture-pane to
+//! read the screens. Both must show ACTIVE with the same SAS, then ENDED after a hang-up.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod client_common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use client_common::{BIN, Registry, User};
+
+struct Pane {
+    session: String,
+}
+
+impl Pane {
+    fn start(session: &str, user: &User) -> Self {
+        let cfg = user.home().join("config.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        // No sound card here: the TUI's microphone is silence and its speaker discards.
+        let text = text
+            .replace("input = \"default\"", "input = \"silence\"")
+            .replace("output = \"default\"", "output = \"null\"");
+        assert!(text.contains("input = \"silence\""), "unexpected config layout:\n{text}");
+        std::fs::write(&cfg, text).unwrap();
+        let cmd = format!("{BIN} --home {} tui", user.home().display());
+        let ok = Command::new("tmux")
+            .args(["new-session", "-d", "-s", session, "-x", "80", "-y", "24", &cmd])
+            .status()
+            .expect("tmux must be installed (apt-get install tmux; .ci/run does)");
+        assert!(ok.success());
+        Self { session: session.to_owned() }
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.session]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        assert!(Command::new("tmux").args(["send-keys", "-t", &self.session, keys]).status().unwrap().success());
+    }
+
+    /// Waits until the screen satisfies `pred`, reading it like a person would.
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{}: no {what} on screen:\n{s}", self.session);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn alive(&self) -> bool {
+        Command::new("tmux").args(["has-session", "-t", &self.session]).status().is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.session]).status();
+    }
+}
+
+fn sas(screen: &str) -> String {
+    let at = screen.find("SAS ").unwrap_or_else(|| panic!("no SAS on screen:\n{screen}"));
+    screen[at + 4..at + 8].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tuis_dial_accept_same_sas_and_hang_up() {
+    let reg = Registry::start(Duration::from_secs(45)).await;
+    let alice = User::init("alice", &reg.url()).await;
+    let bob = User::init("bob", &reg.url()).await;
+    let tag = std::process::id();
+    let b = Pane::start(&format!("qv-bob-{tag}"), &bob);
+    b.wait_for("online status", |s| s.contains("online") && s.contains("alice"));
+    let a = Pane::start(&format!("qv-alice-{tag}"), &alice);
+    a.wait_for("bob in contacts", |s| s.contains("bob"));
+
+    a.keys("d");
+    b.wait_for("incoming call", |s| s.contains("alice") && s.to_lowercase().contains("incoming"));
+    b.keys("a");
+    let sa = a.wait_for("ACTIVE with SAS", |s| s.contains("ACTIVE") && s.contains("SAS "));
+    let sb = b.wait_for("ACTIVE with SAS", |s| s.contains("ACTIVE") && s.contains("SAS "));
+    assert_eq!(sas(&sa), sas(&sb), "alice:\n{sa}\nbob:\n{sb}");
+    // Media flows: frame counters on the gauges move.
+    a.wait_for("received frames", |s| s.contains("frames ↑") && !s.contains("↓0 "));
+
+    a.keys("h");
+    a.wait_for("ENDED", |s| s.contains("ENDED"));
+    b.wait_for("ENDED", |s| s.contains("ENDED"));
+    for p in [&a, &b] {
+        p.keys("q");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (a.alive() || b.alive()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!a.alive() && !b.alive(), "both TUIs quit on q");
+}
