@@ -39,6 +39,10 @@ struct Args {
     /// Simulated jitter in ms (uniform extra delay per datagram).
     #[arg(long, default_value_t = 0)]
     jitter_ms: u64,
+    /// Phase of each receiver's playout clock behind the shared capture epoch, in ms (0 = worst case:
+    /// every frame waits a full period). Mouth-to-ear figures include it.
+    #[arg(long, default_value_t = 0.0)]
+    phase_ms: f64,
     /// Call length in seconds.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
@@ -92,6 +96,7 @@ fn main() -> Result<()> {
         cfg.output = AudioOut::Wav { path: out.to_path_buf(), rate: Some(RATE) };
         cfg.impairment = Impairment { seed, ..imp };
         cfg.epoch = Some(epoch);
+        cfg.output_phase = Duration::from_secs_f64(args.phase_ms / 1000.0);
         cfg.label = label.into();
         cfg
     };
@@ -133,7 +138,7 @@ fn main() -> Result<()> {
             .iter()
             .filter_map(|&p| {
                 let (d, score) = chirp_delay(&o, p, RATE as usize / 2);
-                (score > 0.6).then_some(d as f64 * 1000.0 / f64::from(RATE))
+                (score > 0.6).then_some(d as f64 * 1000.0 / f64::from(RATE) + args.phase_ms)
             })
             .collect())
     };
@@ -145,6 +150,7 @@ fn main() -> Result<()> {
     let summary = serde_json::json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "codec": codec.name(), "frame_ms": args.frame_ms, "loss_pct": args.loss, "jitter_ms": args.jitter_ms,
+        "phase_ms": args.phase_ms,
         "seconds": wall,
         "mouth_to_ear_ms": { "a_to_b": stats(&m2e_ab), "b_to_a": stats(&m2e_ba) },
         "wire_kbps": { "a_to_b": ma.send_wire_kbps, "b_to_a": mb.send_wire_kbps },

@@ -242,7 +242,15 @@ impl WavRecorder {
             bits_per_sample: 16,
             sample_format: hound::SampleFormat::Int,
         };
-        let mut writer = hound::WavWriter::create(path, spec).map_err(wav_err(path))?;
+        // Recordings hold decrypted call audio: owner-only, like key files.
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts
+            .open(path)
+            .map_err(|e| AudioError::Wav { path: path.to_path_buf(), source: hound::Error::IoError(e) })?;
+        let mut writer = hound::WavWriter::new(std::io::BufWriter::new(file), spec).map_err(wav_err(path))?;
         let (tx, rx): (SyncSender<PcmBlock>, Receiver<PcmBlock>) = sync_channel(RECORDER_QUEUE);
         let p = path.to_path_buf();
         let thread = std::thread::Builder::new()
@@ -410,6 +418,11 @@ mod tests {
         }
         sink.finish().unwrap();
         assert_eq!(frames, 25);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+        }
         let back: Vec<i16> = hound::WavReader::open(&out).unwrap().samples::<i16>().map(|s| s.unwrap()).collect();
         assert_eq!(back.len(), orig.len());
         // Up and down filters delay by a few samples; compare after aligning.

@@ -77,6 +77,10 @@ pub struct MediaConfig {
     pub epoch: Option<Instant>,
     /// How long without an authenticated frame before [`MediaEvent::PeerSilent`].
     pub silence_timeout: Duration,
+    /// How far the paced output clock (WAV or null sink) runs behind `epoch`. A sound card's playout
+    /// clock has an arbitrary phase relative to the peer's capture clock; 0, the default, is the worst
+    /// case for a WAV loopback, where every frame arrives just after a playout tick and waits a full frame.
+    pub output_phase: Duration,
     /// Prefix of the engine's thread names (`<label>-capture`, `-net`, `-playout`), so tools can tell two
     /// engines in one process apart.
     pub label: String,
@@ -98,6 +102,7 @@ impl MediaConfig {
             impairment: Impairment::default(),
             epoch: None,
             silence_timeout: Duration::from_secs(5),
+            output_phase: Duration::ZERO,
             label: "qv".into(),
         }
     }
@@ -271,8 +276,9 @@ impl MediaEngine {
         let s = shared.clone();
         let out = cfg.output.clone();
         let rec = cfg.record_dir.clone();
+        let out_epoch = epoch + cfg.output_phase;
         handle.playout = Some(spawn(format!("{}-playout", cfg.label), move || {
-            let opened = open_sink(&out, out_rate, frame_samples, epoch).and_then(|sink| {
+            let opened = open_sink(&out, out_rate, frame_samples, out_epoch).and_then(|sink| {
                 let recorder = rec.map(|d| WavRecorder::create(&d.join("received.wav"), SAMPLE_RATE)).transpose()?;
                 Ok((sink, recorder))
             });
@@ -1066,7 +1072,8 @@ fn snapshot(s: &Shared) -> MetricsSnapshot {
         loss_pct,
         late_pct: pct(g(&c.jb_late), expected),
         concealed_pct: pct(g(&c.jb_concealed), played),
-        fec_recovered: g(&c.jb_fec),
+        // PCM has no FEC; the jitter buffer's "next packet was here" count only means FEC for Opus.
+        fec_recovered: if s.codec == CodecKind::Opus { g(&c.jb_fec) } else { 0 },
         jb_depth_frames: g(&c.jb_depth_frames),
         jb_depth_ms: g(&c.jb_depth_frames) as f64 * f64::from(s.frame_ms),
         jb_wait_ms: wait_ms,
