@@ -25,7 +25,7 @@ pub enum AudioError {
     /// No sound device could be opened (e.g. a machine without a sound card).
     #[error(
         "no usable audio device ({0}); on a machine without a sound card use WAV files instead: \
-         AudioIn::Wav / AudioOut::Wav (the CLI's WAV input/output options)"
+         `--input FILE.wav --output FILE.wav` (AudioIn::Wav / AudioOut::Wav)"
     )]
     NoDevice(String),
     /// A named device was not found.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use qvoice_proto::frame::{AudioPayload, MAX_DATAGRAM, OVERHEAD, Probe, StatsReport};
 use qvoice_proto::{FrameType, MediaCrypto};
 
-use super::audio::{AudioSink, AudioSource, Captured, NullSink, WavRecorder, WavSink, WavSource, read_wav_48k};
+use super::audio::{AudioSink, AudioSource, Captured, NullSink, WavRecorder, WavSink, WavSource};
 use super::codec::{CodecKind, Decoder, Encoder, MAX_ENCODED, MAX_FRAME_SAMPLES, SAMPLE_RATE};
 use super::device::{CpalSink, CpalSource};
 use super::impair::{Impairer, Impairment};
@@ -1092,13 +1092,4 @@ fn snapshot(s: &Shared) -> MetricsSnapshot {
         r_factor: r,
         mos: mos_from_r(r),
     }
-}
-
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<MediaCrypto>();
-    is_send::<Encoder>();
-    is_send::<Decoder>();
-    let _ = read_wav_48k;
 }

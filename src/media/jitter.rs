@@ -454,6 +454,11 @@ mod tests {
     /// Sender emits frame i when its last sample is captured, at (i+1)*period; `arrivals(i)` gives the
     /// network delays of each copy (empty = lost). The receiver pops every 20 ms of its own clock.
     fn simulate(frames: u32, period_us: f64, ticks: u32, arrivals: impl Fn(u32) -> Vec<u64>) -> Run {
+        simulate_q(frames, period_us, ticks, true, arrivals)
+    }
+
+    /// `quiet` is what the playout side reports about the frames it plays.
+    fn simulate_q(frames: u32, period_us: f64, ticks: u32, quiet_out: bool, arrivals: impl Fn(u32) -> Vec<u64>) -> Run {
         let t0 = Instant::now();
         let cfg = JitterConfig::for_frame_ms(20);
         let mut jb = JitterBuffer::new(cfg, t0);
@@ -484,7 +489,7 @@ mod tests {
                 Pop::Frame(d) => Out::Frame(u32::from_le_bytes(d.try_into().unwrap())),
                 Pop::Conceal { fec } => Out::Conceal(fec.is_some()),
             };
-            quiet = true;
+            quiet = quiet_out;
             out.push(o);
         }
         Run { out, jb, max_depth }
@@ -512,6 +517,16 @@ mod tests {
         assert!(r.jb.mean_wait_ms() < 20.0, "wait {}", r.jb.mean_wait_ms());
         assert!(r.max_depth <= 3);
         assert_eq!(r.out[0], Out::Idle);
+    }
+
+    #[test]
+    fn excess_delay_is_only_shed_in_silence() {
+        // Same excess as above, but the listener hears speech the whole time: no frame is dropped.
+        let r = simulate_q(500, 20_000.0, 495, false, |_| vec![3_000]);
+        assert_eq!(r.jb.stats().shrink_drops, 0);
+        // 495 ticks minus the three before 40 ms were buffered; nothing concealed or skipped.
+        assert_eq!(played(&r).len(), 492);
+        assert_eq!(r.jb.stats().concealed, 0);
     }
 
     #[test]
