@@ -49,7 +49,10 @@ fn hostile_datagrams_are_counted_and_rebinding_is_followed() {
     let (ka, kb) = handshake(Codec::Opus, &engine_sock, &p1, 5);
     let engine_addr = engine_sock.local_addr().unwrap();
     let mut peer = kb.media;
-    let mut cfg = MediaConfig::new(ka.media, engine_sock, vec![p1.local_addr().unwrap()]);
+    // Two candidates: one nobody answers on (a port just released) and the real peer; the first
+    // authenticated answer picks the path.
+    let dead = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut cfg = MediaConfig::new(ka.media, engine_sock, vec![dead, p1.local_addr().unwrap()]);
     cfg.input = AudioIn::Silence;
     cfg.output = AudioOut::Null;
     let mut engine = MediaEngine::start(cfg).unwrap();
