@@ -427,7 +427,7 @@ fn metric_lines(m: &MetricsSnapshot) -> Vec<Line<'static>> {
         ]),
         Line::from(vec![
             label("RTT    "),
-            Span::from(format!("{:5.0} ms", m.rtt_ms)),
+            Span::from(format!("{:5.1} ms", m.rtt_ms)),
             label("  jitter "),
             Span::from(format!("{:.1} ms", m.jitter_ms)),
         ]),
@@ -442,7 +442,7 @@ fn metric_lines(m: &MetricsSnapshot) -> Vec<Line<'static>> {
             Span::from(format!("{:5.2} ", m.mos)).fg(mos_color).bold(),
             Span::from(mos_word).fg(mos_color),
         ]),
-        Line::from(vec![label("JB     "), Span::from(format!("{:5} fr  {:.0} ms", m.jb_depth_frames, m.jb_depth_ms))]),
+        Line::from(vec![label("JB     "), Span::from(format!("{:5} fr  wait {:.0} ms", m.jb_depth_frames, m.jb_wait_ms))]),
         Line::from(vec![label("frames "), Span::from(format!("↑{}  ↓{}", m.frames_sent, m.frames_received))]),
         Line::from(vec![
             label("concealed "),

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs the system packages qvoice needs to build and test (Debian/Ubuntu): ALSA headers and pkg-config
+# for cpal, cmake for the bundled libopus, tmux for the TUI test. Uses sudo when not root.
+set -euo pipefail
+pkgs=(libasound2-dev pkg-config cmake tmux)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq "${missing[@]}"
