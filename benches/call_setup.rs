@@ -26,10 +26,10 @@ fn options(dir: &std::path::Path, name: &str, url: &str, auto_answer: bool) -> S
 async fn next(rx: &mut mpsc::Receiver<SessionEvent>, pred: impl Fn(&SessionEvent) -> bool) -> Instant {
     loop {
         let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
-        if let SessionEvent::Ended { reason, .. } = &ev {
-            if !pred(&ev) {
-                panic!("call ended early: {reason:?}");
-            }
+        if let SessionEvent::Ended { reason, .. } = &ev
+            && !pred(&ev)
+        {
+            panic!("call ended early: {reason:?}");
         }
         if pred(&ev) {
             return Instant::now();

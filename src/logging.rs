@@ -2,6 +2,7 @@
 //! to a file and, line by line, into the TUI's log pane. Nothing may print over the TUI.
 
 use std::io::Write as _;
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -67,5 +68,35 @@ impl Drop for PaneWriter {
         }
         let text = String::from_utf8_lossy(&self.line).trim_end().to_owned();
         let _ = self.tx.try_send(text);
+    }
+}
+
+/// While alive, the process's stderr (fd 2) goes to a log file: audio libraries (ALSA through cpal) print
+/// from threads we do not own, and nothing may print over the TUI. Dropping it restores stderr; a panic
+/// restores it first, so the panic message reaches the terminal after the TUI has restored it.
+#[derive(Debug)]
+pub struct StderrToFile {
+    saved: OwnedFd,
+}
+
+impl StderrToFile {
+    /// Fails when the file cannot be opened or the descriptors cannot be duplicated.
+    pub fn new(file: &Path) -> anyhow::Result<Self> {
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(file)?;
+        let saved = std::io::stderr().as_fd().try_clone_to_owned()?;
+        let raw_saved = saved.as_raw_fd();
+        nix::unistd::dup2(f.as_raw_fd(), 2)?;
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = nix::unistd::dup2(raw_saved, 2);
+            prev(info);
+        }));
+        Ok(Self { saved })
+    }
+}
+
+impl Drop for StderrToFile {
+    fn drop(&mut self) {
+        let _ = nix::unistd::dup2(self.saved.as_raw_fd(), 2);
     }
 }

@@ -289,7 +289,13 @@ fn devices() -> anyhow::Result<u8> {
 }
 
 /// Runs the TUI against a session driver; returns when the user quits.
-async fn run_tui(opts: SessionOptions, cfg: &Config, log: Option<mpsc::Receiver<String>>) -> anyhow::Result<()> {
+async fn run_tui(
+    opts: SessionOptions,
+    cfg: &Config,
+    log: Option<mpsc::Receiver<String>>,
+    log_file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let _stderr = qvoice::logging::StderrToFile::new(log_file).context("sending stderr to the log file")?;
     let username = opts.keystore.username.to_string();
     let (cmd_tx, cmd_rx) = mpsc::channel(32);
     let (ev_tx, ev_rx) = mpsc::channel(512);
@@ -305,7 +311,7 @@ async fn tui(paths: &Paths) -> anyhow::Result<u8> {
     let cfg = Config::load(&paths.config_file)?;
     let opts = session_options(paths, &cfg, &IoArgs::default())?;
     let log = qvoice::logging::to_file_and_pane(&paths.log_file)?;
-    run_tui(opts, &cfg, Some(log)).await?;
+    run_tui(opts, &cfg, Some(log), &paths.log_file).await?;
     Ok(0)
 }
 
@@ -320,7 +326,7 @@ async fn demo(dir: Option<PathBuf>) -> anyhow::Result<u8> {
     );
     tracing::info!("demo audio: {}", demo.audio_notice);
     let notice = demo.audio_notice.clone();
-    let result = run_tui(you, &Config::default(), Some(log)).await;
+    let result = run_tui(you, &Config::default(), Some(log), &dir.join("qvoice.log")).await;
     demo.stop().await?;
     result?;
     println!("qvoice demo finished; {notice}");
