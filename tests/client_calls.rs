@@ -9,7 +9,7 @@ mod media_common;
 
 use std::time::Duration;
 
-use client_common::{LONG, Registry, SHORT, User};
+use client_common::{LONG, Registry, SHORT, User, alice_and_bob};
 use media_common::{Input, chirp, make_input, ncc, read_wav};
 
 /// Finds the first chirp of `input` in `out` (anywhere), then aligns each half second of speech on its
@@ -50,9 +50,7 @@ fn sas_of(p: &client_common::Proc) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_workflow_speech_both_ways_same_sas_and_clean_exit() {
-    let reg = Registry::start(Duration::from_secs(45)).await;
-    let alice = User::init("alice", &reg.url()).await;
-    let bob = User::init("bob", &reg.url()).await;
+    let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
     let a_in = make_input(alice.home(), 2.0);
     let b_in = make_input(bob.home(), 2.0);
     let a_out = alice.home().join("heard.wav");
@@ -110,12 +108,9 @@ const SHORT_EVENT: &str = "ringing";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_call_ends_on_both_sides() {
-    let reg = Registry::start(Duration::from_secs(45)).await;
-    let alice = User::init("alice", &reg.url()).await;
-    let bob = User::init("bob", &reg.url()).await;
-    let mut b = bob.spawn(&["listen", "--once", "--input", "silence", "--output", "null"]);
-    b.wait_for("connection", SHORT, |v| v["connected"] == true).await;
-    let mut a = alice.spawn(&["call", "bob", "--input", "silence", "--output", "null"]);
+    let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let mut b = bob.listen(&["--once"]).await;
+    let mut a = alice.call("bob", &[]);
     b.wait("incoming_call", SHORT).await;
     b.send_line("reject").await;
     assert_eq!(a.exit_code(SHORT).await, 4);
@@ -126,12 +121,9 @@ async fn rejected_call_ends_on_both_sides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_cancels_while_ringing() {
-    let reg = Registry::start(Duration::from_secs(45)).await;
-    let alice = User::init("alice", &reg.url()).await;
-    let bob = User::init("bob", &reg.url()).await;
-    let mut b = bob.spawn(&["listen", "--once", "--input", "silence", "--output", "null"]);
-    b.wait_for("connection", SHORT, |v| v["connected"] == true).await;
-    let mut a = alice.spawn(&["call", "bob", "--input", "silence", "--output", "null"]);
+    let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let mut b = bob.listen(&["--once"]).await;
+    let mut a = alice.call("bob", &[]);
     a.wait("ringing", SHORT).await;
     b.wait("incoming_call", SHORT).await;
     a.send_line("hangup").await;
@@ -143,12 +135,9 @@ async fn caller_cancels_while_ringing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_call_is_missed_after_the_ringing_timeout() {
-    let reg = Registry::start(Duration::from_millis(1500)).await;
-    let alice = User::init("alice", &reg.url()).await;
-    let bob = User::init("bob", &reg.url()).await;
-    let mut b = bob.spawn(&["listen", "--once", "--input", "silence", "--output", "null"]);
-    b.wait_for("connection", SHORT, |v| v["connected"] == true).await;
-    let mut a = alice.spawn(&["call", "bob", "--input", "silence", "--output", "null"]);
+    let (reg, alice, bob) = alice_and_bob(Duration::from_millis(1500)).await;
+    let mut b = bob.listen(&["--once"]).await;
+    let mut a = alice.call("bob", &[]);
     b.wait("incoming_call", SHORT).await;
     assert_eq!(a.exit_code(SHORT).await, 4);
     assert_eq!(a.end_reason().as_deref(), Some("missed"));
@@ -158,28 +147,23 @@ async fn unanswered_call_is_missed_after_the_ringing_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callee_offline_fails_fast() {
-    let reg = Registry::start(Duration::from_secs(45)).await;
-    let alice = User::init("alice", &reg.url()).await;
-    let _bob = User::init("bob", &reg.url()).await;
-    let mut a = alice.spawn(&["call", "bob", "--input", "silence", "--output", "null"]);
+    let (reg, alice, _bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let mut a = alice.call("bob", &[]);
     assert_eq!(a.exit_code(SHORT).await, 4);
     assert_eq!(a.end_reason().as_deref(), Some("offline"));
-    let mut a = alice.spawn(&["call", "nobody", "--input", "silence", "--output", "null"]);
+    let mut a = alice.call("nobody", &[]);
     assert_eq!(a.exit_code(SHORT).await, 1);
     assert_eq!(a.end_reason().as_deref(), Some("failed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_callee() {
-    let reg = Registry::start(Duration::from_secs(45)).await;
-    let alice = User::init("alice", &reg.url()).await;
-    let bob = User::init("bob", &reg.url()).await;
+    let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
     let carol = User::init("carol", &reg.url()).await;
-    let mut b = bob.spawn(&["listen", "--auto-answer", "--input", "silence", "--output", "null"]);
-    b.wait_for("connection", SHORT, |v| v["connected"] == true).await;
-    let mut c = carol.spawn(&["call", "bob", "--duration", "20", "--input", "silence", "--output", "null"]);
+    let mut b = bob.listen(&["--auto-answer"]).await;
+    let mut c = carol.call("bob", &["--duration", "20"]);
     c.wait("active", SHORT).await;
-    let mut a = alice.spawn(&["call", "bob", "--input", "silence", "--output", "null"]);
+    let mut a = alice.call("bob", &[]);
     assert_eq!(a.exit_code(SHORT).await, 4);
     assert_eq!(a.end_reason().as_deref(), Some("busy"));
     c.send_line("hangup").await;
@@ -188,12 +172,9 @@ async fn busy_callee() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_killed_mid_call_ends_with_a_reason() {
-    let reg = Registry::start(Duration::from_secs(45)).await;
-    let alice = User::init("alice", &reg.url()).await;
-    let bob = User::init("bob", &reg.url()).await;
-    let mut b = bob.spawn(&["listen", "--auto-answer", "--once", "--input", "silence", "--output", "null"]);
-    b.wait_for("connection", SHORT, |v| v["connected"] == true).await;
-    let mut a = alice.spawn(&["call", "bob", "--peer-timeout", "2", "--input", "silence", "--output", "null"]);
+    let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let mut b = bob.listen(&["--auto-answer", "--once"]).await;
+    let mut a = alice.call("bob", &["--peer-timeout", "2"]);
     a.wait("audio_flowing", SHORT).await;
     let status = std::process::Command::new("kill").args(["-9", &b.pid().to_string()]).status().unwrap();
     assert!(status.success());
@@ -205,12 +186,9 @@ async fn peer_killed_mid_call_ends_with_a_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_restart_mid_call_does_not_stop_media() {
-    let mut reg = Registry::start(Duration::from_secs(45)).await;
-    let alice = User::init("alice", &reg.url()).await;
-    let bob = User::init("bob", &reg.url()).await;
-    let mut b = bob.spawn(&["listen", "--auto-answer", "--once", "--input", "silence", "--output", "null"]);
-    b.wait_for("connection", SHORT, |v| v["connected"] == true).await;
-    let mut a = alice.spawn(&["call", "bob", "--duration", "5", "--input", "silence", "--output", "null"]);
+    let (mut reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let mut b = bob.listen(&["--auto-answer", "--once"]).await;
+    let mut a = alice.call("bob", &["--duration", "5"]);
     a.wait("audio_flowing", SHORT).await;
     reg.stop().await;
     b.wait_for("connection", SHORT, |v| v["connected"] == false).await;
@@ -227,12 +205,9 @@ async fn registry_restart_mid_call_does_not_stop_media() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn substituted_identity_key_at_the_registry_is_refused() {
     // A first call pins bob's identity key.
-    let reg = Registry::start(Duration::from_secs(45)).await;
-    let alice = User::init("alice", &reg.url()).await;
-    let bob = User::init("bob", &reg.url()).await;
-    let mut b = bob.spawn(&["listen", "--auto-answer", "--once", "--input", "silence", "--output", "null"]);
-    b.wait_for("connection", SHORT, |v| v["connected"] == true).await;
-    let mut a = alice.spawn(&["call", "bob", "--duration", "0.5", "--input", "silence", "--output", "null"]);
+    let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let mut b = bob.listen(&["--auto-answer", "--once"]).await;
+    let mut a = alice.call("bob", &["--duration", "0.5"]);
     assert_eq!(a.exit_code(LONG).await, 0);
     assert_eq!(b.exit_code(LONG).await, 0);
 
@@ -242,9 +217,8 @@ async fn substituted_identity_key_at_the_registry_is_refused() {
     let cfg_path = alice.home().join("config.toml");
     let cfg = std::fs::read_to_string(&cfg_path).unwrap().replace(&reg.url(), &evil.url());
     std::fs::write(&cfg_path, cfg).unwrap();
-    let mut m = mallory.spawn(&["listen", "--auto-answer", "--once", "--input", "silence", "--output", "null"]);
-    m.wait_for("connection", SHORT, |v| v["connected"] == true).await;
-    let mut a = alice.spawn(&["call", "bob", "--input", "silence", "--output", "null"]);
+    let mut m = mallory.listen(&["--auto-answer", "--once"]).await;
+    let mut a = alice.call("bob", &[]);
     assert_eq!(a.exit_code(SHORT).await, 6);
     assert_eq!(a.end_reason().as_deref(), Some("security_failure"));
     assert!(a.seen.iter().any(|v| v["event"] == "key_warning" && v["username"] == "bob"));

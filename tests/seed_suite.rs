@@ -7,7 +7,7 @@ mod client_common;
 
 use std::time::Duration;
 
-use client_common::{BIN, Registry, SHORT, User};
+use client_common::{BIN, Registry, SHORT, User, alice_and_bob};
 
 fn qvoice(home: &std::path::Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(BIN).arg("--home").arg(home).args(args).output().unwrap()
@@ -52,12 +52,9 @@ async fn test_2_user_registration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_3_call_workflow() {
-    let reg = Registry::start(Duration::from_secs(45)).await;
-    let alice = User::init("alice", &reg.url()).await;
-    let bob = User::init("bob", &reg.url()).await;
-    let mut b = bob.spawn(&["listen", "--auto-answer", "--once", "--input", "silence", "--output", "null"]);
-    b.wait_for("connection", SHORT, |v| v["connected"] == true).await;
-    let mut a = alice.spawn(&["call", "bob", "--duration", "1", "--input", "silence", "--output", "null"]);
+    let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let mut b = bob.listen(&["--auto-answer", "--once"]).await;
+    let mut a = alice.call("bob", &["--duration", "1"]);
     for ev in ["dialing", "ringing", "sas_ready", "active", "audio_flowing"] {
         a.wait(ev, SHORT).await;
     }
@@ -74,21 +71,16 @@ async fn test_3_call_workflow() {
 async fn test_4_audio_configuration() {
     let example: qvoice::config::Config = toml::from_str(include_str!("../config.example.toml")).unwrap();
     assert_eq!((example.audio.codec.as_str(), example.audio.frame_ms), ("opus", 20));
-    let reg = Registry::start(Duration::from_secs(45)).await;
-    let alice = User::init("alice", &reg.url()).await;
-    let bob = User::init("bob", &reg.url()).await;
+    let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
     // The caller's codec preference is negotiated: the seed's raw PCM.
-    let mut b = bob.spawn(&["listen", "--auto-answer", "--once", "--input", "silence", "--output", "null"]);
-    b.wait_for("connection", SHORT, |v| v["connected"] == true).await;
-    let mut a =
-        alice.spawn(&["call", "bob", "--codec", "pcm", "--duration", "0.5", "--input", "silence", "--output", "null"]);
+    let mut b = bob.listen(&["--auto-answer", "--once"]).await;
+    let mut a = alice.call("bob", &["--codec", "pcm", "--duration", "0.5"]);
     assert_eq!(a.wait("active", SHORT).await["codec"], "pcm");
     assert_eq!(b.wait("active", SHORT).await["codec"], "pcm");
     assert_eq!(a.exit_code(SHORT).await, 0);
     assert_eq!(b.exit_code(SHORT).await, 0);
     // The default device: works where there is a sound card, else a clear "no audio" ending (exit 5).
-    let mut b = bob.spawn(&["listen", "--auto-answer", "--once", "--input", "silence", "--output", "null"]);
-    b.wait_for("connection", SHORT, |v| v["connected"] == true).await;
+    let mut b = bob.listen(&["--auto-answer", "--once"]).await;
     let mut a = alice.spawn(&["call", "bob", "--duration", "0.5", "--input", "default", "--output", "default"]);
     let code = a.exit_code(SHORT).await;
     if qvoice::demo::sound_card_works() {

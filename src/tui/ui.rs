@@ -442,7 +442,10 @@ fn metric_lines(m: &MetricsSnapshot) -> Vec<Line<'static>> {
             Span::from(format!("{:5.2} ", m.mos)).fg(mos_color).bold(),
             Span::from(mos_word).fg(mos_color),
         ]),
-        Line::from(vec![label("JB     "), Span::from(format!("{:5} fr  wait {:.0} ms", m.jb_depth_frames, m.jb_wait_ms))]),
+        Line::from(vec![
+            label("JB     "),
+            Span::from(format!("{:5} fr  wait {:.0} ms", m.jb_depth_frames, m.jb_wait_ms)),
+        ]),
         Line::from(vec![label("frames "), Span::from(format!("↑{}  ↓{}", m.frames_sent, m.frames_received))]),
         Line::from(vec![
             label("concealed "),

@@ -53,6 +53,14 @@ impl Registry {
     }
 }
 
+/// A registry with `alice` and `bob` registered.
+pub async fn alice_and_bob(ringing: Duration) -> (Registry, User, User) {
+    let reg = Registry::start(ringing).await;
+    let alice = User::init("alice", &reg.url()).await;
+    let bob = User::init("bob", &reg.url()).await;
+    (reg, alice, bob)
+}
+
 /// One user: a temp home with keys and config.
 pub struct User {
     pub name: String,
@@ -73,6 +81,23 @@ impl User {
 
     pub fn home(&self) -> &Path {
         self.home.path()
+    }
+
+    /// Starts `qvoice listen` with silence in and null out plus `extra`, and waits until its push stream
+    /// is up (so calls to it ring at once).
+    pub async fn listen(&self, extra: &[&str]) -> Proc {
+        let mut args = vec!["listen", "--input", "silence", "--output", "null"];
+        args.extend_from_slice(extra);
+        let mut p = self.spawn(&args);
+        p.wait_for("connection", SHORT, |v| v["connected"] == true).await;
+        p
+    }
+
+    /// Starts `qvoice call NAME` with silence in and null out plus `extra`.
+    pub fn call(&self, name: &str, extra: &[&str]) -> Proc {
+        let mut args = vec!["call", name, "--input", "silence", "--output", "null"];
+        args.extend_from_slice(extra);
+        self.spawn(&args)
     }
 
     /// Runs `qvoice --home H <args> --json` with piped stdin/stdout.
