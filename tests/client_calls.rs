@@ -50,7 +50,7 @@ fn sas_of(p: &client_common::Proc) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_workflow_speech_both_ways_same_sas_and_clean_exit() {
-    let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let (_reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
     let a_in = make_input(alice.home(), 2.0);
     let b_in = make_input(bob.home(), 2.0);
     let a_out = alice.home().join("heard.wav");
@@ -108,7 +108,7 @@ const SHORT_EVENT: &str = "ringing";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_call_ends_on_both_sides() {
-    let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let (_reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
     let mut b = bob.listen(&["--once"]).await;
     let mut a = alice.call("bob", &[]);
     b.wait("incoming_call", SHORT).await;
@@ -121,7 +121,7 @@ async fn rejected_call_ends_on_both_sides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_cancels_while_ringing() {
-    let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let (_reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
     let mut b = bob.listen(&["--once"]).await;
     let mut a = alice.call("bob", &[]);
     a.wait("ringing", SHORT).await;
@@ -135,7 +135,7 @@ async fn caller_cancels_while_ringing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_call_is_missed_after_the_ringing_timeout() {
-    let (reg, alice, bob) = alice_and_bob(Duration::from_millis(1500)).await;
+    let (_reg, alice, bob) = alice_and_bob(Duration::from_millis(1500)).await;
     let mut b = bob.listen(&["--once"]).await;
     let mut a = alice.call("bob", &[]);
     b.wait("incoming_call", SHORT).await;
@@ -147,7 +147,7 @@ async fn unanswered_call_is_missed_after_the_ringing_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callee_offline_fails_fast() {
-    let (reg, alice, _bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let (_reg, alice, _bob) = alice_and_bob(Duration::from_secs(45)).await;
     let mut a = alice.call("bob", &[]);
     assert_eq!(a.exit_code(SHORT).await, 4);
     assert_eq!(a.end_reason().as_deref(), Some("offline"));
@@ -160,7 +160,7 @@ async fn callee_offline_fails_fast() {
 async fn busy_callee() {
     let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
     let carol = User::init("carol", &reg.url()).await;
-    let mut b = bob.listen(&["--auto-answer"]).await;
+    let _b = bob.listen(&["--auto-answer"]).await;
     let mut c = carol.call("bob", &["--duration", "20"]);
     c.wait("active", SHORT).await;
     let mut a = alice.call("bob", &[]);
@@ -172,8 +172,8 @@ async fn busy_callee() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_killed_mid_call_ends_with_a_reason() {
-    let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
-    let mut b = bob.listen(&["--auto-answer", "--once"]).await;
+    let (_reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let b = bob.listen(&["--auto-answer", "--once"]).await;
     let mut a = alice.call("bob", &["--peer-timeout", "2"]);
     a.wait("audio_flowing", SHORT).await;
     let status = std::process::Command::new("kill").args(["-9", &b.pid().to_string()]).status().unwrap();
@@ -217,7 +217,7 @@ async fn substituted_identity_key_at_the_registry_is_refused() {
     let cfg_path = alice.home().join("config.toml");
     let cfg = std::fs::read_to_string(&cfg_path).unwrap().replace(&reg.url(), &evil.url());
     std::fs::write(&cfg_path, cfg).unwrap();
-    let mut m = mallory.listen(&["--auto-answer", "--once"]).await;
+    let _m = mallory.listen(&["--auto-answer", "--once"]).await;
     let mut a = alice.call("bob", &[]);
     assert_eq!(a.exit_code(SHORT).await, 6);
     assert_eq!(a.end_reason().as_deref(), Some("security_failure"));

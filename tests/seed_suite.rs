@@ -52,7 +52,7 @@ async fn test_2_user_registration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_3_call_workflow() {
-    let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let (_reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
     let mut b = bob.listen(&["--auto-answer", "--once"]).await;
     let mut a = alice.call("bob", &["--duration", "1"]);
     for ev in ["dialing", "ringing", "sas_ready", "active", "audio_flowing"] {
@@ -71,7 +71,7 @@ async fn test_3_call_workflow() {
 async fn test_4_audio_configuration() {
     let example: qvoice::config::Config = toml::from_str(include_str!("../config.example.toml")).unwrap();
     assert_eq!((example.audio.codec.as_str(), example.audio.frame_ms), ("opus", 20));
-    let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let (_reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
     // The caller's codec preference is negotiated: the seed's raw PCM.
     let mut b = bob.listen(&["--auto-answer", "--once"]).await;
     let mut a = alice.call("bob", &["--codec", "pcm", "--duration", "0.5"]);
