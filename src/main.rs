@@ -339,32 +339,14 @@ enum Mode {
     Listen { auto_answer: bool, once: bool },
 }
 
-fn audio_in(spec: &str) -> AudioIn {
-    match spec {
-        "default" => AudioIn::Device(None),
-        "silence" | "none" => AudioIn::Silence,
-        s if s.ends_with(".wav") => AudioIn::Wav(PathBuf::from(s)),
-        s => AudioIn::Device(Some(s.to_owned())),
-    }
-}
-
-fn audio_out(spec: &str) -> AudioOut {
-    match spec {
-        "default" => AudioOut::Device(None),
-        "null" | "none" => AudioOut::Null,
-        s if s.ends_with(".wav") => AudioOut::Wav { path: PathBuf::from(s), rate: None },
-        s => AudioOut::Device(Some(s.to_owned())),
-    }
-}
-
 /// Builds session options from the config file and command-line overrides.
 fn session_options(paths: &Paths, cfg: &Config, io: &IoArgs) -> anyhow::Result<SessionOptions> {
     let ks = Keystore::load(&paths.data_dir)?;
     let contacts = ContactBook::load(&paths.data_dir)?;
     let mut opts = SessionOptions::new(cfg.registry.url.clone(), ks, contacts);
     opts.display_name = cfg.registry.display_name.clone();
-    opts.input = audio_in(io.input.as_deref().unwrap_or(&cfg.audio.input));
-    opts.output = audio_out(io.output.as_deref().unwrap_or(&cfg.audio.output));
+    opts.input = AudioIn::from_spec(io.input.as_deref().unwrap_or(&cfg.audio.input));
+    opts.output = AudioOut::from_spec(io.output.as_deref().unwrap_or(&cfg.audio.output));
     opts.record_dir = io.record_dir.clone().or_else(|| cfg.recording.dir.clone());
     opts.record_on = io.record_dir.is_some() || cfg.recording.enabled;
     let codec_name = io.codec.as_deref().unwrap_or(&cfg.audio.codec);
@@ -435,6 +417,7 @@ fn print_event(ev: &SessionEvent, json: bool) {
             println!("recording {} {}", if *on { "on" } else { "off" }, dir.as_deref().unwrap_or(""))
         }
         SessionEvent::Muted { on } => println!("microphone {}", if *on { "muted" } else { "live" }),
+        SessionEvent::Devices { input, output, .. } => println!("audio: input {input}, output {output}"),
         SessionEvent::Error { message } => eprintln!("qvoice: {message}"),
     }
 }

@@ -52,6 +52,52 @@ pub enum AudioOut {
     Echo(super::echo::EchoLine),
 }
 
+impl AudioIn {
+    /// Parses the user's spelling: `default`, `silence`, a path ending in `.wav`, or a device name.
+    pub fn from_spec(spec: &str) -> Self {
+        match spec {
+            "default" => Self::Device(None),
+            "silence" | "none" => Self::Silence,
+            s if s.ends_with(".wav") => Self::Wav(PathBuf::from(s)),
+            s => Self::Device(Some(s.to_owned())),
+        }
+    }
+
+    /// The spelling [`AudioIn::from_spec`] reads back.
+    pub fn spec(&self) -> String {
+        match self {
+            Self::Device(None) => "default".into(),
+            Self::Device(Some(n)) => n.clone(),
+            Self::Wav(p) => p.display().to_string(),
+            Self::Silence => "silence".into(),
+            Self::Echo(_) => "echo".into(),
+        }
+    }
+}
+
+impl AudioOut {
+    /// Parses the user's spelling: `default`, `null`, a path ending in `.wav`, or a device name.
+    pub fn from_spec(spec: &str) -> Self {
+        match spec {
+            "default" => Self::Device(None),
+            "null" | "none" => Self::Null,
+            s if s.ends_with(".wav") => Self::Wav { path: PathBuf::from(s), rate: None },
+            s => Self::Device(Some(s.to_owned())),
+        }
+    }
+
+    /// The spelling [`AudioOut::from_spec`] reads back.
+    pub fn spec(&self) -> String {
+        match self {
+            Self::Device(None) => "default".into(),
+            Self::Device(Some(n)) => n.clone(),
+            Self::Wav { path, .. } => path.display().to_string(),
+            Self::Null => "null".into(),
+            Self::Echo(_) => "echo".into(),
+        }
+    }
+}
+
 /// Everything the engine needs for one call.
 #[derive(Debug)]
 pub struct MediaConfig {

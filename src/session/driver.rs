@@ -404,8 +404,43 @@ impl Driver {
                 Err(e) => self.error(format!("{e:#}")).await,
             },
             SessionCommand::RefreshContacts => self.refresh_contacts().await,
+            SessionCommand::ListDevices => self.list_devices().await,
+            SessionCommand::SetDevices { input, output } => {
+                if let Some(i) = input {
+                    self.opts.input = AudioIn::from_spec(&i);
+                }
+                if let Some(o) = output {
+                    self.opts.output = AudioOut::from_spec(&o);
+                }
+                tracing::info!(input = %self.opts.input.spec(), output = %self.opts.output.spec(), "audio devices for the next call");
+                self.list_devices().await;
+            }
             SessionCommand::Shutdown => {}
         }
+    }
+
+    /// Lists sound devices (off the async threads: ALSA probing can take a while) plus the non-device
+    /// choices, and reports them with the current selection.
+    async fn list_devices(&self) {
+        let found = tokio::task::spawn_blocking(crate::media::list_devices).await;
+        let (mut inputs, mut outputs) = (vec!["default".to_owned()], vec!["default".to_owned()]);
+        match found {
+            Ok(Ok(list)) => {
+                inputs.extend(list.iter().filter(|d| d.input).map(|d| d.name.clone()));
+                outputs.extend(list.iter().filter(|d| d.output).map(|d| d.name.clone()));
+            }
+            Ok(Err(e)) => self.error(format!("{e}")).await,
+            Err(e) => self.error(format!("device listing failed: {e}")).await,
+        }
+        inputs.push("silence".into());
+        outputs.push("null".into());
+        let (input, output) = (self.opts.input.spec(), self.opts.output.spec());
+        for (list, cur) in [(&mut inputs, &input), (&mut outputs, &output)] {
+            if !list.contains(cur) {
+                list.push(cur.clone());
+            }
+        }
+        self.emit(SessionEvent::Devices { inputs, outputs, input, output }).await;
     }
 
     /// An empty id means the call ringing now.

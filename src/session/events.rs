@@ -119,6 +119,9 @@ pub enum SessionEvent {
     Recording { on: bool, dir: Option<String> },
     /// Microphone muted or unmuted.
     Muted { on: bool },
+    /// Audio devices to choose from, and the ones the next call will use (`default`, a device name,
+    /// `silence`/`null`, or a WAV path).
+    Devices { inputs: Vec<String>, outputs: Vec<String>, input: String, output: String },
     /// Something went wrong that the user should see (the text says what to do).
     Error { message: String },
 }
@@ -127,7 +130,9 @@ pub enum SessionEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionCommand {
     Dial(String),
+    /// Accept the incoming call with this call id (empty: the one ringing now).
     Accept(String),
+    /// Reject the incoming call with this call id (empty: the one ringing now).
     Reject(String),
     /// Hang up or cancel the current call.
     Hangup,
@@ -136,5 +141,12 @@ pub enum SessionCommand {
     /// Mark a contact verified (after comparing the SAS or safety number).
     Verify(String),
     RefreshContacts,
+    /// Answer with [`SessionEvent::Devices`].
+    ListDevices,
+    /// Use these audio devices from the next call on (same spellings as `--input`/`--output`).
+    SetDevices {
+        input: Option<String>,
+        output: Option<String>,
+    },
     Shutdown,
 }

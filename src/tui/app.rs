@@ -206,6 +206,31 @@ pub enum Overlay {
     ConfirmQuit,
 }
 
+/// Audio devices reported by the session, and the overlay's cursor over inputs then outputs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceList {
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub input: String,
+    pub output: String,
+    pub cursor: usize,
+}
+
+impl DeviceList {
+    fn len(&self) -> usize {
+        self.inputs.len() + self.outputs.len()
+    }
+
+    /// The command that selects the entry under the cursor.
+    fn choose(&self) -> Option<SessionCommand> {
+        if let Some(i) = self.inputs.get(self.cursor) {
+            return Some(SessionCommand::SetDevices { input: Some(i.clone()), output: None });
+        }
+        let o = self.outputs.get(self.cursor - self.inputs.len())?;
+        Some(SessionCommand::SetDevices { input: None, output: Some(o.clone()) })
+    }
+}
+
 /// A contact's key changed: shown as a banner until dismissed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyWarning {
@@ -239,6 +264,8 @@ pub struct App {
     pub status: Option<(String, Instant)>,
     pub size: (u16, u16),
     pub now: Instant,
+    /// Filled when the devices overlay asks the session.
+    pub devices: Option<DeviceList>,
 }
 
 impl App {
@@ -265,6 +292,7 @@ impl App {
             status: None,
             size: (80, 24),
             now,
+            devices: None,
         }
     }
 
@@ -387,7 +415,23 @@ impl App {
                     _ => None,
                 };
             }
-            Some(Overlay::Help) | Some(Overlay::Devices) => match action {
+            Some(Overlay::Devices) => match action {
+                Action::Cancel | Action::ToggleHelp | Action::Devices => {
+                    self.overlay = None;
+                    return None;
+                }
+                Action::Up | Action::Down => {
+                    if let Some(d) = &mut self.devices {
+                        let n = d.len().max(1);
+                        d.cursor = if action == Action::Up { (d.cursor + n - 1) % n } else { (d.cursor + 1) % n };
+                    }
+                    return None;
+                }
+                Action::Dial => return self.devices.as_ref().and_then(DeviceList::choose).map(Effect::Command),
+                Action::Quit | Action::Accept | Action::Reject | Action::Hangup => self.overlay = None,
+                _ => return None,
+            },
+            Some(Overlay::Help) => match action {
                 Action::Cancel | Action::ToggleHelp | Action::Devices => {
                     self.overlay = None;
                     return None;
@@ -445,7 +489,7 @@ impl App {
             }
             Action::Devices => {
                 self.overlay = Some(Overlay::Devices);
-                None
+                Some(Effect::Command(SessionCommand::ListDevices))
             }
             Action::ToggleHelp => {
                 self.overlay = Some(Overlay::Help);
@@ -598,6 +642,12 @@ impl App {
                 }
             }
             SessionEvent::AudioFlowing { .. } => {}
+            SessionEvent::Devices { inputs, outputs, input, output } => {
+                let cursor = self.devices.as_ref().map_or(0, |d| d.cursor);
+                let list = DeviceList { inputs, outputs, input, output, cursor: 0 };
+                let cursor = cursor.min(list.len().saturating_sub(1));
+                self.devices = Some(DeviceList { cursor, ..list });
+            }
             SessionEvent::Metrics { call_id, metrics } => {
                 if self.call_mut(&call_id).is_some() {
                     self.sparks.push(&metrics);
@@ -702,6 +752,31 @@ mod tests {
     }
     fn cmd(c: SessionCommand) -> Option<Effect> {
         Some(Effect::Command(c))
+    }
+
+    #[test]
+    fn devices_overlay_lists_and_chooses_for_the_next_call() {
+        let (mut a, t) = app();
+        assert_eq!(a.handle(t, key('s')), cmd(SessionCommand::ListDevices));
+        a.handle(
+            t,
+            Event::Session(SessionEvent::Devices {
+                inputs: vec!["default".into(), "USB mic".into(), "silence".into()],
+                outputs: vec!["default".into(), "null".into()],
+                input: "default".into(),
+                output: "default".into(),
+            }),
+        );
+        a.handle(t, code(KeyCode::Down));
+        let pick_mic = a.handle(t, code(KeyCode::Enter));
+        assert_eq!(pick_mic, cmd(SessionCommand::SetDevices { input: Some("USB mic".into()), output: None }));
+        // Up from the first entry wraps to the last output.
+        a.handle(t, code(KeyCode::Up));
+        a.handle(t, code(KeyCode::Up));
+        let pick_out = a.handle(t, code(KeyCode::Enter));
+        assert_eq!(pick_out, cmd(SessionCommand::SetDevices { input: None, output: Some("null".into()) }));
+        a.handle(t, code(KeyCode::Esc));
+        assert_eq!(a.overlay, None);
     }
     fn active(a: &mut App, t: Instant) {
         a.handle(t, Event::Session(SessionEvent::Dialing { call_id: "c1".into(), to: "bob".into() }));

@@ -5,7 +5,7 @@
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
-use ratatui::text::{Line, Span, Text};
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{
     Block, BorderType, Borders, Clear, List, ListItem, ListState, Paragraph, Sparkline, StatefulWidget, Widget, Wrap,
 };
@@ -585,17 +585,35 @@ fn render_help(app: &App, area: Rect, buf: &mut Buffer) {
 }
 
 fn render_devices(app: &App, area: Rect, buf: &mut Buffer) {
-    let r = centered(area, 56, 8);
+    let k = &app.config.keys;
+    let Some(d) = &app.devices else {
+        let r = centered(area, 40, 3);
+        Clear.render(r, buf);
+        let block = Block::bordered().border_type(BorderType::Rounded).title(" Audio devices ");
+        Paragraph::new("looking for devices…").block(block).render(r, buf);
+        return;
+    };
+    let rows = (d.inputs.len() + d.outputs.len() + 5) as u16;
+    let r = centered(area, 60, rows.min(area.height));
     Clear.render(r, buf);
-    let block = Block::bordered().border_type(BorderType::Rounded).title(" Audio devices ");
-    let text = Text::from(vec![
-        Line::from("Choosing devices from the TUI is not available yet."),
-        Line::from("Set the input and output devices in the config file"),
-        Line::from("and restart qvoice."),
-        Line::from(""),
-        Line::from(format!("{} to close", app.config.keys.cancel.primary())).dim(),
-    ]);
-    Paragraph::new(text).block(block).wrap(Wrap { trim: true }).render(r, buf);
+    let block = Block::bordered().border_type(BorderType::Rounded).title(" Audio devices (next call) ");
+    let mut lines = Vec::new();
+    let item = |lines: &mut Vec<Line<'static>>, idx: usize, name: &str, current: &str| {
+        let cursor = if idx == d.cursor { "›" } else { " " };
+        let mark = if name == current { "●" } else { "○" };
+        let line = Line::from(format!("{cursor} {mark} {name}"));
+        lines.push(if idx == d.cursor { line.bold() } else { line });
+    };
+    lines.push(Line::from("Microphone").bold());
+    for (i, name) in d.inputs.iter().enumerate() {
+        item(&mut lines, i, name, &d.input);
+    }
+    lines.push(Line::from("Speaker").bold());
+    for (i, name) in d.outputs.iter().enumerate() {
+        item(&mut lines, d.inputs.len() + i, name, &d.output);
+    }
+    lines.push(Line::from(format!("{} choose · {} close", k.dial.primary(), k.cancel.primary())).dim());
+    Paragraph::new(lines).block(block).render(r, buf);
 }
 
 fn render_confirm_quit(app: &App, area: Rect, buf: &mut Buffer) {
