@@ -76,19 +76,20 @@ impl Drop for PaneWriter {
 /// restores it first, so the panic message reaches the terminal after the TUI has restored it.
 #[derive(Debug)]
 pub struct StderrToFile {
-    saved: OwnedFd,
+    saved: std::sync::Arc<OwnedFd>,
 }
 
 impl StderrToFile {
     /// Fails when the file cannot be opened or the descriptors cannot be duplicated.
     pub fn new(file: &Path) -> anyhow::Result<Self> {
         let f = std::fs::OpenOptions::new().create(true).append(true).open(file)?;
-        let saved = std::io::stderr().as_fd().try_clone_to_owned()?;
-        let raw_saved = saved.as_raw_fd();
+        let saved = std::sync::Arc::new(std::io::stderr().as_fd().try_clone_to_owned()?);
         nix::unistd::dup2(f.as_raw_fd(), 2)?;
+        // The hook owns a reference, so the saved descriptor stays open (and is never a reused number).
+        let for_hook = saved.clone();
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let _ = nix::unistd::dup2(raw_saved, 2);
+            let _ = nix::unistd::dup2(for_hook.as_raw_fd(), 2);
             prev(info);
         }));
         Ok(Self { saved })

@@ -171,9 +171,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Whoami => whoami(&paths),
         Command::Contacts => contacts(&paths),
         Command::Verify { name } => {
+            let ks = Keystore::load(&paths.data_dir)?;
             let mut book = ContactBook::load(&paths.data_dir)?;
             book.verify(&name)?;
-            println!("{name} is now verified");
+            if let (Some(key), Ok(peer)) = (book.pinned(&name), Username::parse(&name)) {
+                let sn = safety_number(&ks.username, &ks.identity.public(), &peer, &key);
+                println!("{name} is now verified with the key whose safety number is {sn}");
+            }
             Ok(0)
         }
         Command::RotatePrekey => rotate(&paths).await,
@@ -376,10 +380,15 @@ fn session_options(paths: &Paths, cfg: &Config, io: &IoArgs) -> anyhow::Result<S
 fn exit_code(reason: &EndReason) -> u8 {
     match reason {
         EndReason::LocalHangup | EndReason::RemoteHangup => 0,
-        EndReason::Rejected | EndReason::Cancelled | EndReason::Missed | EndReason::Busy | EndReason::Offline => 4,
+        EndReason::Rejected
+        | EndReason::Cancelled
+        | EndReason::Missed
+        | EndReason::Busy
+        | EndReason::Offline
+        | EndReason::UnknownUser => 4,
         EndReason::NoAudio(_) => 5,
         EndReason::SecurityFailure(_) => 6,
-        EndReason::PeerVanished => 7,
+        EndReason::PeerVanished | EndReason::MediaFailed(_) => 7,
         EndReason::Failed(_) => 1,
     }
 }

@@ -152,8 +152,8 @@ async fn callee_offline_fails_fast() {
     assert_eq!(a.exit_code(SHORT).await, 4);
     assert_eq!(a.end_reason().as_deref(), Some("offline"));
     let mut a = alice.call("nobody", &[]);
-    assert_eq!(a.exit_code(SHORT).await, 1);
-    assert_eq!(a.end_reason().as_deref(), Some("failed"));
+    assert_eq!(a.exit_code(SHORT).await, 4);
+    assert_eq!(a.end_reason().as_deref(), Some("unknown_user"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,4 +230,19 @@ async fn substituted_identity_key_at_the_registry_is_refused() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("KeyChanged") && text.contains("WARNING"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_ringing_when_the_registry_restarts_ends_on_both_sides() {
+    // The registry keeps calls in memory: after a restart the ringing call is gone, and neither side may
+    // stay stuck in it (each would refuse every later call as busy).
+    let (mut reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let mut b = bob.listen(&[]).await;
+    let mut a = alice.call("bob", &[]);
+    b.wait("incoming_call", SHORT).await;
+    reg.restart().await;
+    assert_eq!(a.exit_code(LONG).await, 1);
+    assert_eq!(a.end_reason().as_deref(), Some("failed"));
+    b.wait("ended", LONG).await;
+    assert_eq!(b.end_reason().as_deref(), Some("failed"));
 }

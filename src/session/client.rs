@@ -61,6 +61,12 @@ pub struct RegistryClient {
     last_ts: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Longest a single registry request may take; the driver awaits requests inline, so a hung connection
+/// must not freeze hang-up or shutdown.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The registry sends an SSE keep-alive every 15 s; silence for this long means a dead connection.
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -114,7 +120,15 @@ impl RegistryClient {
     }
 
     async fn send<T: serde::de::DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, ClientError> {
-        let resp = rb.send().await.map_err(|e| self.unreachable(&e))?;
+        self.send_within(rb, REQUEST_TIMEOUT).await
+    }
+
+    async fn send_within<T: serde::de::DeserializeOwned>(
+        &self,
+        rb: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let resp = rb.timeout(timeout).send().await.map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
         if !status.is_success() {
@@ -212,7 +226,9 @@ impl RegistryClient {
 
     /// The seed's polling, as a long-poll of up to `wait` seconds.
     pub async fn pending(&self, wait: u64) -> Result<PendingResponse, ClientError> {
-        self.get(&format!("/call/pending/{}?wait={wait}", self.user)).await
+        let path = format!("/call/pending/{}?wait={wait}", self.user);
+        let rb = self.signed(reqwest::Method::GET, &path, Vec::new());
+        self.send_within(rb, REQUEST_TIMEOUT + Duration::from_secs(wait)).await
     }
 
     /// Opens `/events` and forwards each event to `tx` until the stream ends or `tx` closes.
@@ -234,7 +250,17 @@ impl RegistryClient {
             });
         }
         let mut parser = SseParser::default();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.unreachable(&e))? {
+        loop {
+            let chunk = match tokio::time::timeout(STREAM_IDLE_TIMEOUT, resp.chunk()).await {
+                Err(_) => {
+                    return Err(ClientError::Unreachable {
+                        url: self.base.clone(),
+                        detail: "event stream silent for 45 s".into(),
+                    });
+                }
+                Ok(r) => r.map_err(|e| self.unreachable(&e))?,
+            };
+            let Some(chunk) = chunk else { break };
             for data in parser.push(&chunk) {
                 match serde_json::from_str::<Event>(&data) {
                     Ok(ev) => {

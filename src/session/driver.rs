@@ -87,9 +87,9 @@ enum Call {
     /// We sent an OFFER and wait for the ANSWER.
     Dialing { call_id: String, peer: String, caller: Caller, socket: UdpSocket, since: Instant },
     /// Someone calls us; waiting for the user (or auto-answer).
-    Incoming { call_id: String, peer: String, offer: Offer },
+    Incoming { call_id: String, peer: String, offer: Offer, since: Instant },
     /// We answered and wait for the REVEAL.
-    Answered { call_id: String, peer: String, callee: Callee, socket: UdpSocket },
+    Answered { call_id: String, peer: String, callee: Callee, socket: UdpSocket, since: Instant },
     /// Media flows. The handle sits behind a mutex only to make the driver `Sync` (its event receiver
     /// is not); the driver is its only user, so the lock is never contended.
     Active { call_id: String, peer: String, media: std::sync::Mutex<MediaHandle>, since: Instant, direction: Direction },
@@ -114,6 +114,13 @@ impl Call {
         }
     }
 }
+
+/// How long a call may ring (or wait for the callee) before we give up locally, should the registry never
+/// tell us (it forgot the call in a restart, or the push stream dropped the event): its ringing timeout
+/// (45 s by default) plus a margin.
+const RING_DEADLINE: Duration = Duration::from_secs(60);
+/// How long the callee waits for the caller's REVEAL after answering.
+const REVEAL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Messages from helper tasks into the driver loop.
 enum Internal {
@@ -167,6 +174,8 @@ pub async fn run(
     metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut status_poll = tokio::time::interval(Duration::from_millis(250));
     status_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut deadlines = tokio::time::interval(Duration::from_secs(1));
+    deadlines.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let result = loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
@@ -175,9 +184,8 @@ pub async fn run(
             },
             Some(msg) = internal_rx.recv() => d.internal(msg).await,
             _ = metrics_tick.tick(), if matches!(d.call, Some(Call::Active { .. })) => d.emit_metrics().await,
-            _ = status_poll.tick(), if !d.push_up && matches!(d.call, Some(Call::Dialing { .. } | Call::Answered { .. })) => {
-                d.poll_status().await;
-            }
+            _ = status_poll.tick(), if !d.push_up && d.in_setup() => d.poll_status().await,
+            _ = deadlines.tick(), if d.in_setup() => d.check_deadlines().await,
         }
     };
     d.end_call(EndReason::LocalHangup, true).await;
@@ -246,12 +254,14 @@ async fn poll_pending(client: &RegistryClient, tx: &mpsc::Sender<RegistryEvent>)
     }
 }
 
-/// The local address used to reach `registry` (the interface the OS routes through), learned without
-/// sending anything: `connect` on a UDP socket only selects a route.
+/// The local IPv4 address used to reach `registry` (the interface the OS routes through), learned without
+/// sending anything: `connect` on a UDP socket only selects a route. Media sockets are IPv4, so an IPv6
+/// route gives nothing.
 fn local_ip_towards(registry_url: &str) -> Option<IpAddr> {
-    let host_port = registry_url.split("://").nth(1)?.split('/').next()?;
-    let target = std::net::ToSocketAddrs::to_socket_addrs(host_port).ok()?.next()?;
-    let probe = UdpSocket::bind(if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok()?;
+    let url = reqwest::Url::parse(registry_url).ok()?;
+    let (host, port) = (url.host_str()?.to_owned(), url.port_or_known_default()?);
+    let target = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).ok()?.find(SocketAddr::is_ipv4)?;
+    let probe = UdpSocket::bind("0.0.0.0:0").ok()?;
     probe.connect(target).ok()?;
     Some(probe.local_addr().ok()?.ip())
 }
@@ -263,12 +273,18 @@ fn codec_kind(c: Codec) -> CodecKind {
     }
 }
 
+/// The reason we give the registry when the peer's handshake messages fail verification.
+const VERIFICATION_FAILED: &str = "handshake verification failed";
+
 fn map_end_state(state: CallState, reason: Option<String>, we_are_caller: bool) -> EndReason {
     match state {
         CallState::Rejected => EndReason::Rejected,
         CallState::Cancelled => EndReason::Cancelled,
         CallState::Missed => EndReason::Missed,
         CallState::Busy => EndReason::Busy,
+        CallState::Ended if reason.as_deref() == Some(VERIFICATION_FAILED) => {
+            EndReason::SecurityFailure("the peer rejected our handshake messages".into())
+        }
         CallState::Ended => EndReason::RemoteHangup,
         CallState::Failed => EndReason::Failed(reason.unwrap_or_else(|| "handshake did not complete".into())),
         other => EndReason::Failed(format!(
@@ -336,22 +352,28 @@ impl Driver {
         }
     }
 
-    /// Binds the call's UDP socket and lists the addresses the peer may reach it at.
-    fn bind_media(&self) -> anyhow::Result<(UdpSocket, Vec<Candidate>)> {
-        let socket = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), self.opts.media_port))
-            .with_context(|| format!("binding UDP port {} for media", self.opts.media_port))?;
-        let port = socket.local_addr()?.port();
-        let mut ips: Vec<IpAddr> = Vec::new();
-        if let Some(ip) = local_ip_towards(self.client.base_url()) {
-            ips.push(ip);
-        }
-        if let Some(ip) = self.reflexive_ip.filter(|ip| !ips.contains(ip) && ip.is_ipv4()) {
-            ips.push(ip);
-        }
-        if ips.is_empty() {
-            ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        }
-        Ok((socket, ips.into_iter().map(|ip| Candidate(SocketAddr::new(ip, port))).collect()))
+    /// Binds the call's (IPv4) UDP socket and lists the addresses the peer may reach it at. Runs off the
+    /// async threads: resolving the registry's host name may block.
+    async fn bind_media(&self) -> anyhow::Result<(UdpSocket, Vec<Candidate>)> {
+        let (port, url, reflexive) = (self.opts.media_port, self.client.base_url().to_owned(), self.reflexive_ip);
+        tokio::task::spawn_blocking(move || {
+            let socket = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+                .with_context(|| format!("binding UDP port {port} for media"))?;
+            let port = socket.local_addr()?.port();
+            let mut ips: Vec<IpAddr> = Vec::new();
+            if let Some(ip) = local_ip_towards(&url) {
+                ips.push(ip);
+            }
+            if let Some(ip) = reflexive.filter(|ip| !ips.contains(ip) && ip.is_ipv4()) {
+                ips.push(ip);
+            }
+            if ips.is_empty() {
+                ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            }
+            Ok((socket, ips.into_iter().map(|ip| Candidate(SocketAddr::new(ip, port))).collect()))
+        })
+        .await
+        .context("media socket task failed")?
     }
 
     async fn command(&mut self, cmd: SessionCommand) {
@@ -419,6 +441,25 @@ impl Driver {
         }
     }
 
+    /// A call exists but media does not flow yet.
+    fn in_setup(&self) -> bool {
+        matches!(self.call, Some(Call::Dialing { .. } | Call::Incoming { .. } | Call::Answered { .. }))
+    }
+
+    /// Ends a call whose setup outlived its deadline without word from the registry.
+    async fn check_deadlines(&mut self) {
+        let reason = match &self.call {
+            Some(Call::Dialing { since, .. } | Call::Incoming { since, .. }) if since.elapsed() > RING_DEADLINE => {
+                EndReason::Missed
+            }
+            Some(Call::Answered { since, .. }) if since.elapsed() > REVEAL_DEADLINE => {
+                EndReason::Failed("the caller never completed the handshake".into())
+            }
+            _ => return,
+        };
+        self.end_call(reason, true).await;
+    }
+
     /// Lists sound devices (off the async threads: ALSA probing can take a while) plus the non-device
     /// choices, and reports them with the current selection.
     async fn list_devices(&self) {
@@ -461,10 +502,13 @@ impl Driver {
             self.end_unstarted(&name, EndReason::Failed(format!("{name:?} is not a valid username"))).await;
             return;
         };
+        if let Err(e) = self.opts.contacts.reload() {
+            self.error(format!("could not read contacts: {e:#}")).await;
+        }
         let bundle = match self.client.fetch(&callee).await {
             Ok(b) => b,
             Err(e) if e.code() == Some("unknown_user") => {
-                self.end_unstarted(&name, EndReason::Failed(format!("no user named {name} on this registry"))).await;
+                self.end_unstarted(&name, EndReason::UnknownUser).await;
                 return;
             }
             Err(e) => {
@@ -483,7 +527,7 @@ impl Driver {
             }
             Ok(_) => {}
             Err(e) => {
-                self.error(format!("could not save contacts: {e:#}")).await;
+                self.end_unstarted(&name, EndReason::Failed(format!("could not save contacts: {e:#}"))).await;
                 return;
             }
         }
@@ -491,7 +535,7 @@ impl Driver {
             self.end_unstarted(&name, EndReason::Offline).await;
             return;
         }
-        let (socket, candidates) = match self.bind_media() {
+        let (socket, candidates) = match self.bind_media().await {
             Ok(x) => x,
             Err(e) => {
                 self.end_unstarted(&name, EndReason::Failed(format!("{e:#}"))).await;
@@ -524,7 +568,7 @@ impl Driver {
             Err(e) => {
                 let reason = match e.code() {
                     Some("busy") => EndReason::Busy,
-                    Some("unknown_user") => EndReason::Failed(format!("no user named {name}")),
+                    Some("unknown_user") => EndReason::UnknownUser,
                     _ => EndReason::Failed(e.to_string()),
                 };
                 self.end_call(reason, false).await;
@@ -555,6 +599,16 @@ impl Driver {
                     let detail = if up { "push events connected" } else { "push events lost; reconnecting" };
                     self.emit(SessionEvent::Connection { connected: up, detail: detail.into() }).await;
                     if up {
+                        // Events sent while the stream was down are lost: catch up on the call and on
+                        // calls ringing for us.
+                        self.poll_status().await;
+                        if self.call.is_none()
+                            && let Ok(p) = self.client.pending(0).await
+                        {
+                            for inc in p.calls {
+                                self.incoming(inc.call_id, inc.caller, &inc.offer).await;
+                            }
+                        }
                         self.refresh_contacts().await;
                     }
                 }
@@ -598,10 +652,14 @@ impl Driver {
             let _ = self.client.end("reject", &call_id, Some("busy")).await;
             return;
         }
+        if let Err(e) = self.opts.contacts.reload() {
+            self.error(format!("could not read contacts: {e:#}")).await;
+        }
         let trust = match self.opts.contacts.check(&caller, &offer.caller_key, now_ms()) {
             Ok(t) => t,
             Err(e) => {
                 self.error(format!("could not save contacts: {e:#}")).await;
+                let _ = self.client.end("reject", &call_id, Some("callee could not store contacts")).await;
                 return;
             }
         };
@@ -615,21 +673,21 @@ impl Driver {
             return;
         }
         self.emit(SessionEvent::IncomingCall { call_id: call_id.clone(), from: caller.clone(), trust }).await;
-        self.call = Some(Call::Incoming { call_id: call_id.clone(), peer: caller, offer });
+        self.call = Some(Call::Incoming { call_id: call_id.clone(), peer: caller, offer, since: Instant::now() });
         if self.opts.auto_answer {
             self.accept(&call_id).await;
         }
     }
 
     async fn accept(&mut self, id: &str) {
-        let Some(Call::Incoming { call_id, peer, offer }) = self.call.take_if(|c| c.id() == id) else {
+        let Some(Call::Incoming { call_id, peer, offer, since }) = self.call.take_if(|c| c.id() == id) else {
             self.error(format!("no incoming call {id} to accept")).await;
             return;
         };
-        let (socket, candidates) = match self.bind_media() {
+        let (socket, candidates) = match self.bind_media().await {
             Ok(x) => x,
             Err(e) => {
-                self.call = Some(Call::Incoming { call_id, peer, offer });
+                self.call = Some(Call::Incoming { call_id, peer, offer, since });
                 self.end_call(EndReason::Failed(format!("{e:#}")), true).await;
                 return;
             }
@@ -644,13 +702,14 @@ impl Driver {
         let answered = Callee::on_offer(&mut rand::rng(), now_ms(), &self.identity, &caller_key, &offer, params);
         match answered {
             Ok((callee, answer)) => {
-                self.call = Some(Call::Answered { call_id: call_id.clone(), peer, callee, socket });
+                self.call =
+                    Some(Call::Answered { call_id: call_id.clone(), peer, callee, socket, since: Instant::now() });
                 if let Err(e) = self.client.accept(&call_id, answer.to_bytes()).await {
                     self.end_call(EndReason::Failed(e.to_string()), false).await;
                 }
             }
             Err(e) => {
-                self.call = Some(Call::Incoming { call_id, peer, offer });
+                self.call = Some(Call::Incoming { call_id, peer, offer, since });
                 self.end_call(EndReason::SecurityFailure(e.to_string()), true).await;
             }
         }
@@ -677,7 +736,7 @@ impl Driver {
                 let confirm = self.client.confirm(&call_id, reveal.to_bytes()).await;
                 if let Err(e) = confirm {
                     drop(keys);
-                    self.call = None;
+                    let _ = self.client.end("cancel", &call_id, Some("could not confirm")).await;
                     let reason = EndReason::Failed(format!("could not confirm the call: {e}"));
                     self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s: 0.0 }).await;
                     return;
@@ -685,7 +744,7 @@ impl Driver {
                 self.start_media(call_id, peer, keys, socket, Direction::Outgoing).await;
             }
             Err(e) => {
-                let _ = self.client.end("cancel", &call_id, Some("handshake verification failed")).await;
+                let _ = self.client.end("cancel", &call_id, Some(VERIFICATION_FAILED)).await;
                 let reason = EndReason::SecurityFailure(format!("the ANSWER failed verification: {e}"));
                 self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s: 0.0 }).await;
             }
@@ -698,6 +757,10 @@ impl Driver {
         else {
             return;
         };
+        // `qvoice rotate-prekey` may have run in another process since we started.
+        if self.opts.keystore.reload_prekeys().is_ok() {
+            self.prekeys = self.opts.keystore.prekey_secrets();
+        }
         let reveal = b64::decode(reveal_b64).ok().and_then(|b| Reveal::parse(&b).ok());
         let keys = match reveal {
             Some(r) => callee.on_reveal(&r, &self.prekeys).map_err(|e| e.to_string()),
@@ -706,7 +769,7 @@ impl Driver {
         match keys {
             Ok(keys) => self.start_media(call_id, peer, keys, socket, Direction::Incoming).await,
             Err(e) => {
-                let _ = self.client.end("hangup", &call_id, Some("handshake verification failed")).await;
+                let _ = self.client.end("hangup", &call_id, Some(VERIFICATION_FAILED)).await;
                 let reason = EndReason::SecurityFailure(format!("the REVEAL failed verification: {e}"));
                 self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s: 0.0 }).await;
             }
@@ -755,7 +818,9 @@ impl Driver {
                 return;
             }
             Err(e) => {
-                self.error(format!("media start task failed: {e}")).await;
+                let _ = self.client.end("hangup", &call_id, Some("media failed to start")).await;
+                let reason = EndReason::MediaFailed(format!("media start task failed: {e}"));
+                self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s: 0.0 }).await;
                 return;
             }
         };
@@ -803,7 +868,7 @@ impl Driver {
             }
             MediaEvent::PeerSilent { .. } => self.end_call(EndReason::PeerVanished, true).await,
             MediaEvent::PeerBye => self.end_call(EndReason::RemoteHangup, true).await,
-            MediaEvent::Failed(msg) => self.end_call(EndReason::Failed(msg), true).await,
+            MediaEvent::Failed(msg) => self.end_call(EndReason::MediaFailed(msg), true).await,
             MediaEvent::FirstAudioPlayed { since_start, .. } => {
                 tracing::debug!(?since_start, "first audio played");
                 self.emit(SessionEvent::AudioFlowing { call_id: call_id.clone() }).await;
@@ -821,9 +886,21 @@ impl Driver {
 
     /// Without push events, follow the call through `/call/status`.
     async fn poll_status(&mut self) {
+        // Only setup needs the registry; an active call's media carries BYE and survives a registry restart.
+        if !self.in_setup() {
+            return;
+        }
         let Some(call) = &self.call else { return };
         let id = call.id().to_owned();
-        let Ok(st) = self.client.status(&id).await else { return };
+        let st = match self.client.status(&id).await {
+            Ok(st) => st,
+            Err(e) if e.code() == Some("unknown_call") => {
+                // The registry forgot the call (it restarted): it can no longer complete.
+                self.end_call(EndReason::Failed("the registry no longer knows this call".into()), false).await;
+                return;
+            }
+            Err(_) => return,
+        };
         match (&self.call, st.state) {
             (Some(Call::Dialing { .. }), CallState::Accepted) => {
                 if let Some(a) = st.answer {

@@ -41,8 +41,12 @@ pub enum EndReason {
     PeerVanished,
     /// The handshake failed verification (the text says which check).
     SecurityFailure(String),
+    /// No such user on the registry.
+    UnknownUser,
     /// No usable audio device (the text says which and names the WAV options).
     NoAudio(String),
+    /// The media engine failed mid-call (the text says how).
+    MediaFailed(String),
     /// Anything else (the text says what).
     Failed(String),
 }
@@ -60,7 +64,9 @@ impl EndReason {
             Self::Offline => "peer offline".into(),
             Self::PeerVanished => "peer vanished (no media)".into(),
             Self::SecurityFailure(s) => format!("security check failed: {s}"),
+            Self::UnknownUser => "no such user".into(),
             Self::NoAudio(s) => format!("no audio: {s}"),
+            Self::MediaFailed(s) => format!("media failed: {s}"),
             Self::Failed(s) => format!("failed: {s}"),
         }
     }

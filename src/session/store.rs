@@ -18,7 +18,10 @@ use super::events::Trust;
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = path.parent().context("path has no parent folder")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
+    // A unique temporary name: two qvoice processes may save the same file at once.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp.{}.{seq}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -153,6 +156,14 @@ impl Keystore {
         self.prekeys.iter().map(|(p, _)| PrekeySecret::from_seed(p.id(), &p.to_seed())).collect()
     }
 
+    /// Reads the prekeys from disk again (`qvoice rotate-prekey` may have run in another process).
+    /// Fails when the key file is unreadable.
+    pub fn reload_prekeys(&mut self) -> anyhow::Result<()> {
+        let dir = self.path.parent().context("key file has no folder")?;
+        self.prekeys = Self::load(dir)?.prekeys;
+        Ok(())
+    }
+
     /// Makes a new prekey current, keeping the last few for calls in flight. Saves. Fails on I/O errors.
     pub fn rotate_prekey(&mut self, now_ms: u64) -> anyhow::Result<u32> {
         let id = self.prekeys.iter().map(|(p, _)| p.id()).max().unwrap_or(0).wrapping_add(1);
@@ -247,6 +258,21 @@ impl ContactBook {
         }
         c.verified = true;
         self.save()
+    }
+
+    /// Reads the file again: another qvoice process (`qvoice verify` in a second shell) may have changed it.
+    /// Fails on a corrupt file.
+    pub fn reload(&mut self) -> anyhow::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            self.contacts = Self::load(dir)?.contacts;
+        }
+        Ok(())
+    }
+
+    /// The key the registry offered since the pin changed, if any.
+    pub fn offered(&self, name: &str) -> Option<IdentityKey> {
+        let k = self.contacts.get(name)?.offered_key.as_deref()?;
+        IdentityKey::from_bytes(&b64::decode(k).ok()?).ok()
     }
 
     /// The pinned key of `name`, if any.
