@@ -4,34 +4,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../benches/support/proc.rs"]
+mod proc;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::Party;
-
-fn now_ms() -> u64 {
-    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
-}
-
-/// Starts the registry binary on a free port; returns the child and its base URL.
-fn start(db: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qvoice-registry"))
-        .args(["--bind", "127.0.0.1:0", "--rate-per-minute", "1000000", "--db"])
-        .arg(db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("bad banner {line:?}")).to_owned();
-    (child, format!("http://{addr}"))
-}
+use proc::{now_ms, start, start_logging};
 
 async fn register(client: &reqwest::Client, base: &str, p: &Party) -> Result<u16, reqwest::Error> {
     let body = serde_json::to_vec(&p.register_body()).unwrap();
@@ -193,17 +175,7 @@ async fn binary_reads_its_toml_config_file() {
 #[tokio::test]
 async fn debug_logs_never_contain_keys_signatures_or_handshake_payloads() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qvoice-registry"))
-        .args(["--bind", "127.0.0.1:0", "--db"])
-        .arg(dir.path().join("logs.sqlite3"))
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = format!("http://{}", line.trim().strip_prefix("listening on ").unwrap());
+    let (mut child, base) = start_logging(&dir.path().join("logs.sqlite3"), "trace", Stdio::piped());
     let stderr = child.stderr.take().unwrap();
     let log = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
 

@@ -1,4 +1,5 @@
-//! Shared by the benches: start the real registry binary and read its memory use.
+//! Shared by the benches and the process-level tests: start the real registry binary and read its
+//! memory use.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -12,17 +13,23 @@ pub fn now_ms() -> u64 {
 
 /// Starts `qvoice-registry` on 127.0.0.1:0 with rate limits out of the way.
 pub fn start(db: &Path) -> (Child, String) {
+    start_logging(db, "warn", Stdio::null())
+}
+
+/// Like [`start`], with `RUST_LOG=rust_log` and stderr going to `stderr`; returns the child and its base
+/// URL, read from the `listening on ADDR` banner.
+pub fn start_logging(db: &Path, rust_log: &str, stderr: Stdio) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_qvoice-registry"))
         .args(["--bind", "127.0.0.1:0", "--rate-per-minute", "100000000", "--db"])
         .arg(db)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", rust_log)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("bad banner {line:?}")).to_owned();
     (child, format!("http://{addr}"))
 }
 
