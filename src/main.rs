@@ -37,6 +37,7 @@ enum Command {
     Tui,
     /// Try qvoice in one process: a local registry, an `echo` contact that plays back what it hears,
     /// and the TUI logged in as `you`.
+    #[cfg(feature = "demo")]
     Demo {
         /// Where the demo keeps its registry database, keys and recordings (default: a temp folder).
         #[arg(long)]
@@ -133,9 +134,19 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Whether the command draws the TUI (and so must not log to stderr).
+fn uses_terminal(command: Option<&Command>) -> bool {
+    match command {
+        None | Some(Command::Tui) => true,
+        #[cfg(feature = "demo")]
+        Some(Command::Demo { .. }) => true,
+        Some(_) => false,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, None | Some(Command::Tui | Command::Demo { .. })) {
+    if !uses_terminal(cli.command.as_ref()) {
         qvoice::logging::to_stderr();
     }
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -164,6 +175,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<u8> {
     let Some(command) = cli.command else { return tui(&paths).await };
     match command {
         Command::Tui => tui(&paths).await,
+        #[cfg(feature = "demo")]
         Command::Demo { dir } => demo(dir).await,
         Command::Init { username, registry, display_name, force } => {
             init(&paths, &username, &registry, display_name, force).await
@@ -319,6 +331,7 @@ async fn tui(paths: &Paths) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+#[cfg(feature = "demo")]
 async fn demo(dir: Option<PathBuf>) -> anyhow::Result<u8> {
     let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("qvoice-demo-{}", std::process::id())));
     let log = qvoice::logging::to_file_and_pane(&dir.join("qvoice.log"))?;

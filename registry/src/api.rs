@@ -12,14 +12,17 @@ use axum::http::{StatusCode, header};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use qvoice_proto::{Answer, CallId, IdentityKey, Offer, Reveal, SignedPrekey, Username};
+use qvoice_wire::{
+    AcceptBody, CallStateResponse, ConfirmBody, EndBody, FetchResponse, HealthResponse, InitiateBody, PendingResponse,
+    RegisterBody, RegisterResponse, StatusResponse, UserEntry, UsersResponse,
+};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::SignedRequest;
-use crate::calls::{Action, Call, CallState};
+use crate::calls::{Action, Call, CallState, Ending};
 use crate::error::ApiError;
-use crate::events::{Event, IncomingCall, OnClose, READY_ONLINE_MAX, sse_stream};
+use crate::events::{Event, OnClose, READY_ONLINE_MAX, sse_stream};
 use crate::store::{RegisterOutcome, UserRecord, WireForms};
 
 /// Longest display name, in characters.
@@ -64,42 +67,13 @@ fn query_params(pq: &str) -> HashMap<String, String> {
 }
 
 /// `GET /health`.
-pub async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+pub async fn health() -> Json<HealthResponse> {
+    Json(HealthResponse { status: "ok".to_owned(), version: env!("CARGO_PKG_VERSION").to_owned() })
 }
 
 /// `GET /metrics` (Prometheus text).
 pub async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render(&state)).into_response()
-}
-
-/// `POST /register` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterBody {
-    /// Must equal the `x-qvoice-user` header.
-    pub username: String,
-    /// Ed25519 public key, base64url (32 bytes).
-    pub identity_key: String,
-    /// Signed ML-KEM-768 prekey in proto encoding, base64url (1252 bytes).
-    pub prekey: String,
-    /// Optional human name.
-    #[serde(default)]
-    pub display_name: Option<String>,
-    /// Optional UDP media port (1-65535).
-    #[serde(default)]
-    pub media_port: Option<u16>,
-}
-
-/// `POST /register` response.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RegisterResponse {
-    /// The registered name.
-    pub username: String,
-    /// True when the name was newly claimed (201), false for an update (200).
-    pub created: bool,
-    /// The address the registry saw the request come from (`ip:port`), if known.
-    pub observed_addr: Option<String>,
 }
 
 /// `POST /register`: claim a name (TOFU) or update your prekey, display name or media port.
@@ -156,29 +130,6 @@ pub async fn register(State(state): State<AppState>, req: SignedRequest) -> ApiR
     Ok((status, Json(resp)).into_response())
 }
 
-/// `GET /fetch/{username}` response.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FetchResponse {
-    /// The name.
-    pub username: String,
-    /// Ed25519 public key, base64url.
-    pub identity_key: String,
-    /// Signed prekey, base64url (proto encoding).
-    pub prekey: String,
-    /// The prekey's id.
-    pub prekey_id: u32,
-    /// Optional human name.
-    pub display_name: Option<String>,
-    /// Optional media port.
-    pub media_port: Option<u16>,
-    /// Whether the user has an open `/events` stream.
-    pub online: bool,
-    /// When the user was last online (Unix ms); now if online, null if never seen.
-    pub last_seen_ms: Option<u64>,
-    /// When the name was claimed (Unix ms).
-    pub registered_ms: u64,
-}
-
 /// `GET /fetch/{username}`: public key bundle and presence (no auth, like the seed).
 pub async fn fetch(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<FetchResponse>> {
     let username = Username::parse(&name).map_err(|_| ApiError::InvalidUsername)?;
@@ -195,28 +146,6 @@ pub async fn fetch(State(state): State<AppState>, Path(name): Path<String>) -> A
         last_seen_ms: if online { Some(state.now_ms()) } else { state.store().last_seen(username.as_str()) },
         registered_ms: rec.registered_ms,
     }))
-}
-
-/// One `/users` entry.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct UserEntry {
-    /// The name.
-    pub username: String,
-    /// Optional human name.
-    pub display_name: Option<String>,
-    /// Whether online now.
-    pub online: bool,
-    /// Last online (Unix ms), if known.
-    pub last_seen_ms: Option<u64>,
-}
-
-/// `GET /users` response.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct UsersResponse {
-    /// This page, in name order.
-    pub users: Vec<UserEntry>,
-    /// Pass as `?after=` for the next page; null on the last page.
-    pub next: Option<String>,
 }
 
 /// `GET /users?after=NAME&limit=N`: the contact directory, paginated (authenticated).
@@ -254,26 +183,6 @@ pub async fn users(State(state): State<AppState>, req: SignedRequest) -> ApiResu
     Ok(Json(UsersResponse { users, next }))
 }
 
-/// `POST /call/initiate` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InitiateBody {
-    /// The caller's signed OFFER, base64url.
-    pub offer: String,
-}
-
-/// Response of the call-changing endpoints.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CallStateResponse {
-    /// Call id.
-    pub call_id: String,
-    /// New state.
-    pub state: CallState,
-    /// For a ringing call: when it becomes `missed` (Unix ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_ms: Option<u64>,
-}
-
 /// `POST /call/initiate`: relay a verified OFFER to the callee.
 pub async fn initiate(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Response> {
     state.limiters().initiate_ip(req.peer.map(|p| p.ip()))?;
@@ -301,6 +210,7 @@ pub async fn initiate(State(state): State<AppState>, req: SignedRequest) -> ApiR
     let callee =
         state.store().get(offer.callee.as_str()).ok_or_else(|| ApiError::UnknownUser(offer.callee.to_string()))?;
     let id = offer.call_id;
+    let callee_online = state.hub().is_online(callee.username.as_str());
     let (notices, expires) = state.with_calls(|b| {
         let n = b.initiate(now, id, me.username.as_str(), callee.username.as_str(), bytes);
         (n, now.saturating_add(b.ringing_timeout_ms()))
@@ -309,15 +219,13 @@ pub async fn initiate(State(state): State<AppState>, req: SignedRequest) -> ApiR
     state.deliver(notices);
     state.call_created();
     tracing::info!(call = %id, caller = %me.username, callee = %callee.username, "call initiated");
-    let resp = CallStateResponse { call_id: id.to_hex(), state: CallState::Ringing, expires_ms: Some(expires) };
+    let resp = CallStateResponse {
+        call_id: id.to_hex(),
+        state: CallState::Ringing,
+        expires_ms: Some(expires),
+        callee_online: Some(callee_online),
+    };
     Ok((StatusCode::CREATED, Json(resp)).into_response())
-}
-
-/// `GET /call/pending/{username}` response.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PendingResponse {
-    /// Calls ringing for you, oldest first.
-    pub calls: Vec<IncomingCall>,
 }
 
 /// `GET /call/pending/{username}?wait=SECONDS`: calls ringing for you; with `wait`, holds the
@@ -369,16 +277,6 @@ pub async fn pending(
     }
 }
 
-/// `POST /call/accept` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AcceptBody {
-    /// Call id (32 hex).
-    pub call_id: String,
-    /// The callee's signed ANSWER, base64url.
-    pub answer: String,
-}
-
 /// `POST /call/accept`: the callee's verified ANSWER goes to the caller.
 pub async fn accept(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Json<CallStateResponse>> {
     let me = req.authenticate(&state)?;
@@ -402,21 +300,16 @@ pub async fn accept(State(state): State<AppState>, req: SignedRequest) -> ApiRes
     })??;
     state.deliver(notices);
     tracing::info!(call = %id, "call accepted");
-    Ok(Json(CallStateResponse { call_id: id.to_hex(), state: CallState::Accepted, expires_ms: None }))
+    Ok(Json(CallStateResponse {
+        call_id: id.to_hex(),
+        state: CallState::Accepted,
+        expires_ms: None,
+        callee_online: None,
+    }))
 }
 
 fn stored_offer(call: &Call) -> ApiResult<Offer> {
     Offer::parse(&call.offer).map_err(|e| ApiError::Internal(anyhow::anyhow!("stored offer unparsable: {e}")))
-}
-
-/// `POST /call/confirm` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfirmBody {
-    /// Call id (32 hex).
-    pub call_id: String,
-    /// The caller's REVEAL, base64url.
-    pub reveal: String,
 }
 
 /// `POST /call/confirm`: the caller's verified REVEAL goes to the callee; the call is active.
@@ -442,18 +335,12 @@ pub async fn confirm(State(state): State<AppState>, req: SignedRequest) -> ApiRe
     })??;
     state.deliver(notices);
     tracing::info!(call = %id, "call active");
-    Ok(Json(CallStateResponse { call_id: id.to_hex(), state: CallState::Active, expires_ms: None }))
-}
-
-/// Body of reject, cancel and hangup.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EndBody {
-    /// Call id (32 hex).
-    pub call_id: String,
-    /// Optional short reason shown to the other party.
-    #[serde(default)]
-    pub reason: Option<String>,
+    Ok(Json(CallStateResponse {
+        call_id: id.to_hex(),
+        state: CallState::Active,
+        expires_ms: None,
+        callee_online: None,
+    }))
 }
 
 async fn end_call(
@@ -469,10 +356,11 @@ async fn end_call(
         check_text("reason", r, REASON_MAX)?;
     }
     let now = state.now_ms();
-    let notices = state.with_calls(|b| b.act(now, &id, me.username.as_str(), make(), body.reason))??;
+    let ending = Ending { kind: body.kind, reason: body.reason };
+    let notices = state.with_calls(|b| b.act(now, &id, me.username.as_str(), make(), Some(ending)))??;
     state.deliver(notices);
     tracing::info!(call = %id, state = result.as_str(), "call ended");
-    Ok(Json(CallStateResponse { call_id: id.to_hex(), state: result, expires_ms: None }))
+    Ok(Json(CallStateResponse { call_id: id.to_hex(), state: result, expires_ms: None, callee_online: None }))
 }
 
 /// `POST /call/reject` (callee, while ringing).
@@ -488,31 +376,6 @@ pub async fn cancel(State(state): State<AppState>, req: SignedRequest) -> ApiRes
 /// `POST /call/hangup` (either party, while live).
 pub async fn hangup(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Json<CallStateResponse>> {
     end_call(state, req, || Action::Hangup, CallState::Ended).await
-}
-
-/// `GET /call/status/{call_id}` response.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StatusResponse {
-    /// Call id.
-    pub call_id: String,
-    /// Current state.
-    pub state: CallState,
-    /// Caller's username.
-    pub caller: String,
-    /// Callee's username.
-    pub callee: String,
-    /// OFFER, base64url.
-    pub offer: String,
-    /// ANSWER, base64url, once accepted.
-    pub answer: Option<String>,
-    /// REVEAL, base64url, once confirmed.
-    pub reveal: Option<String>,
-    /// When it started (Unix ms).
-    pub created_ms: u64,
-    /// Last change (Unix ms).
-    pub updated_ms: u64,
-    /// Why it ended, if it did.
-    pub reason: Option<String>,
 }
 
 /// `GET /call/status/{call_id}` (parties only).
@@ -541,6 +404,7 @@ pub async fn status(
             created_ms: c.created_ms,
             updated_ms: c.updated_ms,
             reason: c.reason.clone(),
+            end_kind: c.end_kind,
         })
     })??;
     Ok(Json(resp))

@@ -161,7 +161,7 @@ mod tests {
         let c = ReplayCache::default();
         let s = [7u8; 64];
         c.check_and_insert(&s, 1_000, 0).unwrap();
-        assert_eq!(c.check_and_insert(&s, 1_000, 999).unwrap_err().code(), "replayed");
+        assert_eq!(c.check_and_insert(&s, 1_000, 999).unwrap_err().code(), crate::error::ErrorCode::Replayed);
         c.prune(1_000);
         assert_eq!(c.len(), 1);
         c.prune(1_001);

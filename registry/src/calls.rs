@@ -15,70 +15,11 @@
 
 use std::collections::HashMap;
 
-use qvoice_proto::CallId;
-use serde::{Deserialize, Serialize};
-
 use crate::error::ApiError;
 use crate::events::{Event, IncomingCall};
+use qvoice_proto::CallId;
 
-/// Where a call is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallState {
-    /// Offer delivered, callee not yet answered.
-    Ringing,
-    /// Callee answered; waiting for the caller's reveal.
-    Accepted,
-    /// Handshake complete; media flows peer to peer.
-    Active,
-    /// Hung up by a party.
-    Ended,
-    /// Callee declined.
-    Rejected,
-    /// Caller gave up before the call became active.
-    Cancelled,
-    /// Nobody answered within the ringing timeout.
-    Missed,
-    /// Callee was in another call.
-    Busy,
-    /// The handshake did not complete in time.
-    Failed,
-}
-
-impl CallState {
-    /// All states, for metrics.
-    pub const ALL: [CallState; 9] = [
-        Self::Ringing,
-        Self::Accepted,
-        Self::Active,
-        Self::Ended,
-        Self::Rejected,
-        Self::Cancelled,
-        Self::Missed,
-        Self::Busy,
-        Self::Failed,
-    ];
-
-    /// The state's wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ringing => "ringing",
-            Self::Accepted => "accepted",
-            Self::Active => "active",
-            Self::Ended => "ended",
-            Self::Rejected => "rejected",
-            Self::Cancelled => "cancelled",
-            Self::Missed => "missed",
-            Self::Busy => "busy",
-            Self::Failed => "failed",
-        }
-    }
-
-    /// Whether the call is still in progress.
-    pub fn is_live(self) -> bool {
-        matches!(self, Self::Ringing | Self::Accepted | Self::Active)
-    }
-}
+pub use qvoice_wire::{CallState, EndKind};
 
 /// One call session.
 #[derive(Debug, Clone)]
@@ -103,6 +44,29 @@ pub struct Call {
     pub updated_ms: u64,
     /// Why it ended, if it did and a reason is known.
     pub reason: Option<String>,
+    /// The ending party's kind of ending, if it gave one.
+    pub end_kind: Option<EndKind>,
+}
+
+/// How a party (or the registry) ends a call: a kind for the other party's client and a text for people.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ending {
+    /// Why, for the other party's client (absent: a plain hang-up).
+    pub kind: Option<EndKind>,
+    /// Why, for people.
+    pub reason: Option<String>,
+}
+
+impl From<&str> for Ending {
+    fn from(reason: &str) -> Self {
+        Self { kind: None, reason: Some(reason.to_owned()) }
+    }
+}
+
+impl From<String> for Ending {
+    fn from(reason: String) -> Self {
+        Self { kind: None, reason: Some(reason) }
+    }
 }
 
 /// What a party asks to do with a call.
@@ -209,6 +173,7 @@ impl CallBook {
             created_ms: now,
             updated_ms: now,
             reason: busy.then(|| "callee busy".to_owned()),
+            end_kind: None,
         };
         let notice = Notice { to: callee.to_owned(), event: Event::IncomingCall(self.incoming(&call)) };
         self.calls.insert(id, call);
@@ -277,7 +242,7 @@ impl CallBook {
         id: &CallId,
         user: &str,
         action: Action,
-        reason: Option<String>,
+        ending: Option<Ending>,
     ) -> Result<Vec<Notice>, ApiError> {
         self.check(id, user, &action)?;
         let call = self.calls.get_mut(id).ok_or(ApiError::UnknownCall)?;
@@ -305,9 +270,9 @@ impl CallBook {
                 call.state = CallState::Active;
                 vec![Notice { to: call.callee.clone(), event: ev }]
             }
-            Action::Reject => end(call, CallState::Rejected, reason),
-            Action::Cancel => end(call, CallState::Cancelled, reason),
-            Action::Hangup => end(call, CallState::Ended, reason),
+            Action::Reject => end(call, CallState::Rejected, ending.unwrap_or_default()),
+            Action::Cancel => end(call, CallState::Cancelled, ending.unwrap_or_default()),
+            Action::Hangup => end(call, CallState::Ended, ending.unwrap_or_default()),
         };
         Ok(notices)
     }
@@ -321,11 +286,11 @@ impl CallBook {
             match call.state {
                 CallState::Ringing if expired => {
                     call.updated_ms = now;
-                    out.extend(end(call, CallState::Missed, Some("no answer".to_owned())));
+                    out.extend(end(call, CallState::Missed, "no answer".into()));
                 }
                 CallState::Accepted if expired => {
                     call.updated_ms = now;
-                    out.extend(end(call, CallState::Failed, Some("handshake not completed".to_owned())));
+                    out.extend(end(call, CallState::Failed, "handshake not completed".into()));
                 }
                 _ => {}
             }
@@ -353,16 +318,18 @@ impl CallBook {
     }
 }
 
-fn end(call: &mut Call, state: CallState, reason: Option<String>) -> Vec<Notice> {
+fn end(call: &mut Call, state: CallState, ending: Ending) -> Vec<Notice> {
     call.state = state;
-    call.reason = reason;
-    let ev = Event::CallEnded { call_id: call.id.to_hex(), state, reason: call.reason.clone() };
+    call.reason = ending.reason;
+    call.end_kind = ending.kind;
+    let ev = Event::CallEnded { call_id: call.id.to_hex(), state, reason: call.reason.clone(), kind: ending.kind };
     vec![Notice { to: call.caller.clone(), event: ev.clone() }, Notice { to: call.callee.clone(), event: ev }]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     const T: u64 = 45_000;
     const P: u64 = 300_000;
@@ -399,18 +366,18 @@ mod tests {
         let mut b = CallBook::new(T, P);
         let c = ringing(&mut b, 1);
         let e = b.act(2_000, &c, "bob", Action::Accept(vec![]), None).unwrap_err();
-        assert_eq!(e.code(), "forbidden");
+        assert_eq!(e.code(), ErrorCode::Forbidden);
         let e = b.act(2_000, &c, "eve", Action::Hangup, None).unwrap_err();
-        assert_eq!(e.code(), "forbidden");
+        assert_eq!(e.code(), ErrorCode::Forbidden);
         let e = b.act(2_000, &c, "bob", Action::Confirm(vec![]), None).unwrap_err();
-        assert_eq!(e.code(), "wrong_state");
+        assert_eq!(e.code(), ErrorCode::WrongState);
         assert_eq!(b.get(&c).unwrap().state, CallState::Ringing);
         assert_eq!(b.get(&c).unwrap().updated_ms, 1_000);
         b.act(2_000, &c, "alice", Action::Accept(vec![]), None).unwrap();
         let e = b.act(2_500, &c, "alice", Action::Accept(vec![]), None).unwrap_err();
-        assert_eq!(e.code(), "wrong_state");
+        assert_eq!(e.code(), ErrorCode::WrongState);
         let e = b.act(2_500, &id(7), "alice", Action::Hangup, None).unwrap_err();
-        assert_eq!(e.code(), "unknown_call");
+        assert_eq!(e.code(), ErrorCode::UnknownCall);
     }
 
     #[test]
@@ -423,7 +390,7 @@ mod tests {
         assert_eq!(n.len(), 2);
         assert_eq!(b.get(&c).unwrap().state, CallState::Missed);
         let e = b.act(1_000 + T + 1, &c, "alice", Action::Accept(vec![]), None).unwrap_err();
-        assert_eq!(e.code(), "wrong_state");
+        assert_eq!(e.code(), ErrorCode::WrongState);
     }
 
     #[test]
@@ -447,13 +414,13 @@ mod tests {
         let mut b = CallBook::new(T, P);
         let c = ringing(&mut b, 1);
         let e = b.initiate(1_500, id(2), "carol", "alice", vec![]).unwrap_err();
-        assert_eq!(e.code(), "busy");
+        assert_eq!(e.code(), ErrorCode::Busy);
         assert_eq!(b.get(&id(2)).unwrap().state, CallState::Busy);
         assert_eq!(b.get(&c).unwrap().state, CallState::Ringing);
         let e = b.initiate(1_500, id(3), "bob", "carol", vec![]).unwrap_err();
-        assert_eq!(e.code(), "already_in_call");
+        assert_eq!(e.code(), ErrorCode::AlreadyInCall);
         let e = b.initiate(1_500, c, "x", "y", vec![]).unwrap_err();
-        assert_eq!(e.code(), "call_exists");
+        assert_eq!(e.code(), ErrorCode::CallExists);
     }
 
     #[test]

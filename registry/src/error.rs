@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+pub use qvoice_wire::{ErrorBody, ErrorCode};
 
 /// An API failure, mapped to a status code and a JSON body.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,12 @@ pub enum ApiError {
     /// 400 `invalid_message`: a handshake message does not parse, or does not fit the call.
     #[error("handshake message `{0}` is malformed or does not belong to this call")]
     InvalidMessage(&'static str),
+    /// 400 `unsupported_version`: a handshake message uses a protocol version this registry does not speak.
+    #[error(
+        "the handshake message uses protocol version {0}; this registry speaks version {v}: update qvoice on both ends",
+        v = qvoice_proto::PROTOCOL_VERSION
+    )]
+    UnsupportedVersion(u8),
     /// 400 `bad_message_signature`: a handshake message or prekey signature does not verify.
     #[error("the signature on `{0}` does not verify against the registered identity key")]
     BadMessageSignature(&'static str),
@@ -44,6 +50,16 @@ pub enum ApiError {
     /// 401 `bad_signature`: the request signature does not verify.
     #[error("request signature does not verify against the registered identity key")]
     BadSignature,
+    /// 401 `wrong_origin`: the request was signed for another registry.
+    #[error(
+        "the request was signed for registry `{signed}`, but this registry is `{expected}`; set the client's registry URL to this registry's public URL"
+    )]
+    WrongOrigin {
+        /// The origin the client signed.
+        signed: String,
+        /// What this registry accepts.
+        expected: String,
+    },
     /// 401 `stale_timestamp`: the request timestamp is more than the allowed skew away from server time.
     #[error("request timestamp is more than {0} s away from server time; check the system clock")]
     StaleTimestamp(u64),
@@ -95,65 +111,43 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// The HTTP status of this error.
+    /// The HTTP status of this error (fixed per code, see [`ErrorCode::status`]).
     pub fn status(&self) -> StatusCode {
-        match self {
-            Self::InvalidJson(_)
-            | Self::InvalidUsername
-            | Self::InvalidBase64(_)
-            | Self::InvalidKey(_)
-            | Self::InvalidField(_)
-            | Self::InvalidMessage(_)
-            | Self::BadMessageSignature(_)
-            | Self::SelfCall => StatusCode::BAD_REQUEST,
-            Self::MissingAuth
-            | Self::Unauthenticated
-            | Self::BadSignature
-            | Self::StaleTimestamp(_)
-            | Self::Replayed => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::UnknownUser(_) | Self::UnknownCall | Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::UsernameTaken(_) | Self::WrongState(_) | Self::Busy(_) | Self::AlreadyInCall | Self::CallExists => {
-                StatusCode::CONFLICT
-            }
-            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        StatusCode::from_u16(self.code().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// The stable machine-readable code of this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::InvalidJson(_) => "invalid_json",
-            Self::InvalidUsername => "invalid_username",
-            Self::InvalidBase64(_) => "invalid_base64",
-            Self::InvalidKey(_) => "invalid_key",
-            Self::InvalidField(_) => "invalid_field",
-            Self::InvalidMessage(_) => "invalid_message",
-            Self::BadMessageSignature(_) => "bad_message_signature",
-            Self::SelfCall => "self_call",
-            Self::MissingAuth => "missing_auth",
-            Self::Unauthenticated => "unauthenticated",
-            Self::BadSignature => "bad_signature",
-            Self::StaleTimestamp(_) => "stale_timestamp",
-            Self::Replayed => "replayed",
-            Self::Forbidden(_) => "forbidden",
-            Self::UnknownUser(_) => "unknown_user",
-            Self::UnknownCall => "unknown_call",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::UsernameTaken(_) => "username_taken",
-            Self::WrongState(_) => "wrong_state",
-            Self::Busy(_) => "busy",
-            Self::AlreadyInCall => "already_in_call",
-            Self::CallExists => "call_exists",
-            Self::BodyTooLarge(_) => "body_too_large",
-            Self::RateLimited => "rate_limited",
-            Self::ShuttingDown => "shutting_down",
-            Self::Internal(_) => "internal",
+            Self::InvalidJson(_) => ErrorCode::InvalidJson,
+            Self::InvalidUsername => ErrorCode::InvalidUsername,
+            Self::InvalidBase64(_) => ErrorCode::InvalidBase64,
+            Self::InvalidKey(_) => ErrorCode::InvalidKey,
+            Self::InvalidField(_) => ErrorCode::InvalidField,
+            Self::InvalidMessage(_) => ErrorCode::InvalidMessage,
+            Self::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            Self::BadMessageSignature(_) => ErrorCode::BadMessageSignature,
+            Self::SelfCall => ErrorCode::SelfCall,
+            Self::MissingAuth => ErrorCode::MissingAuth,
+            Self::Unauthenticated => ErrorCode::Unauthenticated,
+            Self::BadSignature => ErrorCode::BadSignature,
+            Self::WrongOrigin { .. } => ErrorCode::WrongOrigin,
+            Self::StaleTimestamp(_) => ErrorCode::StaleTimestamp,
+            Self::Replayed => ErrorCode::Replayed,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::UnknownUser(_) => ErrorCode::UnknownUser,
+            Self::UnknownCall => ErrorCode::UnknownCall,
+            Self::NotFound => ErrorCode::NotFound,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::UsernameTaken(_) => ErrorCode::UsernameTaken,
+            Self::WrongState(_) => ErrorCode::WrongState,
+            Self::Busy(_) => ErrorCode::Busy,
+            Self::AlreadyInCall => ErrorCode::AlreadyInCall,
+            Self::CallExists => ErrorCode::CallExists,
+            Self::BodyTooLarge(_) => ErrorCode::BodyTooLarge,
+            Self::RateLimited => ErrorCode::RateLimited,
+            Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -162,15 +156,6 @@ impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         Self::Internal(e)
     }
-}
-
-/// The JSON body of every error response.
-#[derive(Debug, Serialize)]
-pub struct ErrorBody {
-    /// Stable code, e.g. `wrong_state`.
-    pub error: &'static str,
-    /// What went wrong and what to do next.
-    pub message: String,
 }
 
 impl IntoResponse for ApiError {
@@ -203,7 +188,7 @@ mod tests {
         assert_eq!(ApiError::Replayed.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(ApiError::Busy("b".into()).status(), StatusCode::CONFLICT);
         assert_eq!(ApiError::BodyTooLarge(1).status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(ApiError::Internal(anyhow::anyhow!("x")).code(), "internal");
+        assert_eq!(ApiError::Internal(anyhow::anyhow!("x")).code(), ErrorCode::Internal);
     }
 
     #[test]

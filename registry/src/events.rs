@@ -12,93 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::response::sse;
 use futures_util::Stream;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch};
-
-use crate::calls::CallState;
 
 /// Events queued per stream before the stream is considered stuck and closed.
 pub const STREAM_QUEUE: usize = 256;
 /// Most names listed in the `ready` event.
 pub const READY_ONLINE_MAX: usize = 1000;
 
-/// An incoming call, as pushed and as listed by `/call/pending`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct IncomingCall {
-    /// 32 lowercase hex digits.
-    pub call_id: String,
-    /// Caller's username.
-    pub caller: String,
-    /// The caller's signed OFFER, base64url.
-    pub offer: String,
-    /// When the call started ringing (Unix ms).
-    pub created_ms: u64,
-    /// When it will become `missed` (Unix ms).
-    pub expires_ms: u64,
-}
-
-/// Something pushed to a user. Serialized with a `type` field equal to the SSE event name.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Event {
-    /// First event on every stream.
-    Ready {
-        /// The stream's user.
-        username: String,
-        /// Users online now (at most [`READY_ONLINE_MAX`]).
-        online: Vec<String>,
-    },
-    /// Someone is calling you.
-    IncomingCall(IncomingCall),
-    /// The callee answered your call.
-    CallAccepted {
-        /// Call id.
-        call_id: String,
-        /// Callee's username.
-        callee: String,
-        /// The callee's signed ANSWER, base64url.
-        answer: String,
-    },
-    /// The caller completed the handshake.
-    CallConfirmed {
-        /// Call id.
-        call_id: String,
-        /// Caller's username.
-        caller: String,
-        /// The caller's REVEAL, base64url.
-        reveal: String,
-    },
-    /// The call reached a terminal state.
-    CallEnded {
-        /// Call id.
-        call_id: String,
-        /// The terminal state.
-        state: CallState,
-        /// Why, if known.
-        reason: Option<String>,
-    },
-    /// A user came online or went offline.
-    Presence {
-        /// Whose presence changed.
-        username: String,
-        /// Whether they now have an open stream.
-        online: bool,
-    },
-}
-
-impl Event {
-    /// The SSE `event:` name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Ready { .. } => "ready",
-            Self::IncomingCall(_) => "incoming_call",
-            Self::CallAccepted { .. } => "call_accepted",
-            Self::CallConfirmed { .. } => "call_confirmed",
-            Self::CallEnded { .. } => "call_ended",
-            Self::Presence { .. } => "presence",
-        }
-    }
-}
+pub use qvoice_wire::{Event, IncomingCall};
 
 #[derive(Debug, Default)]
 struct Conns {

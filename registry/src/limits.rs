@@ -106,11 +106,11 @@ mod tests {
         l.register_ip(Some(ip)).unwrap();
         l.register_ip(Some(ip)).unwrap();
         l.register_ip(Some(ip)).unwrap();
-        assert_eq!(l.register_ip(Some(ip)).unwrap_err().code(), "rate_limited");
+        assert_eq!(l.register_ip(Some(ip)).unwrap_err().code(), crate::error::ErrorCode::RateLimited);
         l.register_ip(Some([10, 0, 0, 1].into())).unwrap();
         l.register_user("a").unwrap();
         l.register_user("a").unwrap();
-        assert_eq!(l.register_user("a").unwrap_err().code(), "rate_limited");
+        assert_eq!(l.register_user("a").unwrap_err().code(), crate::error::ErrorCode::RateLimited);
         l.register_user("b").unwrap();
         l.initiate_user("a").unwrap();
     }

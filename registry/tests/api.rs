@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::{Harness, Party, answer_at, finish, offer_at};
 use qvoice_proto::b64;
 use qvoice_registry::clock::Clock as _;
+use qvoice_wire::ErrorCode;
 use serde_json::{Value, json};
 
 /// Generates `<name>_router` and `<name>_server` tests from `async fn name(h: Harness)`.
@@ -106,26 +107,26 @@ async fn seed_workflow(h: Harness) {
     h.status(&bob, &id).await.ok(200);
     h.clock.advance(Duration::from_secs(1));
     h.state.sweep();
-    h.status(&bob, &id).await.err(404, "unknown_call");
+    h.status(&bob, &id).await.err(404, ErrorCode::UnknownCall);
 }
 
 async fn unknown_user(h: Harness) {
     let (alice, bob) = two(&h).await;
-    h.raw("GET", "/fetch/nobody", vec![], vec![]).await.err(404, "unknown_user");
+    h.raw("GET", "/fetch/nobody", vec![], vec![]).await.err(404, ErrorCode::UnknownUser);
     let ghost = Party::new("ghost");
     let (_c, offer) = h.offer(&bob, &ghost);
-    h.initiate(&bob, &offer).await.err(404, "unknown_user");
-    h.status(&bob, &offer.call_id.to_hex()).await.err(404, "unknown_call");
+    h.initiate(&bob, &offer).await.err(404, ErrorCode::UnknownUser);
+    h.status(&bob, &offer.call_id.to_hex()).await.err(404, ErrorCode::UnknownCall);
     // An unregistered signer is not authenticated.
-    h.get("/users", &ghost).await.err(401, "unauthenticated");
+    h.get("/users", &ghost).await.err(401, ErrorCode::Unauthenticated);
     assert!(h.get("/call/pending/alice", &alice).await.ok(200)["calls"].as_array().unwrap().is_empty());
 }
 
 async fn calling_yourself(h: Harness) {
     let (alice, _bob) = two(&h).await;
     let (_c, offer) = h.offer(&alice, &alice);
-    h.initiate(&alice, &offer).await.err(400, "self_call");
-    h.status(&alice, &offer.call_id.to_hex()).await.err(404, "unknown_call");
+    h.initiate(&alice, &offer).await.err(400, ErrorCode::SelfCall);
+    h.status(&alice, &offer.call_id.to_hex()).await.err(404, ErrorCode::UnknownCall);
 }
 
 async fn accept_by_third_party(h: Harness) {
@@ -138,14 +139,14 @@ async fn accept_by_third_party(h: Harness) {
     let (_c2, offer_for_eve) = h.offer(&bob, &eve);
     let (_e, eve_answer) = h.answer(&eve, &bob, &offer_for_eve);
     let body = json!({ "call_id": id, "answer": b64::encode(eve_answer.to_bytes()) });
-    h.post("/call/accept", &eve, body).await.err(400, "invalid_message");
+    h.post("/call/accept", &eve, body).await.err(400, ErrorCode::InvalidMessage);
     // With a well-formed answer for this very call (alice's), eve is still refused by role.
     let (_a, alice_answer) = h.answer(&alice, &bob, &offer);
-    h.accept(&eve, &alice_answer).await.err(403, "forbidden");
-    h.status(&eve, &id).await.err(403, "forbidden");
+    h.accept(&eve, &alice_answer).await.err(403, ErrorCode::Forbidden);
+    h.status(&eve, &id).await.err(403, ErrorCode::Forbidden);
     assert_eq!(h.call_state(&alice, &id).await, "ringing");
     // And the caller cannot accept their own call either.
-    h.accept(&bob, &alice_answer).await.err(403, "forbidden");
+    h.accept(&bob, &alice_answer).await.err(403, ErrorCode::Forbidden);
     assert_eq!(h.call_state(&bob, &id).await, "ringing");
 }
 
@@ -155,7 +156,7 @@ async fn confirm_before_accept(h: Harness) {
     // Build a genuine reveal out of band, then try to use it before the answer was relayed.
     let (callee, answer) = h.answer(&alice, &bob, &offer);
     let (reveal, _, _) = finish(caller, callee, &answer, std::slice::from_ref(&alice.prekey));
-    h.confirm(&bob, &reveal).await.err(409, "wrong_state");
+    h.confirm(&bob, &reveal).await.err(409, ErrorCode::WrongState);
     let s = h.status(&bob, &id).await;
     assert_eq!(s.ok(200)["state"], "ringing");
     assert!(s.json["reveal"].is_null());
@@ -168,7 +169,7 @@ async fn double_accept(h: Harness) {
     h.accept(&alice, &answer).await.ok(200);
     let first = h.status(&bob, &id).await.json["answer"].clone();
     let (_a2, answer2) = h.answer(&alice, &bob, &offer);
-    h.accept(&alice, &answer2).await.err(409, "wrong_state");
+    h.accept(&alice, &answer2).await.err(409, ErrorCode::WrongState);
     let s = h.status(&bob, &id).await;
     assert_eq!((s.json["state"].as_str(), &s.json["answer"]), (Some("accepted"), &first));
 }
@@ -176,9 +177,9 @@ async fn double_accept(h: Harness) {
 async fn hangup_unknown_call(h: Harness) {
     let (alice, _bob) = two(&h).await;
     let id = "00112233445566778899aabbccddeeff";
-    h.post("/call/hangup", &alice, json!({ "call_id": id })).await.err(404, "unknown_call");
-    h.post("/call/hangup", &alice, json!({ "call_id": "xyz" })).await.err(400, "invalid_field");
-    h.post("/call/hangup", &alice, json!({ "call": id })).await.err(400, "invalid_json");
+    h.post("/call/hangup", &alice, json!({ "call_id": id })).await.err(404, ErrorCode::UnknownCall);
+    h.post("/call/hangup", &alice, json!({ "call_id": "xyz" })).await.err(400, ErrorCode::InvalidField);
+    h.post("/call/hangup", &alice, json!({ "call": id })).await.err(400, ErrorCode::InvalidJson);
 }
 
 async fn ringing_expires_to_missed(h: Harness) {
@@ -193,7 +194,7 @@ async fn ringing_expires_to_missed(h: Harness) {
     assert_eq!((s.ok(200)["state"].as_str(), s.json["reason"].as_str()), (Some("missed"), Some("no answer")));
     // The answer arrives too late.
     let (_a, answer) = answer_at(h.clock.now_ms(), &alice, &bob, &offer);
-    h.accept(&alice, &answer).await.err(409, "wrong_state");
+    h.accept(&alice, &answer).await.err(409, ErrorCode::WrongState);
     assert!(h.get("/call/pending/alice", &alice).await.ok(200)["calls"].as_array().unwrap().is_empty());
     // Missed calls no longer make anyone busy.
     h.ring(&bob, &alice).await;
@@ -205,37 +206,37 @@ async fn busy_callee(h: Harness) {
     h.register(&carol).await.ok(201);
     let (_c, _offer, id) = h.ring(&bob, &alice).await;
     let (_c2, offer2) = h.offer(&carol, &alice);
-    h.initiate(&carol, &offer2).await.err(409, "busy");
+    h.initiate(&carol, &offer2).await.err(409, ErrorCode::Busy);
     assert_eq!(h.call_state(&carol, &offer2.call_id.to_hex()).await, "busy");
     assert_eq!(h.call_state(&alice, &id).await, "ringing");
     let pending = h.get("/call/pending/alice", &alice).await;
     assert_eq!(pending.ok(200)["calls"].as_array().unwrap().len(), 1);
     // A caller already in a call cannot start another.
     let (_c3, offer3) = h.offer(&bob, &carol);
-    h.initiate(&bob, &offer3).await.err(409, "already_in_call");
+    h.initiate(&bob, &offer3).await.err(409, ErrorCode::AlreadyInCall);
     // Reusing a call id is refused.
     h.post("/call/cancel", &bob, json!({ "call_id": id })).await.ok(200);
     let (_c4, offer4) = offer_at(h.clock.now_ms(), &carol, &alice);
     h.initiate(&carol, &offer4).await.ok(201);
-    h.initiate(&carol, &offer4).await.err(409, "call_exists");
+    h.initiate(&carol, &offer4).await.err(409, ErrorCode::CallExists);
 }
 
 async fn bad_signature(h: Harness) {
     let (alice, _bob) = two(&h).await;
     let mallory = Party::new("alice"); // claims alice's name with another key
     let r = h.get("/call/pending/alice", &mallory).await;
-    r.err(401, "bad_signature");
+    r.err(401, ErrorCode::BadSignature);
     // Tampered body after signing.
     let body = serde_json::to_vec(&json!({ "call_id": "00112233445566778899aabbccddeeff" })).unwrap();
     let hdrs = alice.auth_headers("POST", "/call/hangup", h.clock.now_ms(), &body);
     let mut tampered = body.clone();
     tampered[2] ^= 1;
-    h.raw("POST", "/call/hangup", hdrs, tampered).await.err(401, "bad_signature");
+    h.raw("POST", "/call/hangup", hdrs, tampered).await.err(401, ErrorCode::BadSignature);
     // Re-registration with a valid body but a signature by another key.
     let mut hdrs = mallory.auth_headers("POST", "/register", h.clock.now_ms(), &[]);
     let body = serde_json::to_vec(&alice.register_body()).unwrap();
     hdrs[2] = mallory.auth_headers("POST", "/register", h.clock.now_ms(), &body)[2].clone();
-    h.raw("POST", "/register", hdrs, body).await.err(401, "bad_signature");
+    h.raw("POST", "/register", hdrs, body).await.err(401, ErrorCode::BadSignature);
     let f = h.raw("GET", "/fetch/alice", vec![], vec![]).await;
     assert_eq!(f.json["identity_key"], b64::encode(alice.key().as_bytes()));
 }
@@ -249,7 +250,7 @@ async fn stale_timestamp(h: Harness) {
         if ok {
             r.ok(200);
         } else {
-            r.err(401, "stale_timestamp");
+            r.err(401, ErrorCode::StaleTimestamp);
         }
     }
 }
@@ -260,7 +261,7 @@ async fn replayed_request(h: Harness) {
     let body = serde_json::to_vec(&json!({ "call_id": id })).unwrap();
     let hdrs = alice.auth_headers("POST", "/call/reject", h.clock.now_ms(), &body);
     h.raw("POST", "/call/reject", hdrs.clone(), body.clone()).await.ok(200);
-    h.raw("POST", "/call/reject", hdrs.clone(), body.clone()).await.err(401, "replayed");
+    h.raw("POST", "/call/reject", hdrs.clone(), body.clone()).await.err(401, ErrorCode::Replayed);
     assert_eq!(h.call_state(&bob, &id).await, "rejected");
     // Once the timestamp leaves the skew window the cache forgets it, and the skew check rejects.
     assert!(!h.state.replay().is_empty());
@@ -268,36 +269,36 @@ async fn replayed_request(h: Harness) {
     h.clock.advance(Duration::from_secs(121));
     h.state.sweep();
     assert!(h.state.replay().is_empty());
-    h.raw("POST", "/call/reject", hdrs, body).await.err(401, "stale_timestamp");
+    h.raw("POST", "/call/reject", hdrs, body).await.err(401, ErrorCode::StaleTimestamp);
 }
 
 async fn oversized_body(h: Harness) {
     let alice = Party::new("alice");
     let mut v = alice.register_body();
     v["display_name"] = Value::String("x".repeat(64 * 1024));
-    h.post("/register", &alice, v).await.err(413, "body_too_large");
-    h.raw("GET", "/fetch/alice", vec![], vec![]).await.err(404, "unknown_user");
+    h.post("/register", &alice, v).await.err(413, ErrorCode::BodyTooLarge);
+    h.raw("GET", "/fetch/alice", vec![], vec![]).await.err(404, ErrorCode::UnknownUser);
     // Exactly at the limit is read (and then rejected for its content, not its size).
     let body = vec![b' '; 64 * 1024];
     let hdrs = alice.auth_headers("POST", "/register", h.clock.now_ms(), &body);
-    h.raw("POST", "/register", hdrs, body).await.err(400, "invalid_json");
+    h.raw("POST", "/register", hdrs, body).await.err(400, ErrorCode::InvalidJson);
 }
 
 async fn wrong_key_length(h: Harness) {
     let alice = Party::new("alice");
     let mut v = alice.register_body();
     v["identity_key"] = Value::String(b64::encode(&alice.key().as_bytes()[..31]));
-    h.post("/register", &alice, v).await.err(400, "invalid_key");
+    h.post("/register", &alice, v).await.err(400, ErrorCode::InvalidKey);
     let mut v = alice.register_body();
     let mut pk = alice.signed_prekey().to_bytes();
     pk.pop();
     v["prekey"] = Value::String(b64::encode(&pk));
-    h.post("/register", &alice, v).await.err(400, "invalid_key");
+    h.post("/register", &alice, v).await.err(400, ErrorCode::InvalidKey);
     // Right length, but the prekey is signed by someone else.
     let mut v = alice.register_body();
     v["prekey"] = Value::String(b64::encode(&alice.prekey.sign(&Party::new("x").id).to_bytes()));
-    h.post("/register", &alice, v).await.err(400, "bad_message_signature");
-    h.raw("GET", "/fetch/alice", vec![], vec![]).await.err(404, "unknown_user");
+    h.post("/register", &alice, v).await.err(400, ErrorCode::BadMessageSignature);
+    h.raw("GET", "/fetch/alice", vec![], vec![]).await.err(404, ErrorCode::UnknownUser);
 }
 
 async fn invalid_base64(h: Harness) {
@@ -305,38 +306,38 @@ async fn invalid_base64(h: Harness) {
     let carol = Party::new("carol");
     let mut v = carol.register_body();
     v["identity_key"] = Value::String("a+b/".into());
-    h.post("/register", &carol, v).await.err(400, "invalid_base64");
+    h.post("/register", &carol, v).await.err(400, ErrorCode::InvalidBase64);
     let mut v = carol.register_body();
     v["prekey"] = Value::String(format!("{}==", v["prekey"].as_str().unwrap()));
-    h.post("/register", &carol, v).await.err(400, "invalid_base64");
-    h.post("/call/initiate", &bob, json!({ "offer": "!!!" })).await.err(400, "invalid_base64");
-    h.post("/call/initiate", &bob, json!({ "offer": "AAAA" })).await.err(400, "invalid_message");
+    h.post("/register", &carol, v).await.err(400, ErrorCode::InvalidBase64);
+    h.post("/call/initiate", &bob, json!({ "offer": "!!!" })).await.err(400, ErrorCode::InvalidBase64);
+    h.post("/call/initiate", &bob, json!({ "offer": "AAAA" })).await.err(400, ErrorCode::InvalidMessage);
     let r =
         h.post("/call/accept", &alice, json!({ "call_id": "00112233445566778899aabbccddeeff", "answer": "%" })).await;
-    r.err(400, "invalid_base64");
-    h.raw("GET", "/fetch/carol", vec![], vec![]).await.err(404, "unknown_user");
+    r.err(400, ErrorCode::InvalidBase64);
+    h.raw("GET", "/fetch/carol", vec![], vec![]).await.err(404, ErrorCode::UnknownUser);
 }
 
 async fn invalid_username(h: Harness) {
     for bad in ["Alice", "a%20b", &"a".repeat(33), "caf%C3%A9"] {
-        h.raw("GET", &format!("/fetch/{bad}"), vec![], vec![]).await.err(400, "invalid_username");
+        h.raw("GET", &format!("/fetch/{bad}"), vec![], vec![]).await.err(400, ErrorCode::InvalidUsername);
     }
     let p = Party { name: "Bad!".into(), ..Party::new("x") };
     let mut v = p.register_body();
     v["username"] = Value::String("Bad!".into());
     // The header itself is invalid.
-    h.post("/register", &p, v).await.err(400, "invalid_username");
+    h.post("/register", &p, v).await.err(400, ErrorCode::InvalidUsername);
     let ok = Party::new("good");
     let mut v = ok.register_body();
     v["username"] = Value::String("BAD".into());
-    h.post("/register", &ok, v).await.err(400, "invalid_username");
+    h.post("/register", &ok, v).await.err(400, ErrorCode::InvalidUsername);
     assert_eq!(h.state.store().count(), 0);
 }
 
 async fn username_taken_and_key_rotation(h: Harness) {
     let (alice, _bob) = two(&h).await;
     let squatter = Party::new("alice");
-    h.register(&squatter).await.err(409, "username_taken");
+    h.register(&squatter).await.err(409, ErrorCode::UsernameTaken);
     // The owner rotates the prekey and changes port: 200, same registration time.
     let rotated = Party { prekey: qvoice_proto::PrekeySecret::generate(&mut rand::rng(), 8), ..alice };
     let mut v = rotated.register_body();
@@ -351,31 +352,31 @@ async fn username_taken_and_key_rotation(h: Harness) {
     // Bad fields.
     let mut v = rotated.register_body();
     v["media_port"] = json!(0);
-    h.post("/register", &rotated, v).await.err(400, "invalid_field");
+    h.post("/register", &rotated, v).await.err(400, ErrorCode::InvalidField);
     let mut v = rotated.register_body();
     v["display_name"] = json!("a\u{7}b");
-    h.post("/register", &rotated, v).await.err(400, "invalid_field");
+    h.post("/register", &rotated, v).await.err(400, ErrorCode::InvalidField);
     let mut v = rotated.register_body();
     v["username"] = json!("bob");
-    h.post("/register", &rotated, v).await.err(400, "invalid_field");
+    h.post("/register", &rotated, v).await.err(400, ErrorCode::InvalidField);
     let mut v = rotated.register_body();
     v["extra"] = json!(1);
-    h.post("/register", &rotated, v).await.err(400, "invalid_json");
+    h.post("/register", &rotated, v).await.err(400, ErrorCode::InvalidJson);
 }
 
 async fn auth_header_errors(h: Harness) {
     let (alice, _bob) = two(&h).await;
-    h.raw("GET", "/users", vec![], vec![]).await.err(401, "missing_auth");
+    h.raw("GET", "/users", vec![], vec![]).await.err(401, ErrorCode::MissingAuth);
     let mut hdrs = alice.auth_headers("GET", "/users", h.clock.now_ms(), b"");
     hdrs[1].1 = "yesterday".into();
-    h.raw("GET", "/users", hdrs, vec![]).await.err(401, "missing_auth");
+    h.raw("GET", "/users", hdrs, vec![]).await.err(401, ErrorCode::MissingAuth);
     let mut hdrs = alice.auth_headers("GET", "/users", h.clock.now_ms(), b"");
     hdrs[2].1 = "AAAA".into();
-    h.raw("GET", "/users", hdrs, vec![]).await.err(401, "bad_signature");
+    h.raw("GET", "/users", hdrs, vec![]).await.err(401, ErrorCode::BadSignature);
     // Signature over another path is not valid for this one.
     let hdrs = alice.auth_headers("GET", "/users?limit=1", h.clock.now_ms(), b"");
-    h.raw("GET", "/users", hdrs, vec![]).await.err(401, "bad_signature");
-    h.get("/call/pending/bob", &alice).await.err(403, "forbidden");
+    h.raw("GET", "/users", hdrs, vec![]).await.err(401, ErrorCode::BadSignature);
+    h.get("/call/pending/bob", &alice).await.err(403, ErrorCode::Forbidden);
 }
 
 async fn forged_handshake_messages(h: Harness) {
@@ -384,47 +385,45 @@ async fn forged_handshake_messages(h: Harness) {
     h.register(&eve).await.ok(201);
     // Eve relays bob's genuine offer as her own.
     let (_c, offer) = h.offer(&bob, &alice);
-    h.initiate(&eve, &offer).await.err(403, "forbidden");
+    h.initiate(&eve, &offer).await.err(403, ErrorCode::Forbidden);
     // A bit flipped inside the signed offer.
     let mut raw = offer.to_bytes().to_vec();
     let n = raw.len();
     raw[n - 70] ^= 1;
     let r = h.post("/call/initiate", &bob, json!({ "offer": b64::encode(&raw) })).await;
-    assert!(
-        r.status == 400 && ["bad_message_signature", "invalid_message"].contains(&r.json["error"].as_str().unwrap())
-    );
+    assert!(r.status == 400 && [ErrorCode::BadMessageSignature, ErrorCode::InvalidMessage].contains(&r.code()));
     // An offer dated outside the skew window.
     let (_c, old) = offer_at(h.clock.now_ms() - 200_000, &bob, &alice);
-    h.initiate(&bob, &old).await.err(400, "invalid_field");
-    h.status(&bob, &offer.call_id.to_hex()).await.err(404, "unknown_call");
+    h.initiate(&bob, &old).await.err(400, ErrorCode::InvalidField);
+    h.status(&bob, &offer.call_id.to_hex()).await.err(404, ErrorCode::UnknownCall);
     // A real answer signed by eve's key, submitted by alice for alice's call.
     let (_c, offer, id) = h.ring(&bob, &alice).await;
     let impostor = Party { name: "alice".into(), ..Party::new("x") };
     let (_x, forged) = answer_at(h.clock.now_ms(), &impostor, &bob, &offer);
-    h.accept(&alice, &forged).await.err(400, "bad_message_signature");
+    h.accept(&alice, &forged).await.err(400, ErrorCode::BadMessageSignature);
     assert_eq!(h.call_state(&alice, &id).await, "ringing");
 }
 
 async fn cancel_reject_and_roles(h: Harness) {
     let (alice, bob) = two(&h).await;
     let (_c, offer, id) = h.ring(&bob, &alice).await;
-    h.post("/call/reject", &bob, json!({ "call_id": id })).await.err(403, "forbidden");
-    h.post("/call/cancel", &alice, json!({ "call_id": id })).await.err(403, "forbidden");
+    h.post("/call/reject", &bob, json!({ "call_id": id })).await.err(403, ErrorCode::Forbidden);
+    h.post("/call/cancel", &alice, json!({ "call_id": id })).await.err(403, ErrorCode::Forbidden);
     let r = h.post("/call/cancel", &bob, json!({ "call_id": id, "reason": "changed my mind" })).await;
     assert_eq!(r.ok(200)["state"], "cancelled");
-    h.post("/call/hangup", &alice, json!({ "call_id": id })).await.err(409, "wrong_state");
+    h.post("/call/hangup", &alice, json!({ "call_id": id })).await.err(409, ErrorCode::WrongState);
     let (_a, answer) = h.answer(&alice, &bob, &offer);
-    h.accept(&alice, &answer).await.err(409, "wrong_state");
+    h.accept(&alice, &answer).await.err(409, ErrorCode::WrongState);
     let (_c, _o, id2) = h.ring(&bob, &alice).await;
     let r = h.post("/call/reject", &alice, json!({ "call_id": id2, "reason": "x".repeat(129) })).await;
-    r.err(400, "invalid_field");
+    r.err(400, ErrorCode::InvalidField);
     h.post("/call/reject", &alice, json!({ "call_id": id2 })).await.ok(200);
     assert_eq!(h.call_state(&bob, &id2).await, "rejected");
 }
 
 async fn unknown_route_and_method(h: Harness) {
-    h.raw("GET", "/nope", vec![], vec![]).await.err(404, "not_found");
-    h.raw("DELETE", "/register", vec![], vec![]).await.err(405, "method_not_allowed");
+    h.raw("GET", "/nope", vec![], vec![]).await.err(404, ErrorCode::NotFound);
+    h.raw("DELETE", "/register", vec![], vec![]).await.err(405, ErrorCode::MethodNotAllowed);
     h.raw("GET", "/health", vec![], vec![]).await.ok(200);
 }
 
@@ -443,8 +442,8 @@ async fn users_directory(h: Harness) {
         r.ok(200)["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
     assert_eq!(names, ["carol", "dave", "erin"]);
     assert!(r.json["next"].is_null());
-    h.get("/users?limit=201", &alice).await.err(400, "invalid_field");
-    h.get("/users?after=NOPE", &alice).await.err(400, "invalid_username");
+    h.get("/users?limit=201", &alice).await.err(400, ErrorCode::InvalidField);
+    h.get("/users?after=NOPE", &alice).await.err(400, ErrorCode::InvalidUsername);
 }
 
 #[tokio::test]
@@ -459,13 +458,13 @@ async fn rate_limits_register_and_initiate() {
     });
     let (alice, bob) = two(&h).await;
     h.register(&alice).await.ok(200);
-    h.register(&alice).await.err(429, "rate_limited"); // per IP: 3 used
+    h.register(&alice).await.err(429, ErrorCode::RateLimited); // per IP: 3 used
     let (_c, offer) = h.offer(&bob, &alice);
     h.initiate(&bob, &offer).await.ok(201);
     h.post("/call/cancel", &bob, json!({ "call_id": offer.call_id.to_hex() })).await.ok(200);
     let (_c, offer) = h.offer(&bob, &alice);
-    h.initiate(&bob, &offer).await.err(429, "rate_limited");
-    h.status(&bob, &offer.call_id.to_hex()).await.err(404, "unknown_call");
+    h.initiate(&bob, &offer).await.err(429, ErrorCode::RateLimited);
+    h.status(&bob, &offer.call_id.to_hex()).await.err(404, ErrorCode::UnknownCall);
 }
 
 #[tokio::test]
@@ -493,7 +492,7 @@ async fn concurrent_first_registrations_of_one_name_have_one_winner() {
     let wins: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.status == 201).map(|(i, _)| i).collect();
     assert_eq!(wins.len(), 1, "{results:?}");
     for r in results.iter().filter(|r| r.status != 201) {
-        r.err(409, "username_taken");
+        r.err(409, ErrorCode::UsernameTaken);
     }
     let f = h.raw("GET", "/fetch/contested", vec![], vec![]).await;
     assert_eq!(f.json["identity_key"], b64::encode(contenders[wins[0]].key().as_bytes()));

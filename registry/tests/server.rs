@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::{Harness, Party, SseReader, finish};
 use qvoice_proto::b64;
 use qvoice_registry::clock::Clock as _;
+use qvoice_wire::ErrorCode;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -135,7 +136,7 @@ async fn long_poll_pending_wakes_on_initiate() {
     let (v, took) = tokio::time::timeout(WAIT, poll).await.unwrap().unwrap();
     assert_eq!(v["calls"][0]["call_id"], id);
     assert!(took < Duration::from_secs(20));
-    h.get("/call/pending/alice?wait=31", &alice).await.err(400, "invalid_field");
+    h.get("/call/pending/alice?wait=31", &alice).await.err(400, ErrorCode::InvalidField);
     // wait=0 answers at once with nothing ringing for bob.
     assert!(h.get("/call/pending/bob?wait=0", &bob).await.ok(200)["calls"].as_array().unwrap().is_empty());
 }
@@ -207,5 +208,8 @@ async fn graceful_shutdown_cuts_parked_long_polls() {
     tokio::time::timeout(WAIT, running.shutdown()).await.unwrap().unwrap();
     assert!(started.elapsed() < Duration::from_secs(5), "shutdown waited for the long-poll");
     let (status, body) = tokio::time::timeout(WAIT, poll).await.unwrap().unwrap();
-    assert_eq!((status, body["error"].as_str()), (503, Some("shutting_down")));
+    assert_eq!(
+        (status, serde_json::from_value::<ErrorCode>(body["error"].clone()).ok()),
+        (503, Some(ErrorCode::ShuttingDown))
+    );
 }

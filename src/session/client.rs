@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qvoice_proto::{IdentityKey, IdentitySecret, SignedPrekey, Username, auth, b64};
-use qvoice_registry::api::{
-    CallStateResponse, FetchResponse, PendingResponse, RegisterResponse, StatusResponse, UsersResponse,
+use qvoice_wire::{
+    AcceptBody, CallStateResponse, ConfirmBody, EndBody, EndKind, ErrorBody, ErrorCode, Event, FetchResponse,
+    InitiateBody, PendingResponse, RegisterBody, RegisterResponse, StatusResponse, UserEntry, UsersResponse,
 };
-use qvoice_registry::events::Event;
 use serde::Serialize;
-use serde_json::json;
 
 /// Why a registry request failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +21,7 @@ pub enum ClientError {
     Unreachable { url: String, detail: String },
     /// The registry answered with an error.
     #[error("registry refused the request ({status} {code}): {message}")]
-    Api { status: u16, code: String, message: String },
+    Api { status: u16, code: ErrorCode, message: String },
     /// The registry answered something we cannot use.
     #[error("unexpected answer from the registry: {0}")]
     Protocol(String),
@@ -30,10 +29,43 @@ pub enum ClientError {
 
 impl ClientError {
     /// The registry's error code, if it answered with one.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Api { code, .. } => Some(code),
+            Self::Api { code, .. } => Some(*code),
             _ => None,
+        }
+    }
+
+    /// The error of a non-success response with body `bytes`.
+    fn api(status: u16, bytes: &[u8]) -> Self {
+        match serde_json::from_slice::<ErrorBody>(bytes) {
+            Ok(b) => Self::Api { status, code: b.error, message: b.message },
+            Err(_) => Self::Api {
+                status,
+                code: ErrorCode::Unknown,
+                message: format!("(no error body: {})", String::from_utf8_lossy(&bytes[..bytes.len().min(200)])),
+            },
+        }
+    }
+}
+
+/// The three ways to end a call at the registry (docs/REGISTRY.md, "Hang-up responsibilities").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndRequest {
+    /// `/call/reject`: the callee declines a ringing call.
+    Reject,
+    /// `/call/cancel`: the caller gives up before the call is active.
+    Cancel,
+    /// `/call/hangup`: either party ends an accepted or active call.
+    Hangup,
+}
+
+impl EndRequest {
+    fn path(self) -> &'static str {
+        match self {
+            Self::Reject => "/call/reject",
+            Self::Cancel => "/call/cancel",
+            Self::Hangup => "/call/hangup",
         }
     }
 }
@@ -132,12 +164,7 @@ impl RegistryClient {
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
         if !status.is_success() {
-            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            return Err(ClientError::Api {
-                status: status.as_u16(),
-                code: v["error"].as_str().unwrap_or("unknown").to_owned(),
-                message: v["message"].as_str().unwrap_or("(no message)").to_owned(),
-            });
+            return Err(ClientError::api(status.as_u16(), &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{e}")))
     }
@@ -162,13 +189,13 @@ impl RegistryClient {
         display_name: Option<&str>,
         media_port: Option<u16>,
     ) -> Result<RegisterResponse, ClientError> {
-        let body = json!({
-            "username": self.user.as_str(),
-            "identity_key": b64::encode(self.identity.public().as_bytes()),
-            "prekey": b64::encode(&prekey.to_bytes()),
-            "display_name": display_name,
-            "media_port": media_port,
-        });
+        let body = RegisterBody {
+            username: self.user.as_str().to_owned(),
+            identity_key: b64::encode(self.identity.public().as_bytes()),
+            prekey: b64::encode(&prekey.to_bytes()),
+            display_name: display_name.map(str::to_owned),
+            media_port,
+        };
         self.post("/register", &body).await
     }
 
@@ -185,7 +212,7 @@ impl RegistryClient {
     }
 
     /// The whole directory (follows pagination, at most 20 pages).
-    pub async fn users(&self) -> Result<Vec<qvoice_registry::api::UserEntry>, ClientError> {
+    pub async fn users(&self) -> Result<Vec<UserEntry>, ClientError> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         for _ in 0..20 {
@@ -204,20 +231,27 @@ impl RegistryClient {
     }
 
     pub async fn initiate(&self, offer: &[u8]) -> Result<CallStateResponse, ClientError> {
-        self.post("/call/initiate", &json!({ "offer": b64::encode(offer) })).await
+        self.post("/call/initiate", &InitiateBody { offer: b64::encode(offer) }).await
     }
 
     pub async fn accept(&self, call_id: &str, answer: &[u8]) -> Result<CallStateResponse, ClientError> {
-        self.post("/call/accept", &json!({ "call_id": call_id, "answer": b64::encode(answer) })).await
+        self.post("/call/accept", &AcceptBody { call_id: call_id.to_owned(), answer: b64::encode(answer) }).await
     }
 
     pub async fn confirm(&self, call_id: &str, reveal: &[u8]) -> Result<CallStateResponse, ClientError> {
-        self.post("/call/confirm", &json!({ "call_id": call_id, "reveal": b64::encode(reveal) })).await
+        self.post("/call/confirm", &ConfirmBody { call_id: call_id.to_owned(), reveal: b64::encode(reveal) }).await
     }
 
-    /// `what` is `reject`, `cancel` or `hangup`.
-    pub async fn end(&self, what: &str, call_id: &str, reason: Option<&str>) -> Result<CallStateResponse, ClientError> {
-        self.post(&format!("/call/{what}"), &json!({ "call_id": call_id, "reason": reason })).await
+    /// Ends a call at the registry, telling the other party `kind` (absent: a plain hang-up) and `reason`.
+    pub async fn end(
+        &self,
+        what: EndRequest,
+        call_id: &str,
+        kind: Option<EndKind>,
+        reason: Option<&str>,
+    ) -> Result<CallStateResponse, ClientError> {
+        let body = EndBody { call_id: call_id.to_owned(), reason: reason.map(str::to_owned), kind };
+        self.post(what.path(), &body).await
     }
 
     pub async fn status(&self, call_id: &str) -> Result<StatusResponse, ClientError> {
@@ -242,12 +276,8 @@ impl RegistryClient {
             .map_err(|e| self.unreachable(&e))?;
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
-            let v: serde_json::Value = resp.json().await.unwrap_or_default();
-            return Err(ClientError::Api {
-                status,
-                code: v["error"].as_str().unwrap_or("unknown").to_owned(),
-                message: v["message"].as_str().unwrap_or("").to_owned(),
-            });
+            let bytes = resp.bytes().await.unwrap_or_default();
+            return Err(ClientError::api(status, &bytes));
         }
         let mut parser = SseParser::default();
         loop {

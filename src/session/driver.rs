@@ -15,11 +15,10 @@ use qvoice_proto::{
     Answer, Callee, CalleeParams, Caller, CallerParams, Candidate, Codec, IdentitySecret, Offer, PrekeySecret, Reveal,
     SessionKeys, Username, b64,
 };
-use qvoice_registry::calls::CallState;
-use qvoice_registry::events::Event as RegistryEvent;
+use qvoice_wire::{CallState, EndKind, ErrorCode, Event as RegistryEvent};
 use tokio::sync::mpsc;
 
-use super::client::{ClientError, RegistryClient};
+use super::client::{ClientError, EndRequest, RegistryClient};
 use super::events::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};
 use super::store::{ContactBook, Keystore};
 use crate::media::{AudioIn, AudioOut, CodecKind, Impairment, MediaConfig, MediaEngine, MediaEvent, MediaHandle};
@@ -276,13 +275,33 @@ fn codec_kind(c: Codec) -> CodecKind {
 /// The reason we give the registry when the peer's handshake messages fail verification.
 const VERIFICATION_FAILED: &str = "handshake verification failed";
 
-fn map_end_state(state: CallState, reason: Option<String>, we_are_caller: bool) -> EndReason {
+/// What we tell the other party (through the registry) when we end a call for `reason`.
+fn end_kind(reason: &EndReason) -> EndKind {
+    match reason {
+        EndReason::LocalHangup
+        | EndReason::RemoteHangup
+        | EndReason::Rejected
+        | EndReason::Cancelled
+        | EndReason::Offline
+        | EndReason::UnknownUser => EndKind::Hangup,
+        EndReason::Busy => EndKind::Busy,
+        EndReason::Missed => EndKind::Timeout,
+        EndReason::PeerVanished => EndKind::PeerVanished,
+        EndReason::SecurityFailure(_) => EndKind::Security,
+        EndReason::NoAudio(_) | EndReason::MediaFailed(_) => EndKind::MediaFailed,
+        EndReason::Failed(_) => EndKind::Error,
+    }
+}
+
+/// How a call the registry reports as ended in `state` (with the ending party's `kind`) ends for us.
+fn map_end_state(state: CallState, reason: Option<String>, kind: Option<EndKind>, we_are_caller: bool) -> EndReason {
     match state {
+        CallState::Rejected if kind == Some(EndKind::Busy) => EndReason::Busy,
         CallState::Rejected => EndReason::Rejected,
         CallState::Cancelled => EndReason::Cancelled,
         CallState::Missed => EndReason::Missed,
         CallState::Busy => EndReason::Busy,
-        CallState::Ended if reason.as_deref() == Some(VERIFICATION_FAILED) => {
+        CallState::Ended if kind == Some(EndKind::Security) => {
             EndReason::SecurityFailure("the peer rejected our handshake messages".into())
         }
         CallState::Ended => EndReason::RemoteHangup,
@@ -507,7 +526,7 @@ impl Driver {
         }
         let bundle = match self.client.fetch(&callee).await {
             Ok(b) => b,
-            Err(e) if e.code() == Some("unknown_user") => {
+            Err(e) if e.code() == Some(ErrorCode::UnknownUser) => {
                 self.end_unstarted(&name, EndReason::UnknownUser).await;
                 return;
             }
@@ -567,8 +586,8 @@ impl Driver {
             Ok(_) => self.emit(SessionEvent::Ringing { call_id, to: name }).await,
             Err(e) => {
                 let reason = match e.code() {
-                    Some("busy") => EndReason::Busy,
-                    Some("unknown_user") => EndReason::UnknownUser,
+                    Some(ErrorCode::Busy) => EndReason::Busy,
+                    Some(ErrorCode::UnknownUser) => EndReason::UnknownUser,
                     _ => EndReason::Failed(e.to_string()),
                 };
                 self.end_call(reason, false).await;
@@ -627,11 +646,11 @@ impl Driver {
             RegistryEvent::IncomingCall(inc) => self.incoming(inc.call_id, inc.caller, &inc.offer).await,
             RegistryEvent::CallAccepted { call_id, answer, .. } => self.on_answer(&call_id, &answer).await,
             RegistryEvent::CallConfirmed { call_id, reveal, .. } => self.on_reveal(&call_id, &reveal).await,
-            RegistryEvent::CallEnded { call_id, state, reason } => {
+            RegistryEvent::CallEnded { call_id, state, reason, kind } => {
                 if self.call.as_ref().is_some_and(|c| c.id() == call_id) {
                     let caller = matches!(self.call, Some(Call::Dialing { .. }))
                         || matches!(&self.call, Some(Call::Active { direction: Direction::Outgoing, .. }));
-                    self.end_call(map_end_state(state, reason, caller), false).await;
+                    self.end_call(map_end_state(state, reason, kind, caller), false).await;
                 }
             }
         }
@@ -649,7 +668,7 @@ impl Driver {
             }
         };
         if self.call.is_some() {
-            let _ = self.client.end("reject", &call_id, Some("busy")).await;
+            let _ = self.client.end(EndRequest::Reject, &call_id, Some(EndKind::Busy), Some("busy")).await;
             return;
         }
         if let Err(e) = self.opts.contacts.reload() {
@@ -659,13 +678,15 @@ impl Driver {
             Ok(t) => t,
             Err(e) => {
                 self.error(format!("could not save contacts: {e:#}")).await;
-                let _ = self.client.end("reject", &call_id, Some("callee could not store contacts")).await;
+                let text = Some("callee could not store contacts");
+                let _ = self.client.end(EndRequest::Reject, &call_id, Some(EndKind::Error), text).await;
                 return;
             }
         };
         if trust == Trust::KeyChanged {
             self.key_warning(&caller).await;
-            let _ = self.client.end("reject", &call_id, Some("identity key changed")).await;
+            let text = Some("identity key changed");
+            let _ = self.client.end(EndRequest::Reject, &call_id, Some(EndKind::Security), text).await;
             let reason = EndReason::SecurityFailure(format!(
                 "{caller}'s identity key changed; compare safety numbers, then run `qvoice verify {caller}`"
             ));
@@ -736,7 +757,8 @@ impl Driver {
                 let confirm = self.client.confirm(&call_id, reveal.to_bytes()).await;
                 if let Err(e) = confirm {
                     drop(keys);
-                    let _ = self.client.end("cancel", &call_id, Some("could not confirm")).await;
+                    let text = Some("could not confirm");
+                    let _ = self.client.end(EndRequest::Cancel, &call_id, Some(EndKind::Error), text).await;
                     let reason = EndReason::Failed(format!("could not confirm the call: {e}"));
                     self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s: 0.0 }).await;
                     return;
@@ -744,7 +766,8 @@ impl Driver {
                 self.start_media(call_id, peer, keys, socket, Direction::Outgoing).await;
             }
             Err(e) => {
-                let _ = self.client.end("cancel", &call_id, Some(VERIFICATION_FAILED)).await;
+                let text = Some(VERIFICATION_FAILED);
+                let _ = self.client.end(EndRequest::Cancel, &call_id, Some(EndKind::Security), text).await;
                 let reason = EndReason::SecurityFailure(format!("the ANSWER failed verification: {e}"));
                 self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s: 0.0 }).await;
             }
@@ -769,7 +792,8 @@ impl Driver {
         match keys {
             Ok(keys) => self.start_media(call_id, peer, keys, socket, Direction::Incoming).await,
             Err(e) => {
-                let _ = self.client.end("hangup", &call_id, Some(VERIFICATION_FAILED)).await;
+                let text = Some(VERIFICATION_FAILED);
+                let _ = self.client.end(EndRequest::Hangup, &call_id, Some(EndKind::Security), text).await;
                 let reason = EndReason::SecurityFailure(format!("the REVEAL failed verification: {e}"));
                 self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s: 0.0 }).await;
             }
@@ -809,7 +833,8 @@ impl Driver {
         let mut media = match started {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
-                let _ = self.client.end("hangup", &call_id, Some("media failed to start")).await;
+                let text = Some("media failed to start");
+                let _ = self.client.end(EndRequest::Hangup, &call_id, Some(EndKind::MediaFailed), text).await;
                 let reason = match e {
                     crate::media::MediaError::Audio(a) => EndReason::NoAudio(a.to_string()),
                     other => EndReason::Failed(other.to_string()),
@@ -818,7 +843,8 @@ impl Driver {
                 return;
             }
             Err(e) => {
-                let _ = self.client.end("hangup", &call_id, Some("media failed to start")).await;
+                let text = Some("media failed to start");
+                let _ = self.client.end(EndRequest::Hangup, &call_id, Some(EndKind::MediaFailed), text).await;
                 let reason = EndReason::MediaFailed(format!("media start task failed: {e}"));
                 self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s: 0.0 }).await;
                 return;
@@ -894,7 +920,7 @@ impl Driver {
         let id = call.id().to_owned();
         let st = match self.client.status(&id).await {
             Ok(st) => st,
-            Err(e) if e.code() == Some("unknown_call") => {
+            Err(e) if e.code() == Some(ErrorCode::UnknownCall) => {
                 // The registry forgot the call (it restarted): it can no longer complete.
                 self.end_call(EndReason::Failed("the registry no longer knows this call".into()), false).await;
                 return;
@@ -914,10 +940,10 @@ impl Driver {
             }
             (_, s @ (CallState::Rejected | CallState::Cancelled | CallState::Missed | CallState::Busy)) => {
                 let caller = matches!(self.call, Some(Call::Dialing { .. }));
-                self.end_call(map_end_state(s, st.reason, caller), false).await;
+                self.end_call(map_end_state(s, st.reason, st.end_kind, caller), false).await;
             }
             (_, s @ (CallState::Ended | CallState::Failed)) => {
-                self.end_call(map_end_state(s, st.reason, false), false).await;
+                self.end_call(map_end_state(s, st.reason, st.end_kind, false), false).await;
             }
             _ => {}
         }
@@ -930,9 +956,9 @@ impl Driver {
         let call_id = call.id().to_owned();
         let peer = call.peer().to_owned();
         let what = match &call {
-            Call::Dialing { .. } => "cancel",
-            Call::Incoming { .. } => "reject",
-            Call::Answered { .. } | Call::Active { .. } => "hangup",
+            Call::Dialing { .. } => EndRequest::Cancel,
+            Call::Incoming { .. } => EndRequest::Reject,
+            Call::Answered { .. } | Call::Active { .. } => EndRequest::Hangup,
         };
         let duration_s = match &call {
             Call::Active { since, .. } => since.elapsed().as_secs_f64(),
@@ -957,7 +983,7 @@ impl Driver {
                 EndReason::Rejected => None,
                 r => Some(r.label()),
             };
-            if let Err(e) = self.client.end(what, &call_id, text.as_deref()).await {
+            if let Err(e) = self.client.end(what, &call_id, Some(end_kind(&reason)), text.as_deref()).await {
                 // The registry may have restarted and forgotten the call; the peer learns from BYE.
                 tracing::info!(error = %e, "could not tell the registry the call ended");
             }

@@ -15,6 +15,7 @@ use qvoice_proto::{
 };
 use qvoice_registry::clock::Clock as _;
 use qvoice_registry::{AppState, Config, ManualClock, RunningRegistry, router, spawn};
+use qvoice_wire::{ErrorBody, ErrorCode};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -76,9 +77,14 @@ impl Resp {
         &self.json
     }
 
+    /// The error code of an error response (`Unknown` when the body is not an error body).
+    pub fn code(&self) -> ErrorCode {
+        serde_json::from_value::<ErrorBody>(self.json.clone()).map_or(ErrorCode::Unknown, |b| b.error)
+    }
+
     #[track_caller]
-    pub fn err(&self, status: u16, code: &str) {
-        assert_eq!((self.status, self.json["error"].as_str()), (status, Some(code)), "response {:?}", self.json);
+    pub fn err(&self, status: u16, code: ErrorCode) {
+        assert_eq!((self.status, self.code()), (status, code), "response {:?}", self.json);
         assert!(self.json["message"].as_str().is_some_and(|m| !m.is_empty()), "message missing: {:?}", self.json);
     }
 }
