@@ -215,7 +215,7 @@ async fn init(
     cfg.save(&paths.config_file)?;
     let identity = std::sync::Arc::new(qvoice_proto::IdentitySecret::from_bytes(&ks.identity.to_bytes()));
     let client = RegistryClient::new(&cfg.registry.url, username.clone(), identity)?;
-    let prekey = ks.current_prekey().sign(&ks.identity);
+    let prekey = ks.signed_prekey();
     let resp = client.register(&prekey, display_name.as_deref(), None).await.context("registering")?;
     println!("registered {} at {} ({})", resp.username, cfg.registry.url, if resp.created { "new" } else { "updated" });
     println!("identity  {}", grouped_hex(ks.identity.public().as_bytes()));
@@ -273,7 +273,7 @@ async fn rotate(paths: &Paths) -> anyhow::Result<u8> {
     let id = ks.rotate_prekey(now_ms())?;
     let identity = std::sync::Arc::new(qvoice_proto::IdentitySecret::from_bytes(&ks.identity.to_bytes()));
     let client = RegistryClient::new(&cfg.registry.url, ks.username.clone(), identity)?;
-    client.register(&ks.current_prekey().sign(&ks.identity), cfg.registry.display_name.as_deref(), None).await?;
+    client.register(&ks.signed_prekey(), cfg.registry.display_name.as_deref(), None).await?;
     println!("prekey {id} is now current and published");
     Ok(0)
 }
@@ -398,7 +398,9 @@ fn exit_code(reason: &EndReason) -> u8 {
         | EndReason::Missed
         | EndReason::Busy
         | EndReason::Offline
-        | EndReason::UnknownUser => 4,
+        | EndReason::UnknownUser
+        | EndReason::Incompatible(_)
+        | EndReason::PrekeyExpired(_) => 4,
         EndReason::NoAudio(_) => 5,
         EndReason::SecurityFailure(_) => 6,
         EndReason::PeerVanished | EndReason::MediaFailed(_) => 7,

@@ -104,19 +104,19 @@ fn test_5_cryptography() {
     let mut rng = rand::rng();
     let (a, b) = (IdentitySecret::generate(&mut rng), IdentitySecret::generate(&mut rng));
     let prekey = PrekeySecret::generate(&mut rng, 1);
-    let signed = prekey.sign(&b);
+    let now = 1_800_000_000_000;
+    let signed = prekey.sign(&b, now + qvoice_proto::PREKEY_LIFETIME_MS);
     let (alice, bob) = (Username::parse("alice").unwrap(), Username::parse("bob").unwrap());
     let params = CallerParams {
         caller: alice,
         callee: bob.clone(),
-        codecs: vec![Codec::Opus],
+        codecs: vec![Codec::Opus.into()],
         frame_ms: 20,
         candidates: vec![],
         obfuscation: true,
     };
-    let now = 1_800_000_000_000;
     let (caller, offer) = Caller::start(&mut rng, now, &a, params, &b.public(), &signed).unwrap();
-    let cp = CalleeParams { callee: bob, codecs: vec![Codec::Opus], candidates: vec![], obfuscation: true };
+    let cp = CalleeParams { callee: bob, codecs: vec![Codec::Opus.into()], candidates: vec![], obfuscation: true };
     let (callee, answer) = Callee::on_offer(&mut rng, now, &b, &a.public(), &offer, cp).unwrap();
     let (reveal, mut ck) = caller.on_answer(&mut rng, &answer).unwrap();
     let mut sk = callee.on_reveal(&reveal, &[prekey]).unwrap();

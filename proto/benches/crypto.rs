@@ -64,7 +64,7 @@ impl Peers {
         let alice = IdentitySecret::generate(rng);
         let bob = IdentitySecret::generate(rng);
         let prekey = PrekeySecret::generate(rng, 1);
-        let bob_signed = prekey.sign(&bob);
+        let bob_signed = prekey.sign(&bob, NOW + qvoice_proto::PREKEY_LIFETIME_MS);
         Self { alice, bob, bob_prekeys: vec![prekey], bob_signed }
     }
 
@@ -72,7 +72,7 @@ impl Peers {
         CallerParams {
             caller: Username::parse("alice").unwrap(),
             callee: Username::parse("bob").unwrap(),
-            codecs: vec![Codec::Opus, Codec::Pcm16],
+            codecs: vec![Codec::Opus.into(), Codec::Pcm16.into()],
             frame_ms: 20,
             candidates: vec![
                 Candidate("192.0.2.1:4000".parse().unwrap()),
@@ -85,7 +85,7 @@ impl Peers {
     fn callee_params(&self) -> CalleeParams {
         CalleeParams {
             callee: Username::parse("bob").unwrap(),
-            codecs: vec![Codec::Opus],
+            codecs: vec![Codec::Opus.into()],
             candidates: vec![Candidate("198.51.100.7:5000".parse().unwrap())],
             obfuscation: false,
         }

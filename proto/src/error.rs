@@ -36,6 +36,16 @@ pub enum Error {
     /// A public key or ciphertext of the wrong length or not a valid encoding.
     #[error("invalid key: {0}")]
     InvalidKey(&'static str),
+    /// A handshake message of a protocol version this implementation does not speak (the value).
+    #[error("handshake protocol version {0} is not supported (this implementation speaks version {v})", v = crate::PROTOCOL_VERSION)]
+    UnsupportedVersion(u8),
+    /// The peer chose something we did not offer, or offered nothing we can run (the text says what).
+    #[error("incompatible peer: {0}")]
+    Incompatible(&'static str),
+    /// The callee's signed prekey expired at this time (Unix ms): the registry serves a stale one, or the
+    /// callee has not been online to publish a fresh one.
+    #[error("the callee's published prekey expired (at {expires_ms} Unix ms)")]
+    PrekeyExpired { expires_ms: u64 },
     /// The per-direction frame counter is exhausted; the call must be re-keyed.
     #[error("frame counter exhausted")]
     CounterExhausted,

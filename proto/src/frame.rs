@@ -66,7 +66,7 @@ pub struct Header {
 
 impl Header {
     pub fn write_to(&self, out: &mut [u8; HEADER_LEN]) {
-        out[0] = crate::PROTOCOL_VERSION << 4 | self.ftype as u8;
+        out[0] = crate::FRAME_VERSION << 4 | self.ftype as u8;
         out[1] = self.flags;
         out[2..6].copy_from_slice(&self.session.0.to_be_bytes());
         out[6..14].copy_from_slice(&self.counter.to_be_bytes());
@@ -82,7 +82,7 @@ pub fn peek_header(datagram: &[u8]) -> Result<Header, Error> {
     if datagram.len() > MAX_DATAGRAM {
         return Err(Error::Malformed("datagram longer than 4096 bytes"));
     }
-    if datagram[0] >> 4 != crate::PROTOCOL_VERSION {
+    if datagram[0] >> 4 != crate::FRAME_VERSION {
         return Err(Error::Malformed("unknown frame version"));
     }
     let ftype = FrameType::from_u8(datagram[0] & 0x0f).ok_or(Error::Malformed("unknown frame type"))?;

@@ -31,8 +31,8 @@ use crate::identity::{KEM_CIPHERTEXT_LEN, KEM_PUBLIC_LEN, SIGNATURE_LEN, encapsu
 use crate::media::DirectionKeys;
 use crate::types::{read_candidates, write_candidates};
 use crate::{
-    CallId, Candidate, Codec, Error, IdentityKey, IdentitySecret, MediaCrypto, PROTOCOL_VERSION, PrekeySecret, Role,
-    SessionId, SignedPrekey, Username,
+    CallId, Candidate, Codec, CodecOffer, Error, FrameDurations, IdentityKey, IdentitySecret, MediaCrypto,
+    PROTOCOL_VERSION, PrekeySecret, Role, SessionId, SignedPrekey, Username,
 };
 
 pub const MSG_OFFER: u8 = 1;
@@ -53,6 +53,18 @@ const COMMIT_LABEL: &[u8] = b"qvoice/v1 commit";
 const TRANSCRIPT_LABEL: &[u8] = b"qvoice/v1 transcript";
 const SAS_TRANSCRIPT_LABEL: &[u8] = b"qvoice/v1 sas transcript";
 
+/// Capability bits of OFFER and ANSWER (docs/PROTOCOL.md, "Versions and capabilities"). An OFFER lists
+/// what the caller supports; the ANSWER lists what is in use (a subset of the OFFER's known bits).
+pub mod caps {
+    /// The seed's per-frame obfuscation layer on media payloads.
+    pub const OBFUSCATION: u32 = 1 << 0;
+    /// Bits 16-31: a callee that does not implement a critical bit set in an OFFER must refuse the OFFER
+    /// (`incompatible`); unknown bits 0-15 are ignored.
+    pub const CRITICAL: u32 = 0xffff_0000;
+    /// Every bit this implementation understands.
+    pub const KNOWN: u32 = OBFUSCATION;
+}
+
 /// HKDF-SHA256 `info` labels of the key schedule, one per output.
 pub mod labels {
     pub const C2S_KEY: &[u8] = b"qvoice/v1 c2s key";
@@ -72,8 +84,9 @@ fn header(w: &mut Writer, msg: u8, call_id: &CallId) {
 }
 
 fn read_header(r: &mut Reader<'_>, msg: u8) -> Result<CallId, Error> {
-    if r.u8("version")? != PROTOCOL_VERSION {
-        return Err(Error::Malformed("unsupported handshake version"));
+    let version = r.u8("version")?;
+    if version != PROTOCOL_VERSION {
+        return Err(Error::UnsupportedVersion(version));
     }
     if r.u8("message type")? != msg {
         return Err(Error::Malformed("unexpected handshake message type"));
@@ -101,55 +114,80 @@ fn concat(parts: &[&[u8]]) -> Vec<u8> {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Offer {
     pub call_id: CallId,
+    /// Highest protocol version the caller speaks (the OFFER itself is encoded in the lowest).
+    pub max_version: u8,
+    /// Capability bits the caller supports ([`caps`]).
+    pub capabilities: u32,
     pub caller: Username,
     pub callee: Username,
     pub caller_key: IdentityKey,
     pub timestamp_ms: u64,
     /// The caller's receive session id (callee → caller frames carry it).
     pub session_id: SessionId,
+    /// The caller's preferred frame duration.
     pub frame_ms: u8,
-    pub obfuscation: bool,
-    /// In order of preference.
-    pub codecs: Vec<Codec>,
+    /// In order of preference, each with the frame durations the caller runs it at. Codecs unknown to
+    /// this implementation are left out (they were in the signed bytes).
+    pub codecs: Vec<CodecOffer>,
     pub candidates: Vec<Candidate>,
     pub commit: [u8; 32],
     raw: Vec<u8>,
 }
 
 impl Offer {
-    /// Parses the encoding; does not verify the signature (see [`Offer::verify`]).
+    /// Parses the encoding; does not verify the signature (see [`Offer::verify`]). Fails with
+    /// [`Error::UnsupportedVersion`] for another protocol version, else [`Error::Malformed`].
     pub fn parse(raw: &[u8]) -> Result<Self, Error> {
         check_len(raw)?;
         let (body, _) = split_sig(raw)?;
         let mut r = Reader::new(body);
         let call_id = read_header(&mut r, MSG_OFFER)?;
+        let max_version = r.u8("max version")?;
+        if max_version < PROTOCOL_VERSION {
+            return Err(Error::Malformed("max version below the offer's version"));
+        }
+        let capabilities = r.u32("capabilities")?;
         let caller = Username::parse(r.short_str("caller")?)?;
         let callee = Username::parse(r.short_str("callee")?)?;
         let caller_key = IdentityKey::from_bytes(r.bytes(32, "caller identity key")?)?;
         let timestamp_ms = r.u64("timestamp")?;
         let session_id = SessionId(r.u32("session id")?);
-        let frame_ms = valid_frame_ms(r.u8("frame ms")?)?;
-        let obfuscation = flags_obfuscation(r.u8("flags")?)?;
+        let frame_ms = r.u8("frame ms")?;
+        if !crate::types::FRAME_DURATIONS_MS.contains(&frame_ms) {
+            return Err(Error::Malformed("frame ms must be 10, 20, 40, 60 or 64"));
+        }
         let n = usize::from(r.u8("codec count")?);
         if n == 0 || n > MAX_CODECS {
             return Err(Error::Malformed("codec count must be 1..=4"));
         }
-        let mut codecs = Vec::with_capacity(n);
+        let mut codecs: Vec<CodecOffer> = Vec::with_capacity(n);
         for _ in 0..n {
-            codecs.push(Codec::from_u8(r.u8("codec")?).ok_or(Error::Malformed("unknown codec"))?);
+            let id = r.u8("codec")?;
+            let bits = r.u8("codec frame durations")?;
+            // An unknown codec is skipped: a newer caller may offer it next to ones we know.
+            let Some(codec) = Codec::from_u8(id) else { continue };
+            let durations = FrameDurations::from_bits(bits)?;
+            if durations.is_empty() || !durations.is_subset(codec.protocol_durations()) {
+                return Err(Error::Malformed("frame durations not defined for the codec"));
+            }
+            if codecs.iter().any(|c| c.codec == codec) {
+                return Err(Error::Malformed("codec listed twice"));
+            }
+            codecs.push(CodecOffer { codec, durations });
         }
         let candidates = read_candidates(&mut r)?;
         let commit = r.array("commit")?;
         r.finish("trailing bytes after offer")?;
         Ok(Self {
             call_id,
+            max_version,
+            capabilities,
             caller,
             callee,
             caller_key,
             timestamp_ms,
             session_id,
             frame_ms,
-            obfuscation,
             codecs,
             candidates,
             commit,
@@ -161,6 +199,11 @@ impl Offer {
     pub fn verify(&self) -> Result<(), Error> {
         let (body, sig) = split_sig(&self.raw)?;
         self.caller_key.verify(&concat(&[OFFER_SIG, body]), sig)
+    }
+
+    /// Whether the caller asks for the obfuscation layer.
+    pub fn obfuscation(&self) -> bool {
+        self.capabilities & caps::OBFUSCATION != 0
     }
 
     pub fn to_bytes(&self) -> &[u8] {
@@ -183,12 +226,15 @@ impl fmt::Debug for Offer {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Answer {
     pub call_id: CallId,
+    /// Capability bits in use for this call (a subset of the OFFER's).
+    pub capabilities: u32,
     pub callee_key: IdentityKey,
     /// The callee's receive session id (caller → callee frames carry it).
     pub session_id: SessionId,
+    /// The codec the callee chose among those offered.
     pub codec: Codec,
+    /// The frame duration the callee chose among those offered for `codec`.
     pub frame_ms: u8,
-    pub obfuscation: bool,
     pub candidates: Vec<Candidate>,
     pub eph_x25519: [u8; 32],
     pub eph_kem: Box<[u8; KEM_PUBLIC_LEN]>,
@@ -196,17 +242,21 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// Parses the encoding; does not verify the signature (see [`Answer::verify`]).
+    /// Parses the encoding; does not verify the signature (see [`Answer::verify`]). Fails with
+    /// [`Error::UnsupportedVersion`] for another protocol version, else [`Error::Malformed`].
     pub fn parse(raw: &[u8]) -> Result<Self, Error> {
         check_len(raw)?;
         let (body, _) = split_sig(raw)?;
         let mut r = Reader::new(body);
         let call_id = read_header(&mut r, MSG_ANSWER)?;
+        let capabilities = r.u32("capabilities")?;
         let callee_key = IdentityKey::from_bytes(r.bytes(32, "callee identity key")?)?;
         let session_id = SessionId(r.u32("session id")?);
         let codec = Codec::from_u8(r.u8("codec")?).ok_or(Error::Malformed("unknown codec"))?;
-        let frame_ms = valid_frame_ms(r.u8("frame ms")?)?;
-        let obfuscation = flags_obfuscation(r.u8("flags")?)?;
+        let frame_ms = r.u8("frame ms")?;
+        if !codec.protocol_durations().contains(frame_ms) {
+            return Err(Error::Malformed("frame duration not defined for the codec"));
+        }
         let candidates = read_candidates(&mut r)?;
         let eph_x25519 = r.array("ephemeral x25519 key")?;
         let eph_kem = Box::new(r.array::<KEM_PUBLIC_LEN>("ephemeral ML-KEM key")?);
@@ -214,11 +264,11 @@ impl Answer {
         r.finish("trailing bytes after answer")?;
         Ok(Self {
             call_id,
+            capabilities,
             callee_key,
             session_id,
             codec,
             frame_ms,
-            obfuscation,
             candidates,
             eph_x25519,
             eph_kem,
@@ -234,6 +284,27 @@ impl Answer {
         }
         let (body, sig) = split_sig(&self.raw)?;
         self.callee_key.verify(&concat(&[ANSWER_SIG, offer.to_bytes(), body]), sig)
+    }
+
+    /// Checks that every choice in the ANSWER is one the OFFER made possible: the codec was offered, the
+    /// frame duration was offered for that codec, and only offered capabilities are on. Fails with
+    /// [`Error::Incompatible`].
+    pub fn check_choices(&self, offer: &Offer) -> Result<(), Error> {
+        let Some(offered) = offer.codecs.iter().find(|c| c.codec == self.codec) else {
+            return Err(Error::Incompatible("the ANSWER chose a codec that was not offered"));
+        };
+        if !offered.durations.contains(self.frame_ms) {
+            return Err(Error::Incompatible("the ANSWER chose a frame duration that was not offered for its codec"));
+        }
+        if self.capabilities & !(offer.capabilities & caps::KNOWN) != 0 {
+            return Err(Error::Incompatible("the ANSWER turned on a capability that was not offered"));
+        }
+        Ok(())
+    }
+
+    /// Whether media obfuscation is on for the call.
+    pub fn obfuscation(&self) -> bool {
+        self.capabilities & caps::OBFUSCATION != 0
     }
 
     pub fn to_bytes(&self) -> &[u8] {
@@ -303,19 +374,81 @@ impl fmt::Debug for Reveal {
     }
 }
 
-fn valid_frame_ms(v: u8) -> Result<u8, Error> {
-    match v {
-        10 | 20 | 40 | 60 | 64 => Ok(v),
-        _ => Err(Error::Malformed("frame ms must be 10, 20, 40, 60 or 64")),
-    }
+/// Why a callee cannot run an OFFER. Found before answering ([`choose`]); the callee refuses the call
+/// (`/call/reject` with kind `incompatible`) and sends [`Refusal`]'s text (at most 128 characters) as the
+/// reason its caller shows.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The OFFER is encoded in a protocol version this callee does not speak.
+    #[error("the caller speaks protocol version {offered}, the callee {ours}; update qvoice", ours = PROTOCOL_VERSION)]
+    Version {
+        /// The OFFER's version byte.
+        offered: u8,
+    },
+    /// The OFFER sets critical capability bits this callee does not implement.
+    #[error("the call needs capabilities the callee lacks ({0:#010x}); update qvoice")]
+    CriticalCapabilities(u32),
+    /// None of the offered codecs is one the callee runs.
+    #[error("no common codec: offered {offered}; the callee runs {supported}")]
+    NoCommonCodec {
+        /// Offered codec names (known ones).
+        offered: String,
+        /// The callee's codec names.
+        supported: String,
+    },
+    /// A codec is common, but at no common frame duration.
+    #[error("no common frame duration for {codec}: offered {offered}; the callee runs {supported}")]
+    NoCommonDuration {
+        /// The codec's name.
+        codec: &'static str,
+        /// Durations offered for it.
+        offered: FrameDurations,
+        /// Durations the callee runs it at.
+        supported: FrameDurations,
+    },
 }
 
-fn flags_obfuscation(flags: u8) -> Result<bool, Error> {
-    match flags {
-        0 => Ok(false),
-        1 => Ok(true),
-        _ => Err(Error::Malformed("unknown handshake flags")),
+/// What a callee runs a call with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub codec: Codec,
+    pub frame_ms: u8,
+}
+
+/// The callee's selection rule: the first codec in the OFFER's order that the callee runs at a duration
+/// the OFFER lists for it; the OFFER's preferred duration if possible, else the common duration closest
+/// to it (the shorter on a tie). Fails with the [`Refusal`] to send when nothing fits, or when the OFFER
+/// sets critical capabilities this implementation does not know.
+pub fn choose(offer: &Offer, supported: &[CodecOffer]) -> Result<Choice, Refusal> {
+    let unknown_critical = offer.capabilities & caps::CRITICAL & !caps::KNOWN;
+    if unknown_critical != 0 {
+        return Err(Refusal::CriticalCapabilities(unknown_critical));
     }
+    let mut no_duration = None;
+    for offered in &offer.codecs {
+        let Some(mine) = supported.iter().find(|c| c.codec == offered.codec) else { continue };
+        let common = offered.durations.intersect(mine.durations);
+        let frame_ms =
+            if common.contains(offer.frame_ms) { Some(offer.frame_ms) } else { common.closest(offer.frame_ms) };
+        match frame_ms {
+            Some(frame_ms) => return Ok(Choice { codec: offered.codec, frame_ms }),
+            None => {
+                no_duration.get_or_insert(Refusal::NoCommonDuration {
+                    codec: offered.codec.name(),
+                    offered: offered.durations,
+                    supported: mine.durations,
+                });
+            }
+        }
+    }
+    let names = |list: &mut dyn Iterator<Item = Codec>| {
+        let v: Vec<&str> = list.map(Codec::name).collect();
+        if v.is_empty() { "none".to_owned() } else { v.join(", ") }
+    };
+    Err(no_duration.unwrap_or_else(|| Refusal::NoCommonCodec {
+        offered: names(&mut offer.codecs.iter().map(|c| c.codec)),
+        supported: names(&mut supported.iter().map(|c| c.codec)),
+    }))
 }
 
 /// `commit = SHA-256("qvoice/v1 commit" ‖ call id ‖ caller eph X25519 ‖ prekey id ‖ ct_pre)`.
@@ -434,7 +567,7 @@ fn finish(
 ) -> SessionKeys {
     let th = transcript_hash(offer, answer, reveal);
     let s = key_schedule(dh, ss_eph, ss_pre, &th, &sas_hash(offer, answer, reveal));
-    let obfuscation = offer.obfuscation && answer.obfuscation;
+    let obfuscation = offer.obfuscation() && answer.obfuscation();
     let (media, peer_key, peer_candidates) = match role {
         Role::Caller => (
             MediaCrypto::new(
@@ -491,7 +624,9 @@ fn shared32(key: &[u8]) -> Zeroizing<[u8; 32]> {
 pub struct CallerParams {
     pub caller: Username,
     pub callee: Username,
-    pub codecs: Vec<Codec>,
+    /// In order of preference, each with the frame durations the caller runs it at.
+    pub codecs: Vec<CodecOffer>,
+    /// The preferred frame duration; must be offered for at least one codec.
     pub frame_ms: u8,
     pub candidates: Vec<Candidate>,
     pub obfuscation: bool,
@@ -517,7 +652,9 @@ impl fmt::Debug for Caller {
 
 impl Caller {
     /// Starts a call to `params.callee`, whose identity key and signed prekey the caller fetched (and
-    /// pinned). Fails with [`Error::BadSignature`] when the prekey is not signed by `callee_key`.
+    /// pinned). Fails with [`Error::BadSignature`] when the prekey is not signed by `callee_key`,
+    /// [`Error::PrekeyExpired`] when it expired at `now_ms`, and [`Error::Malformed`] for codecs or a
+    /// frame duration the protocol does not allow.
     pub fn start<R: CryptoRng + ?Sized>(
         rng: &mut R,
         now_ms: u64,
@@ -526,11 +663,23 @@ impl Caller {
         callee_key: &IdentityKey,
         callee_prekey: &SignedPrekey,
     ) -> Result<(Self, Offer), Error> {
-        callee_prekey.verify(callee_key)?;
+        callee_prekey.verify_at(callee_key, now_ms)?;
         if params.codecs.is_empty() || params.codecs.len() > MAX_CODECS {
             return Err(Error::Malformed("offer 1..=4 codecs"));
         }
-        let frame_ms = valid_frame_ms(params.frame_ms)?;
+        for (i, c) in params.codecs.iter().enumerate() {
+            if c.durations.is_empty() || !c.durations.is_subset(c.codec.protocol_durations()) {
+                return Err(Error::Malformed("frame durations not defined for the codec"));
+            }
+            if params.codecs[..i].iter().any(|o| o.codec == c.codec) {
+                return Err(Error::Malformed("codec listed twice"));
+            }
+        }
+        let frame_ms = params.frame_ms;
+        if !params.codecs.iter().any(|c| c.durations.contains(frame_ms)) {
+            return Err(Error::Malformed("the preferred frame duration is not offered for any codec"));
+        }
+        let capabilities = if params.obfuscation { caps::OBFUSCATION } else { 0 };
         let call_id = CallId::random(rng);
         let session_id = SessionId(rng.next_u32());
         let eph = EphemeralSecret::random_from_rng(rng);
@@ -543,16 +692,17 @@ impl Caller {
 
         let mut w = Writer::default();
         header(&mut w, MSG_OFFER, &call_id);
-        w.short_str(params.caller.as_str())
+        w.u8(PROTOCOL_VERSION)
+            .u32(capabilities)
+            .short_str(params.caller.as_str())
             .short_str(params.callee.as_str())
             .bytes(identity.public().as_bytes())
             .u64(now_ms)
             .u32(session_id.0)
             .u8(frame_ms)
-            .u8(u8::from(params.obfuscation))
             .u8(params.codecs.len() as u8);
         for c in &params.codecs {
-            w.u8(c.as_u8());
+            w.u8(c.codec.as_u8()).u8(c.durations.bits());
         }
         write_candidates(&mut w, &params.candidates);
         w.bytes(&commit);
@@ -577,8 +727,9 @@ impl Caller {
     }
 
     /// Takes the callee's ANSWER; returns the REVEAL to send and the call's keys. Fails with
-    /// [`Error::BadSignature`] (not signed by the expected callee), [`Error::WrongState`] (other call,
-    /// codec not offered) or [`Error::InvalidKey`].
+    /// [`Error::BadSignature`] (not signed by the expected callee), [`Error::WrongState`] (other call),
+    /// [`Error::Incompatible`] (a codec, frame duration or capability that was not offered) or
+    /// [`Error::InvalidKey`].
     pub fn on_answer<R: CryptoRng + ?Sized>(
         self,
         rng: &mut R,
@@ -588,9 +739,7 @@ impl Caller {
             return Err(Error::BadSignature);
         }
         answer.verify(&self.offer)?;
-        if !self.offer.codecs.contains(&answer.codec) {
-            return Err(Error::WrongState("answer chose a codec that was not offered"));
-        }
+        answer.check_choices(&self.offer)?;
         let ek = encapsulation_key(&answer.eph_kem)?;
         let (ct, ss) = ek.encapsulate_with_rng(rng);
         let ss_eph = shared32(ss.as_slice());
@@ -611,8 +760,8 @@ impl Caller {
 #[derive(Clone, Debug)]
 pub struct CalleeParams {
     pub callee: Username,
-    /// Codecs the callee supports; the first one the OFFER lists is chosen.
-    pub codecs: Vec<Codec>,
+    /// Codecs the callee runs, each with its frame durations; [`choose`] picks among them.
+    pub codecs: Vec<CodecOffer>,
     pub candidates: Vec<Candidate>,
     pub obfuscation: bool,
 }
@@ -632,8 +781,9 @@ impl fmt::Debug for Callee {
 }
 
 impl Callee {
-    /// Checks an OFFER (signature by `caller_key`, addressed to us, fresh, a common codec) and answers it.
-    /// Fails with [`Error::BadSignature`] or [`Error::WrongState`].
+    /// Checks an OFFER (signature by `caller_key`, addressed to us, fresh, runnable by [`choose`]) and
+    /// answers it. Fails with [`Error::BadSignature`], [`Error::WrongState`] or [`Error::Incompatible`]
+    /// (call [`choose`] first to learn why and refuse with a reason).
     pub fn on_offer<R: CryptoRng + ?Sized>(
         rng: &mut R,
         now_ms: u64,
@@ -652,8 +802,8 @@ impl Callee {
         if now_ms.abs_diff(offer.timestamp_ms) > OFFER_MAX_AGE_MS {
             return Err(Error::WrongState("offer expired"));
         }
-        let codec =
-            *offer.codecs.iter().find(|c| params.codecs.contains(c)).ok_or(Error::WrongState("no codec in common"))?;
+        let choice = choose(offer, &params.codecs).map_err(|_| Error::Incompatible("the OFFER cannot be run"))?;
+        let capabilities = offer.capabilities & caps::KNOWN & if params.obfuscation { caps::OBFUSCATION } else { 0 };
         let session_id = SessionId(rng.next_u32());
         let eph = EphemeralSecret::random_from_rng(rng);
         let eph_public = PublicKey::from(&eph).to_bytes();
@@ -661,11 +811,11 @@ impl Callee {
 
         let mut w = Writer::default();
         header(&mut w, MSG_ANSWER, &offer.call_id);
-        w.bytes(identity.public().as_bytes())
+        w.u32(capabilities)
+            .bytes(identity.public().as_bytes())
             .u32(session_id.0)
-            .u8(codec.as_u8())
-            .u8(offer.frame_ms)
-            .u8(u8::from(params.obfuscation && offer.obfuscation));
+            .u8(choice.codec.as_u8())
+            .u8(choice.frame_ms);
         write_candidates(&mut w, &params.candidates);
         w.bytes(&eph_public).bytes(eph_kem.encapsulation_key().to_bytes().as_slice());
         let sig = identity.sign(&concat(&[ANSWER_SIG, offer.to_bytes(), &w.buf]));

@@ -24,10 +24,18 @@ pub const KEM_PUBLIC_LEN: usize = 1184;
 pub const KEM_CIPHERTEXT_LEN: usize = 1088;
 /// ML-KEM decapsulation key seed (d ‖ z) length.
 pub const KEM_SEED_LEN: usize = 64;
-/// Encoded [`SignedPrekey`]: id (4) ‖ encapsulation key (1184) ‖ signature (64).
-pub const SIGNED_PREKEY_LEN: usize = 4 + KEM_PUBLIC_LEN + SIGNATURE_LEN;
+/// Encoded [`SignedPrekey`]: id (4) ‖ expiry (8) ‖ encapsulation key (1184) ‖ signature (64).
+pub const SIGNED_PREKEY_LEN: usize = 4 + 8 + KEM_PUBLIC_LEN + SIGNATURE_LEN;
+/// How long a published prekey stays valid after its owner created it (30 days). Owners rotate well
+/// before (7 days by default) and keep the secret until [`PREKEY_RETENTION_MS`] after expiry.
+pub const PREKEY_LIFETIME_MS: u64 = 30 * 86_400_000;
+/// How long an owner keeps a prekey secret after the prekey expired: a caller may have encapsulated to it
+/// just before expiry, and its REVEAL arrives within the ringing timeout plus clock skew.
+pub const PREKEY_RETENTION_MS: u64 = 3_600_000;
 
-const PREKEY_SIG_LABEL: &[u8] = b"qvoice/v1 prekey sig";
+/// The label changed from `v1` when the expiry entered the signed bytes, so a version-1 prekey signature
+/// can never verify as a version-2 one.
+const PREKEY_SIG_LABEL: &[u8] = b"qvoice/v2 prekey sig";
 const SAFETY_LABEL: &[u8] = b"qvoice/v1 safety number";
 const SAFETY_ITERATIONS: usize = 5200;
 
@@ -143,10 +151,11 @@ impl PrekeySecret {
         out
     }
 
-    pub fn sign(&self, identity: &IdentitySecret) -> SignedPrekey {
+    /// The published form, valid until `expires_ms` (Unix ms; normally creation + [`PREKEY_LIFETIME_MS`]).
+    pub fn sign(&self, identity: &IdentitySecret, expires_ms: u64) -> SignedPrekey {
         let ek = self.public_bytes();
-        let sig = identity.sign(&SignedPrekey::signed_bytes(self.id, &ek));
-        SignedPrekey { id: self.id, ek, sig }
+        let sig = identity.sign(&SignedPrekey::signed_bytes(self.id, expires_ms, &ek));
+        SignedPrekey { id: self.id, expires_ms, ek, sig }
     }
 
     pub(crate) fn decapsulation_key(&self) -> &DecapsulationKey {
@@ -160,49 +169,64 @@ impl fmt::Debug for PrekeySecret {
     }
 }
 
-/// A published prekey: `id ‖ ML-KEM-768 encapsulation key ‖ Ed25519 signature` by the owner's identity.
+/// A published prekey: `id ‖ expires_ms ‖ ML-KEM-768 encapsulation key ‖ Ed25519 signature` by the
+/// owner's identity over `"qvoice/v2 prekey sig" ‖ id ‖ expires_ms ‖ ek`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SignedPrekey {
     pub id: u32,
+    /// Unix ms after which callers refuse it.
+    pub expires_ms: u64,
     pub ek: [u8; KEM_PUBLIC_LEN],
     pub sig: [u8; SIGNATURE_LEN],
 }
 
 impl SignedPrekey {
-    fn signed_bytes(id: u32, ek: &[u8; KEM_PUBLIC_LEN]) -> Vec<u8> {
+    /// The bytes the owner signs.
+    pub fn signed_bytes(id: u32, expires_ms: u64, ek: &[u8; KEM_PUBLIC_LEN]) -> Vec<u8> {
         let mut w = Writer::default();
-        w.bytes(PREKEY_SIG_LABEL).u32(id).bytes(ek);
+        w.bytes(PREKEY_SIG_LABEL).u32(id).u64(expires_ms).bytes(ek);
         w.buf
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.u32(self.id).bytes(&self.ek).bytes(&self.sig);
+        w.u32(self.id).u64(self.expires_ms).bytes(&self.ek).bytes(&self.sig);
         w.buf
     }
 
-    /// Parses the 1252-byte encoding; checks the key is a valid ML-KEM-768 key, not the signature.
+    /// Parses the 1260-byte encoding; checks the key is a valid ML-KEM-768 key, not the signature.
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() != SIGNED_PREKEY_LEN {
-            return Err(Error::InvalidKey("signed prekey must be 1252 bytes"));
+            return Err(Error::InvalidKey("signed prekey must be 1260 bytes"));
         }
         let mut r = Reader::new(bytes);
         let id = r.u32("prekey id")?;
+        let expires_ms = r.u64("prekey expiry")?;
         let ek = r.array::<KEM_PUBLIC_LEN>("prekey")?;
         let sig = r.array::<SIGNATURE_LEN>("prekey signature")?;
         encapsulation_key(&ek)?;
-        Ok(Self { id, ek, sig })
+        Ok(Self { id, expires_ms, ek, sig })
     }
 
     /// Checks the owner's signature. Fails with [`Error::BadSignature`].
     pub fn verify(&self, owner: &IdentityKey) -> Result<(), Error> {
-        owner.verify(&Self::signed_bytes(self.id, &self.ek), &self.sig)
+        owner.verify(&Self::signed_bytes(self.id, self.expires_ms, &self.ek), &self.sig)
+    }
+
+    /// Checks the owner's signature and that the prekey has not expired at `now_ms`. Fails with
+    /// [`Error::BadSignature`] or [`Error::PrekeyExpired`].
+    pub fn verify_at(&self, owner: &IdentityKey, now_ms: u64) -> Result<(), Error> {
+        self.verify(owner)?;
+        if now_ms >= self.expires_ms {
+            return Err(Error::PrekeyExpired { expires_ms: self.expires_ms });
+        }
+        Ok(())
     }
 }
 
 impl fmt::Debug for SignedPrekey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SignedPrekey(id {})", self.id)
+        write!(f, "SignedPrekey(id {}, expires {})", self.id, self.expires_ms)
     }
 }
 
@@ -253,10 +277,16 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let id = IdentitySecret::generate(&mut rng);
         let pk = PrekeySecret::generate(&mut rng, 7);
-        let signed = pk.sign(&id);
+        let signed = pk.sign(&id, 5_000);
         let parsed = SignedPrekey::parse(&signed.to_bytes()).unwrap();
         assert_eq!(parsed, signed);
         parsed.verify(&id.public()).unwrap();
+        parsed.verify_at(&id.public(), 4_999).unwrap();
+        assert_eq!(parsed.verify_at(&id.public(), 5_000), Err(Error::PrekeyExpired { expires_ms: 5_000 }));
+        // The expiry is signed: moving it is a forgery.
+        let mut later = parsed.clone();
+        later.expires_ms += 1;
+        assert_eq!(later.verify(&id.public()), Err(Error::BadSignature));
         let other = IdentitySecret::generate(&mut rng);
         assert_eq!(parsed.verify(&other.public()), Err(Error::BadSignature));
         let mut forged = parsed.clone();

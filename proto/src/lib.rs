@@ -21,10 +21,17 @@ mod vectors;
 
 pub use error::Error;
 pub use frame::{FrameType, Header};
-pub use handshake::{Answer, Callee, CalleeParams, Caller, CallerParams, Offer, Reveal, SessionKeys};
-pub use identity::{IdentityKey, IdentitySecret, PrekeySecret, SignedPrekey, safety_number};
+pub use handshake::{
+    Answer, Callee, CalleeParams, Caller, CallerParams, Choice, Offer, Refusal, Reveal, SessionKeys, caps, choose,
+};
+pub use identity::{
+    IdentityKey, IdentitySecret, PREKEY_LIFETIME_MS, PREKEY_RETENTION_MS, PrekeySecret, SignedPrekey, safety_number,
+};
 pub use media::{MediaCrypto, Opened, ReplayWindow};
-pub use types::{CallId, Candidate, Codec, Role, SessionId, Username};
+pub use types::{CallId, Candidate, Codec, CodecOffer, FRAME_DURATIONS_MS, FrameDurations, Role, SessionId, Username};
 
-/// Protocol version carried in every handshake message and media frame header.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Protocol version: the first byte of every handshake message. Version 2 added the version and
+/// capability negotiation, per-codec frame durations, prekey expiry and origin-bound request signatures.
+pub const PROTOCOL_VERSION: u8 = 2;
+/// Version of the media frame format (the high nibble of a frame's first byte); unchanged since 1.
+pub const FRAME_VERSION: u8 = 1;

@@ -168,6 +168,106 @@ impl Codec {
             _ => None,
         }
     }
+
+    /// Every frame duration the protocol defines for this codec (docs/PROTOCOL.md, "Codecs and frame
+    /// durations"). An implementation offers the subset it runs.
+    pub fn protocol_durations(self) -> FrameDurations {
+        match self {
+            Self::Opus => FrameDurations::from_ms(&[10, 20, 40, 60]),
+            // 64 ms: the seed's 1024-sample frames at 16 kHz.
+            Self::Pcm16 => FrameDurations::from_ms(&[10, 20, 40, 60, 64]),
+        }
+    }
+}
+
+/// The frame durations in milliseconds a bit of a [`FrameDurations`] mask stands for, bit 0 first.
+pub const FRAME_DURATIONS_MS: [u8; 5] = [10, 20, 40, 60, 64];
+
+/// A set of frame durations, encoded as one byte: bit `i` set means [`FRAME_DURATIONS_MS`]`[i]` ms.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FrameDurations(u8);
+
+impl FrameDurations {
+    /// The set of the listed durations; durations without a bit are left out.
+    pub fn from_ms(ms: &[u8]) -> Self {
+        Self(FRAME_DURATIONS_MS.iter().enumerate().filter(|(_, d)| ms.contains(d)).fold(0u8, |m, (i, _)| m | 1 << i))
+    }
+
+    /// The wire byte.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// A set from its wire byte; fails with [`Error::Malformed`] when a bit beyond the defined durations
+    /// is set.
+    pub fn from_bits(bits: u8) -> Result<Self, Error> {
+        if bits >> FRAME_DURATIONS_MS.len() != 0 {
+            return Err(Error::Malformed("undefined frame duration bit"));
+        }
+        Ok(Self(bits))
+    }
+
+    pub fn contains(self, ms: u8) -> bool {
+        FRAME_DURATIONS_MS.iter().position(|&d| d == ms).is_some_and(|i| self.0 & 1 << i != 0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Durations in both sets.
+    pub fn intersect(self, other: Self) -> Self {
+        Self(self.0 & other.0)
+    }
+
+    /// Whether every duration of `self` is in `other`.
+    pub fn is_subset(self, other: Self) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    /// The durations, shortest first.
+    pub fn iter(self) -> impl Iterator<Item = u8> {
+        FRAME_DURATIONS_MS.into_iter().enumerate().filter(move |(i, _)| self.0 & 1 << i != 0).map(|(_, d)| d)
+    }
+
+    /// The member closest to `ms` (the shorter one on a tie), if any.
+    pub fn closest(self, ms: u8) -> Option<u8> {
+        self.iter().min_by_key(|&d| (d.abs_diff(ms), d))
+    }
+}
+
+impl fmt::Debug for FrameDurations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl fmt::Display for FrameDurations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list: Vec<String> = self.iter().map(|d| d.to_string()).collect();
+        write!(f, "{} ms", list.join("/"))
+    }
+}
+
+/// One codec a peer offers or runs, with the frame durations it takes for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CodecOffer {
+    pub codec: Codec,
+    pub durations: FrameDurations,
+}
+
+impl CodecOffer {
+    /// `codec` at the listed durations (those the protocol does not define for it are left out).
+    pub fn new(codec: Codec, ms: &[u8]) -> Self {
+        Self { codec, durations: FrameDurations::from_ms(ms).intersect(codec.protocol_durations()) }
+    }
+}
+
+impl From<Codec> for CodecOffer {
+    /// The codec at every duration the protocol defines for it.
+    fn from(codec: Codec) -> Self {
+        Self { codec, durations: codec.protocol_durations() }
+    }
 }
 
 /// A media address at which a peer may be reached (local interface or registry-observed address).
@@ -218,6 +318,20 @@ mod tests {
         for bad in ["", "Alice", "al ice", "ali/ce", &"z".repeat(33), "é"] {
             assert_eq!(Username::parse(bad), Err(Error::InvalidUsername), "{bad}");
         }
+    }
+
+    #[test]
+    fn frame_duration_sets() {
+        let s = FrameDurations::from_ms(&[10, 40, 64, 33]);
+        assert_eq!(s.bits(), 0b1_0101);
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![10, 40, 64]);
+        assert!(s.contains(40) && !s.contains(20) && !s.contains(33));
+        assert_eq!(FrameDurations::from_bits(0b10_0000), Err(Error::Malformed("undefined frame duration bit")));
+        assert_eq!(s.closest(20), Some(10), "a tie goes to the shorter duration");
+        assert_eq!(s.closest(60), Some(64));
+        assert_eq!(FrameDurations::default().closest(20), None);
+        assert_eq!(CodecOffer::new(Codec::Opus, &[20, 64]).durations, FrameDurations::from_ms(&[20]));
+        assert_eq!(s.to_string(), "10/40/64 ms");
     }
 
     #[test]

@@ -42,6 +42,15 @@ fn decode(field: &'static str, text: &str) -> ApiResult<Vec<u8>> {
     qvoice_proto::b64::decode(text).map_err(|_| ApiError::InvalidBase64(field))
 }
 
+/// Maps a handshake parse failure: another protocol version is `unsupported_version`, anything else
+/// `invalid_message`.
+fn message<T>(parsed: Result<T, qvoice_proto::Error>, what: &'static str) -> ApiResult<T> {
+    parsed.map_err(|e| match e {
+        qvoice_proto::Error::UnsupportedVersion(v) => ApiError::UnsupportedVersion(v),
+        _ => ApiError::InvalidMessage(what),
+    })
+}
+
 fn parse_call_id(s: &str) -> ApiResult<CallId> {
     CallId::from_hex(s).map_err(|_| ApiError::InvalidField("call_id must be 32 lowercase hex digits".to_owned()))
 }
@@ -64,6 +73,16 @@ fn query_params(pq: &str) -> HashMap<String, String> {
             None => (kv.to_owned(), String::new()),
         })
         .collect()
+}
+
+/// A registered prekey must not have expired already (a wrong clock, or a stale key file).
+fn check_prekey_expiry(expires_ms: u64, now: u64) -> ApiResult<()> {
+    if expires_ms <= now {
+        return Err(ApiError::InvalidField(
+            "the prekey has expired; check the system clock, or run `qvoice rotate-prekey`".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// `GET /health`.
@@ -102,6 +121,7 @@ pub async fn register(State(state): State<AppState>, req: SignedRequest) -> ApiR
     // Proof of possession: the request is signed by the key being registered.
     req.verify(&state, &identity_key)?;
     prekey.verify(&identity_key).map_err(|_| ApiError::BadMessageSignature("prekey"))?;
+    check_prekey_expiry(prekey.expires_ms, state.now_ms())?;
     state.limiters().register_user(username.as_str())?;
     let now = state.now_ms();
     let rec = UserRecord {
@@ -190,7 +210,7 @@ pub async fn initiate(State(state): State<AppState>, req: SignedRequest) -> ApiR
     state.limiters().initiate_user(me.username.as_str())?;
     let body: InitiateBody = parse_json(&req.body)?;
     let bytes = decode("offer", &body.offer)?;
-    let offer = Offer::parse(&bytes).map_err(|_| ApiError::InvalidMessage("offer"))?;
+    let offer = message(Offer::parse(&bytes), "offer")?;
     if offer.caller != me.username {
         return Err(ApiError::Forbidden("offer.caller must be the signing user"));
     }
@@ -283,7 +303,7 @@ pub async fn accept(State(state): State<AppState>, req: SignedRequest) -> ApiRes
     let body: AcceptBody = parse_json(&req.body)?;
     let id = parse_call_id(&body.call_id)?;
     let bytes = decode("answer", &body.answer)?;
-    let answer = Answer::parse(&bytes).map_err(|_| ApiError::InvalidMessage("answer"))?;
+    let answer = message(Answer::parse(&bytes), "answer")?;
     if answer.call_id != id {
         return Err(ApiError::InvalidMessage("answer"));
     }
@@ -318,7 +338,7 @@ pub async fn confirm(State(state): State<AppState>, req: SignedRequest) -> ApiRe
     let body: ConfirmBody = parse_json(&req.body)?;
     let id = parse_call_id(&body.call_id)?;
     let bytes = decode("reveal", &body.reveal)?;
-    let reveal = Reveal::parse(&bytes).map_err(|_| ApiError::InvalidMessage("reveal"))?;
+    let reveal = message(Reveal::parse(&bytes), "reveal")?;
     if reveal.call_id != id {
         return Err(ApiError::InvalidMessage("reveal"));
     }

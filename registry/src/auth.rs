@@ -1,7 +1,9 @@
 //! Signed-request authentication. Every endpoint except health, metrics and fetch carries
-//! `x-qvoice-user`, `x-qvoice-timestamp` (Unix ms) and `x-qvoice-signature` (base64url Ed25519)
-//! over the byte string built by `qvoice_proto::auth::signing_bytes` (method, path and query, user,
-//! timestamp, SHA-256 of the body; see docs/REGISTRY.md).
+//! `x-qvoice-user`, `x-qvoice-origin`, `x-qvoice-timestamp` (Unix ms) and `x-qvoice-signature`
+//! (base64url Ed25519) over the byte string built by `qvoice_proto::auth::signing_bytes` (registry
+//! origin, method, path and query, user, timestamp, SHA-256 of the body; see docs/REGISTRY.md). The
+//! origin must be this registry's ([`origin_accepted`]), so a request signed for another registry is
+//! refused here.
 //!
 //! Checks run cheapest first: headers, clock skew (2 minutes by default), signature, and only then
 //! the replay cache, so forged requests cannot fill the cache. A signature is remembered until its
@@ -14,7 +16,7 @@ use std::sync::Mutex;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::StatusCode;
-use qvoice_proto::auth::{HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_USER};
+use qvoice_proto::auth::{HEADER_ORIGIN, HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_USER};
 use qvoice_proto::{IdentityKey, Username};
 
 use crate::AppState;
@@ -30,6 +32,10 @@ pub const REPLAY_CACHE_MAX: usize = 1_000_000;
 pub struct SignedRequest {
     /// The claimed signer.
     pub user: Username,
+    /// The registry origin the client signed for (`x-qvoice-origin`).
+    pub origin: String,
+    /// The request's `Host` (or HTTP/2 authority), if any.
+    pub host: Option<String>,
     /// Claimed signing time (Unix ms).
     pub timestamp_ms: u64,
     /// The raw signature.
@@ -48,12 +54,16 @@ impl FromRequest<AppState> for SignedRequest {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (user, timestamp_ms, signature, method, path_and_query, peer) = {
+        let (user, origin, host, timestamp_ms, signature, method, path_and_query, peer) = {
             let h = req.headers();
             let header = |name: &str| -> Result<String, ApiError> {
                 h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned).ok_or(ApiError::MissingAuth)
             };
             let user = Username::parse(&header(HEADER_USER)?).map_err(|_| ApiError::InvalidUsername)?;
+            let origin = header(HEADER_ORIGIN)?;
+            let host = header(axum::http::header::HOST.as_str())
+                .ok()
+                .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
             let timestamp_ms: u64 = header(HEADER_TIMESTAMP)?.parse().map_err(|_| ApiError::MissingAuth)?;
             let sig = qvoice_proto::b64::decode(&header(HEADER_SIGNATURE)?).map_err(|_| ApiError::BadSignature)?;
             let signature: [u8; SIGNATURE_LEN] = sig.try_into().map_err(|_| ApiError::BadSignature)?;
@@ -61,7 +71,7 @@ impl FromRequest<AppState> for SignedRequest {
             let uri = req.uri();
             let path_and_query = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
             let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-            (user, timestamp_ms, signature, method, path_and_query, peer)
+            (user, origin, host, timestamp_ms, signature, method, path_and_query, peer)
         };
         let limit = state.config().body_limit;
         let body = Bytes::from_request(req, state).await.map_err(|rej| {
@@ -71,22 +81,24 @@ impl FromRequest<AppState> for SignedRequest {
                 ApiError::InvalidField("could not read the request body".to_owned())
             }
         })?;
-        Ok(Self { user, timestamp_ms, signature, method, path_and_query, body, peer })
+        Ok(Self { user, origin, host, timestamp_ms, signature, method, path_and_query, body, peer })
     }
 }
 
 impl SignedRequest {
-    /// Verifies skew, signature against `key`, and freshness.
+    /// Verifies skew, origin, signature against `key`, and freshness.
     ///
-    /// Fails with `StaleTimestamp`, `BadSignature` or `Replayed`.
+    /// Fails with `StaleTimestamp`, `WrongOrigin`, `BadSignature` or `Replayed`.
     pub fn verify(&self, state: &AppState, key: &IdentityKey) -> Result<(), ApiError> {
         let now = state.now_ms();
         let skew = state.config().max_skew_ms;
         if now.abs_diff(self.timestamp_ms) > skew {
             return Err(ApiError::StaleTimestamp(skew / 1000));
         }
+        origin_accepted(&self.origin, self.host.as_deref(), &state.config().public_origins)?;
         qvoice_proto::auth::verify_request(
             key,
+            &self.origin,
             &self.method,
             &self.path_and_query,
             self.user.as_str(),
@@ -106,6 +118,28 @@ impl SignedRequest {
         self.verify(state, &rec.identity_key)?;
         Ok(rec)
     }
+}
+
+/// Whether a request signed for `signed` (its `x-qvoice-origin`) may be served by this registry: it must
+/// be canonical and one of `public` (the configured origins), or, when none are configured, name the
+/// host and port of the request's own `host` header (the port defaulting to the signed scheme's).
+///
+/// Fails with `WrongOrigin`.
+pub fn origin_accepted(signed: &str, host: Option<&str>, public: &[String]) -> Result<(), ApiError> {
+    let wrong = |expected: String| ApiError::WrongOrigin { signed: signed.chars().take(100).collect(), expected };
+    let o = qvoice_proto::auth::parse_origin(signed)
+        .map_err(|_| wrong("not named that way (a signed origin looks like https://host:443)".into()))?;
+    if !public.is_empty() {
+        let list: Vec<String> = public.iter().map(|p| format!("`{p}`")).collect();
+        return if public.iter().any(|p| p == signed) { Ok(()) } else { Err(wrong(list.join(" or "))) };
+    }
+    let host = host.unwrap_or("").to_ascii_lowercase();
+    let default_port = if o.scheme == "https" { 443 } else { 80 };
+    let (h, port) = match host.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && (h.starts_with('[') || !h.contains(':')) => (h, p.parse().ok()),
+        _ => (host.as_str(), Some(default_port)),
+    };
+    if h == o.host && port == Some(o.port) { Ok(()) } else { Err(wrong(format!("reached as `{host}`"))) }
 }
 
 /// Signatures seen within the skew window.
@@ -155,6 +189,25 @@ impl ReplayCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_are_checked_against_the_configuration_or_the_host_header() {
+        let ok = |signed: &str, host: Option<&str>, public: &[&str]| {
+            let public: Vec<String> = public.iter().map(|p| (*p).to_owned()).collect();
+            origin_accepted(signed, host, &public).is_ok()
+        };
+        assert!(ok("http://127.0.0.1:5001", Some("127.0.0.1:5001"), &[]));
+        assert!(ok("http://[::1]:5001", Some("[::1]:5001"), &[]));
+        assert!(ok("https://reg.example:443", Some("Reg.Example"), &[]), "default port of the signed scheme");
+        assert!(!ok("http://127.0.0.1:5001", Some("127.0.0.1:5002"), &[]), "signed for another registry");
+        assert!(!ok("http://127.0.0.1:5001", None, &[]));
+        assert!(!ok("http://127.0.0.1:5001/", Some("127.0.0.1:5001"), &[]), "not canonical");
+        // Configured: the Host header (which the sender controls) no longer matters.
+        assert!(ok("https://reg.example:443", Some("10.0.0.5:5001"), &["https://reg.example:443"]));
+        assert!(!ok("https://evil.example:443", Some("evil.example"), &["https://reg.example:443"]));
+        let e = origin_accepted("https://evil.example:443", None, &["https://reg.example:443".to_owned()]);
+        assert_eq!(e.unwrap_err().code(), crate::error::ErrorCode::WrongOrigin);
+    }
 
     #[test]
     fn replay_cache_rejects_repeats_until_expiry_then_prunes() {

@@ -52,12 +52,12 @@ pub enum ApiError {
     BadSignature,
     /// 401 `wrong_origin`: the request was signed for another registry.
     #[error(
-        "the request was signed for registry `{signed}`, but this registry is `{expected}`; set the client's registry URL to this registry's public URL"
+        "the request was signed for registry `{signed}`, but this registry is {expected}; set the client's registry URL to this registry's public URL"
     )]
     WrongOrigin {
         /// The origin the client signed.
         signed: String,
-        /// What this registry accepts.
+        /// What this registry accepts, for people.
         expected: String,
     },
     /// 401 `stale_timestamp`: the request timestamp is more than the allowed skew away from server time.

@@ -74,6 +74,10 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// Time source.
     pub clock: Arc<dyn Clock>,
+    /// The canonical origins (`scheme://host:port`, see `qvoice_proto::auth::origin_of_url`) clients
+    /// reach this registry at; a signed request must name one of them. Empty: the request's own `Host`
+    /// header is trusted (fine on loopback and in tests; set it in production, see docs/REGISTRY.md).
+    pub public_origins: Vec<String>,
 }
 
 impl Config {
@@ -91,6 +95,7 @@ impl Config {
             sse_keepalive: Duration::from_secs(15),
             rate_limits: RateLimits::default(),
             clock: Arc::new(SystemClock),
+            public_origins: Vec::new(),
         }
     }
 

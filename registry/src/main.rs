@@ -23,7 +23,7 @@ struct Cli {
     /// SQLite database file [default: XDG data dir/qvoice/registry.sqlite3].
     #[arg(long, env = "QVOICE_REGISTRY_DB")]
     db: Option<PathBuf>,
-    /// TOML config file (keys: bind, db, ringing_timeout_secs, [rate_limits]).
+    /// TOML config file (keys: bind, db, ringing_timeout_secs, public_urls, [rate_limits]).
     #[arg(long, env = "QVOICE_REGISTRY_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds a call rings before it is missed [default: 45].
@@ -32,6 +32,11 @@ struct Cli {
     /// Per-minute quota for /register and /call/initiate, per IP and per user (overrides the file).
     #[arg(long)]
     rate_per_minute: Option<u32>,
+    /// The URL clients use to reach this registry, e.g. https://registry.example (repeatable). Signed
+    /// requests name it, so they cannot be replayed to another registry; without it the request's Host
+    /// header is trusted.
+    #[arg(long = "public-url", env = "QVOICE_REGISTRY_PUBLIC_URL", value_delimiter = ',')]
+    public_urls: Vec<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "QVOICE_REGISTRY_LOG_JSON")]
     log_json: bool,
@@ -44,6 +49,7 @@ struct FileConfig {
     db: Option<PathBuf>,
     ringing_timeout_secs: Option<u64>,
     rate_limits: Option<RateLimits>,
+    public_urls: Option<Vec<String>>,
 }
 
 fn build_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -67,6 +73,11 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(l) = file.rate_limits {
         config.rate_limits = l;
+    }
+    let urls = if cli.public_urls.is_empty() { file.public_urls.unwrap_or_default() } else { cli.public_urls.clone() };
+    for url in urls {
+        let origin = qvoice_proto::auth::origin_of_url(&url).with_context(|| format!("public URL {url:?}"))?;
+        config.public_origins.push(origin);
     }
     if let Some(n) = cli.rate_per_minute {
         config.rate_limits =
@@ -117,7 +128,13 @@ async fn main() -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(config.bind).await.with_context(|| format!("binding {}", config.bind))?;
     let addr = listener.local_addr()?;
-    tracing::info!(db = %config.db_path.display(), %addr, "starting qvoice-registry");
+    tracing::info!(db = %config.db_path.display(), %addr, origins = ?config.public_origins, "starting qvoice-registry");
+    if config.public_origins.is_empty() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "no --public-url set: signed requests are checked against the Host header they carry; set --public-url \
+             to the URL clients use so requests signed for another registry are refused"
+        );
+    }
     let state = AppState::new(config)?;
     {
         let mut out = std::io::stdout().lock();

@@ -296,7 +296,8 @@ async fn wrong_key_length(h: Harness) {
     h.post("/register", &alice, v).await.err(400, ErrorCode::InvalidKey);
     // Right length, but the prekey is signed by someone else.
     let mut v = alice.register_body();
-    v["prekey"] = Value::String(b64::encode(&alice.prekey.sign(&Party::new("x").id).to_bytes()));
+    v["prekey"] =
+        Value::String(b64::encode(&alice.prekey.sign(&Party::new("x").id, common::T0 + 86_400_000).to_bytes()));
     h.post("/register", &alice, v).await.err(400, ErrorCode::BadMessageSignature);
     h.raw("GET", "/fetch/alice", vec![], vec![]).await.err(404, ErrorCode::UnknownUser);
 }

@@ -148,7 +148,7 @@ async fn binary_reads_its_toml_config_file() {
     std::fs::write(
         &cfg,
         format!(
-            "bind = \"127.0.0.1:0\"\ndb = {:?}\nringing_timeout_secs = 5\n[rate_limits]\nregister_per_ip = 1\n",
+            "bind = \"127.0.0.1:0\"\ndb = {:?}\nringing_timeout_secs = 5\npublic_urls = [\"http://registry.test\"]\n[rate_limits]\nregister_per_ip = 1\n",
             db.to_str().unwrap()
         ),
     )

@@ -220,18 +220,18 @@ fn handshake(codec: Codec, frame_ms: u8, a: &UdpSocket, b: &UdpSocket) -> Result
         CallerParams {
             caller: Username::parse("alice")?,
             callee: Username::parse("bob")?,
-            codecs: vec![codec],
+            codecs: vec![codec.into()],
             frame_ms,
             candidates: vec![Candidate(a.local_addr()?)],
             obfuscation: false,
         },
         &idb.public(),
-        &prekeys[0].sign(&idb),
+        &prekeys[0].sign(&idb, now + qvoice_proto::PREKEY_LIFETIME_MS),
     )?;
     let offer = Offer::parse(offer.to_bytes())?;
     let params = CalleeParams {
         callee: Username::parse("bob")?,
-        codecs: vec![Codec::Opus, Codec::Pcm16],
+        codecs: vec![Codec::Opus.into(), Codec::Pcm16.into()],
         candidates: vec![Candidate(b.local_addr()?)],
         obfuscation: false,
     };

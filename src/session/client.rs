@@ -86,6 +86,8 @@ pub struct RegistryClient {
     http: reqwest::Client,
     /// Without a trailing slash.
     base: String,
+    /// The registry's canonical origin (`scheme://host:port`), signed into every request.
+    origin: String,
     user: Username,
     identity: Arc<IdentitySecret>,
     /// Last request timestamp: Ed25519 signatures are deterministic, so two identical requests signed in
@@ -104,8 +106,13 @@ fn now_ms() -> u64 {
 }
 
 impl RegistryClient {
-    /// Fails when the HTTP client cannot be built (TLS setup).
+    /// Fails when the registry URL is not an http(s) URL, or the HTTP client cannot be built (TLS setup).
     pub fn new(base: &str, user: Username, identity: Arc<IdentitySecret>) -> Result<Self, ClientError> {
+        let origin = auth::origin_of_url(base).map_err(|_| {
+            ClientError::Protocol(format!(
+                "the registry URL {base:?} is not like http://host:port or https://host; fix [registry] url in config.toml"
+            ))
+        })?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
@@ -115,6 +122,7 @@ impl RegistryClient {
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
+            origin,
             user,
             identity,
             last_ts: Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -138,11 +146,13 @@ impl RegistryClient {
             })
             .unwrap_or(now);
         let ts = now.max(prev + 1);
-        let sig = auth::sign_request(&self.identity, method.as_str(), path, self.user.as_str(), ts, &body);
+        let sig =
+            auth::sign_request(&self.identity, &self.origin, method.as_str(), path, self.user.as_str(), ts, &body);
         let mut rb = self
             .http
             .request(method, format!("{}{path}", self.base))
             .header(auth::HEADER_USER, self.user.as_str())
+            .header(auth::HEADER_ORIGIN, &self.origin)
             .header(auth::HEADER_TIMESTAMP, ts.to_string())
             .header(auth::HEADER_SIGNATURE, b64::encode(&sig));
         if !body.is_empty() {

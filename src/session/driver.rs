@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use qvoice_proto::{
-    Answer, Callee, CalleeParams, Caller, CallerParams, Candidate, Codec, IdentitySecret, Offer, PrekeySecret, Reveal,
-    SessionKeys, Username, b64,
+    Answer, Callee, CalleeParams, Caller, CallerParams, Candidate, Codec, CodecOffer, IdentitySecret, Offer,
+    PrekeySecret, Refusal, Reveal, SessionKeys, Username, b64,
 };
 use qvoice_wire::{CallState, EndKind, ErrorCode, Event as RegistryEvent};
 use tokio::sync::mpsc;
@@ -45,6 +45,9 @@ pub struct SessionOptions {
     pub impairment: Impairment,
     /// Fall back to long-polling `/call/pending` when `/events` is unavailable.
     pub poll_fallback: bool,
+    /// Never open `/events`: learn of incoming calls by long-polling `/call/pending` and follow calls
+    /// through `/call/status` (the seed's polling client; docs/REGISTRY.md, "Polling-only clients").
+    pub poll_only: bool,
     /// Rotate the prekey at start-up when it is older than this.
     pub prekey_max_age: Option<Duration>,
     /// Interval of [`SessionEvent::Metrics`] during a call.
@@ -71,6 +74,7 @@ impl SessionOptions {
             peer_timeout: Duration::from_secs(10),
             impairment: Impairment::default(),
             poll_fallback: true,
+            poll_only: false,
             prekey_max_age: None,
             metrics_interval: Duration::from_millis(500),
         }
@@ -120,6 +124,10 @@ impl Call {
 const RING_DEADLINE: Duration = Duration::from_secs(60);
 /// How long the callee waits for the caller's REVEAL after answering.
 const REVEAL_DEADLINE: Duration = Duration::from_secs(30);
+/// A prekey is replaced when it is this close to its expiry, whatever the rotation setting.
+const PREKEY_RENEW_BEFORE_EXPIRY: Duration = Duration::from_secs(2 * 86_400);
+/// How often a running client checks whether its prekey is due for renewal.
+const PREKEY_CHECK: Duration = Duration::from_secs(3_600);
 
 /// Messages from helper tasks into the driver loop.
 enum Internal {
@@ -141,6 +149,8 @@ struct Driver {
     push_up: bool,
     recording: bool,
     muted: bool,
+    /// The callee of the call we are dialing had no open event stream when it started ringing.
+    dialed_offline: bool,
 }
 
 /// Runs the session until [`SessionCommand::Shutdown`] or until `commands` closes. Registers first.
@@ -166,15 +176,19 @@ pub async fn run(
         reflexive_ip: None,
         push_up: false,
         muted: false,
+        dialed_offline: false,
     };
     d.register().await?;
-    let stream_task = tokio::spawn(event_stream(d.client.clone(), d.internal_tx.clone(), d.opts.poll_fallback));
+    let (client, tx) = (d.client.clone(), d.internal_tx.clone());
+    let stream_task = tokio::spawn(event_stream(client, tx, d.opts.poll_fallback, d.opts.poll_only));
     let mut metrics_tick = tokio::time::interval(d.opts.metrics_interval);
     metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut status_poll = tokio::time::interval(Duration::from_millis(250));
     status_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut deadlines = tokio::time::interval(Duration::from_secs(1));
     deadlines.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut prekey_check = tokio::time::interval_at(tokio::time::Instant::now() + PREKEY_CHECK, PREKEY_CHECK);
+    prekey_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let result = loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
@@ -185,6 +199,7 @@ pub async fn run(
             _ = metrics_tick.tick(), if matches!(d.call, Some(Call::Active { .. })) => d.emit_metrics().await,
             _ = status_poll.tick(), if !d.push_up && d.in_setup() => d.poll_status().await,
             _ = deadlines.tick(), if d.in_setup() => d.check_deadlines().await,
+            _ = prekey_check.tick() => d.renew_prekey().await,
         }
     };
     d.end_call(EndReason::LocalHangup, true).await;
@@ -193,8 +208,8 @@ pub async fn run(
 }
 
 /// Keeps `/events` open, reconnecting with backoff; falls back to long-polling `/call/pending` when the
-/// registry has no push stream.
-async fn event_stream(client: RegistryClient, tx: mpsc::Sender<Internal>, poll_fallback: bool) {
+/// registry has no push stream, or only polls when `poll_only`.
+async fn event_stream(client: RegistryClient, tx: mpsc::Sender<Internal>, poll_fallback: bool, poll_only: bool) {
     let (ev_tx, mut ev_rx) = mpsc::channel::<RegistryEvent>(64);
     let fwd_tx = tx.clone();
     let forward = tokio::spawn(async move {
@@ -208,6 +223,11 @@ async fn event_stream(client: RegistryClient, tx: mpsc::Sender<Internal>, poll_f
             }
         }
     });
+    if poll_only {
+        poll_pending(&client, &ev_tx).await;
+        forward.abort();
+        return;
+    }
     let mut backoff = Duration::from_millis(200);
     loop {
         let err = match client.stream_events(&ev_tx).await {
@@ -272,6 +292,23 @@ fn codec_kind(c: Codec) -> CodecKind {
     }
 }
 
+/// The codecs we run, in `codecs` order, each at every protocol frame duration the media engine runs it
+/// at (docs/PROTOCOL.md, "Codecs and frame durations"): this is what an OFFER lists and what [`choose`]
+/// matches an incoming OFFER against.
+///
+/// [`choose`]: qvoice_proto::choose
+fn codec_offers(codecs: &[Codec]) -> Vec<CodecOffer> {
+    codecs
+        .iter()
+        .map(|&c| {
+            let ms: Vec<u8> =
+                c.protocol_durations().iter().filter(|&d| codec_kind(c).frame_samples(d).is_ok()).collect();
+            CodecOffer::new(c, &ms)
+        })
+        .filter(|o| !o.durations.is_empty())
+        .collect()
+}
+
 /// The reason we give the registry when the peer's handshake messages fail verification.
 const VERIFICATION_FAILED: &str = "handshake verification failed";
 
@@ -285,6 +322,7 @@ fn end_kind(reason: &EndReason) -> EndKind {
         | EndReason::Offline
         | EndReason::UnknownUser => EndKind::Hangup,
         EndReason::Busy => EndKind::Busy,
+        EndReason::Incompatible(_) | EndReason::PrekeyExpired(_) => EndKind::Incompatible,
         EndReason::Missed => EndKind::Timeout,
         EndReason::PeerVanished => EndKind::PeerVanished,
         EndReason::SecurityFailure(_) => EndKind::Security,
@@ -297,6 +335,9 @@ fn end_kind(reason: &EndReason) -> EndKind {
 fn map_end_state(state: CallState, reason: Option<String>, kind: Option<EndKind>, we_are_caller: bool) -> EndReason {
     match state {
         CallState::Rejected if kind == Some(EndKind::Busy) => EndReason::Busy,
+        CallState::Rejected | CallState::Cancelled if kind == Some(EndKind::Incompatible) => {
+            EndReason::Incompatible(reason.unwrap_or_else(|| "the peer cannot run this call".into()))
+        }
         CallState::Rejected => EndReason::Rejected,
         CallState::Cancelled => EndReason::Cancelled,
         CallState::Missed => EndReason::Missed,
@@ -324,16 +365,33 @@ impl Driver {
         self.emit(SessionEvent::Error { message }).await;
     }
 
-    async fn register(&mut self) -> anyhow::Result<()> {
-        if let Some(max_age) = self.opts.prekey_max_age {
-            let age = now_ms().saturating_sub(self.opts.keystore.current_prekey_created_ms());
-            if u128::from(age) > max_age.as_millis() {
-                let id = self.opts.keystore.rotate_prekey(now_ms())?;
-                self.prekeys = self.opts.keystore.prekey_secrets();
-                tracing::info!(id, "rotated prekey");
-            }
+    /// Whether the current prekey is due for rotation: older than the configured rotation age, or (even
+    /// with rotation off) within [`PREKEY_RENEW_BEFORE_EXPIRY`] of its expiry.
+    fn prekey_due(&self) -> bool {
+        let lifetime = Duration::from_millis(qvoice_proto::PREKEY_LIFETIME_MS);
+        let limit = lifetime.saturating_sub(PREKEY_RENEW_BEFORE_EXPIRY);
+        let max_age = self.opts.prekey_max_age.map_or(limit, |a| a.min(limit));
+        let age = now_ms().saturating_sub(self.opts.keystore.current_prekey_created_ms());
+        u128::from(age) > max_age.as_millis()
+    }
+
+    /// Long-running clients renew their prekey before it expires: rotate and publish when due.
+    async fn renew_prekey(&mut self) {
+        if !self.prekey_due() || self.call.is_some() {
+            return;
         }
-        let prekey = self.opts.keystore.current_prekey().sign(&self.identity);
+        if let Err(e) = self.register().await {
+            self.error(format!("could not publish a new prekey: {e:#}")).await;
+        }
+    }
+
+    async fn register(&mut self) -> anyhow::Result<()> {
+        if self.prekey_due() {
+            let id = self.opts.keystore.rotate_prekey(now_ms())?;
+            self.prekeys = self.opts.keystore.prekey_secrets();
+            tracing::info!(id, "rotated prekey");
+        }
+        let prekey = self.opts.keystore.signed_prekey();
         let port = (self.opts.media_port != 0).then_some(self.opts.media_port);
         let resp = self
             .client
@@ -550,8 +608,18 @@ impl Driver {
                 return;
             }
         }
-        if !bundle.online {
-            self.end_unstarted(&name, EndReason::Offline).await;
+        // A callee without an open event stream is rung all the same: its client may be polling
+        // `/call/pending` (docs/REGISTRY.md, "Polling-only clients"). If nobody answers, we say it was offline.
+        self.dialed_offline = !bundle.online;
+        let codecs = codec_offers(&self.opts.codecs);
+        if !codecs.iter().any(|c| c.durations.contains(self.opts.frame_ms)) {
+            let runs: Vec<String> = codecs.iter().map(|c| format!("{} at {}", c.codec.name(), c.durations)).collect();
+            let reason = EndReason::Failed(format!(
+                "frame duration {} ms is not supported here ({}); set [media] frame_ms or --frame-ms accordingly",
+                self.opts.frame_ms,
+                runs.join(", ")
+            ));
+            self.end_unstarted(&name, reason).await;
             return;
         }
         let (socket, candidates) = match self.bind_media().await {
@@ -564,7 +632,7 @@ impl Driver {
         let params = CallerParams {
             caller: self.client.username().clone(),
             callee,
-            codecs: self.opts.codecs.clone(),
+            codecs,
             frame_ms: self.opts.frame_ms,
             candidates,
             obfuscation: self.opts.obfuscation,
@@ -573,6 +641,19 @@ impl Driver {
             Caller::start(&mut rand::rng(), now_ms(), &self.identity, params, &bundle.identity_key, &bundle.prekey);
         let (caller, offer) = match started {
             Ok(x) => x,
+            Err(qvoice_proto::Error::PrekeyExpired { expires_ms }) => {
+                let days = now_ms().saturating_sub(expires_ms) / 86_400_000;
+                let reason = EndReason::PrekeyExpired(format!(
+                    "{name}'s published prekey expired {days} day(s) ago; {name} must run qvoice once to publish a \
+                     new one (if they did, the registry serves a stale key)"
+                ));
+                self.end_unstarted(&name, reason).await;
+                return;
+            }
+            Err(e @ qvoice_proto::Error::Malformed(_)) => {
+                self.end_unstarted(&name, EndReason::Failed(e.to_string())).await;
+                return;
+            }
             Err(e) => {
                 self.end_unstarted(&name, EndReason::SecurityFailure(e.to_string())).await;
                 return;
@@ -583,7 +664,17 @@ impl Driver {
         self.call =
             Some(Call::Dialing { call_id: call_id.clone(), peer: name.clone(), caller, socket, since: Instant::now() });
         match self.client.initiate(offer.to_bytes()).await {
-            Ok(_) => self.emit(SessionEvent::Ringing { call_id, to: name }).await,
+            Ok(r) => {
+                if let Some(online) = r.callee_online {
+                    self.dialed_offline = !online;
+                }
+                if self.dialed_offline {
+                    tracing::info!(
+                        "{name} has no open event stream; the call rings until {name}'s client polls for it or it is missed"
+                    );
+                }
+                self.emit(SessionEvent::Ringing { call_id, to: name }).await;
+            }
             Err(e) => {
                 let reason = match e.code() {
                     Some(ErrorCode::Busy) => EndReason::Busy,
@@ -650,7 +741,8 @@ impl Driver {
                 if self.call.as_ref().is_some_and(|c| c.id() == call_id) {
                     let caller = matches!(self.call, Some(Call::Dialing { .. }))
                         || matches!(&self.call, Some(Call::Active { direction: Direction::Outgoing, .. }));
-                    self.end_call(map_end_state(state, reason, kind, caller), false).await;
+                    let reason = self.registry_ended(map_end_state(state, reason, kind, caller));
+                    self.end_call(reason, false).await;
                 }
             }
         }
@@ -660,8 +752,14 @@ impl Driver {
         if self.call.as_ref().is_some_and(|c| c.id() == call_id) {
             return;
         }
-        let offer = match b64::decode(offer_b64).ok().and_then(|b| Offer::parse(&b).ok()) {
-            Some(o) if o.call_id.to_hex() == call_id && o.caller.as_str() == caller => o,
+        let parsed =
+            b64::decode(offer_b64).map_err(|_| qvoice_proto::Error::Malformed("base64")).and_then(|b| Offer::parse(&b));
+        let offer = match parsed {
+            Ok(o) if o.call_id.to_hex() == call_id && o.caller.as_str() == caller => o,
+            Err(qvoice_proto::Error::UnsupportedVersion(v)) => {
+                self.refuse(call_id, caller, Refusal::Version { offered: v }).await;
+                return;
+            }
             _ => {
                 self.error(format!("ignoring a malformed incoming call from {caller}")).await;
                 return;
@@ -669,6 +767,11 @@ impl Driver {
         };
         if self.call.is_some() {
             let _ = self.client.end(EndRequest::Reject, &call_id, Some(EndKind::Busy), Some("busy")).await;
+            return;
+        }
+        // An OFFER we cannot run is refused before it rings, with the reason the caller shows.
+        if let Err(refusal) = qvoice_proto::choose(&offer, &codec_offers(&self.opts.codecs)) {
+            self.refuse(call_id, caller, refusal).await;
             return;
         }
         if let Err(e) = self.opts.contacts.reload() {
@@ -700,6 +803,26 @@ impl Driver {
         }
     }
 
+    /// Refuses an incoming call we cannot run (`/call/reject`, kind `incompatible`, the refusal as the
+    /// reason) and reports it.
+    async fn refuse(&mut self, call_id: String, caller: String, refusal: Refusal) {
+        let text = refusal.to_string();
+        tracing::info!(call = %call_id, %caller, "refusing an incoming call: {text}");
+        let refused = self.client.end(EndRequest::Reject, &call_id, Some(EndKind::Incompatible), Some(&text)).await;
+        if let Err(e) = refused {
+            tracing::info!(error = %e, "could not tell the registry we refuse the call");
+        }
+        let reason = EndReason::Incompatible(text);
+        self.emit(SessionEvent::Ended { call_id, peer: caller, reason, duration_s: 0.0 }).await;
+    }
+
+    /// How a call that the registry (or the peer through it) ended, ends for us: a call to a callee
+    /// without an event stream that nobody answered is reported as offline rather than missed.
+    fn registry_ended(&self, reason: EndReason) -> EndReason {
+        let dialing = matches!(self.call, Some(Call::Dialing { .. }));
+        if reason == EndReason::Missed && dialing && self.dialed_offline { EndReason::Offline } else { reason }
+    }
+
     async fn accept(&mut self, id: &str) {
         let Some(Call::Incoming { call_id, peer, offer, since }) = self.call.take_if(|c| c.id() == id) else {
             self.error(format!("no incoming call {id} to accept")).await;
@@ -715,7 +838,7 @@ impl Driver {
         };
         let params = CalleeParams {
             callee: self.client.username().clone(),
-            codecs: self.opts.codecs.clone(),
+            codecs: codec_offers(&self.opts.codecs),
             candidates,
             obfuscation: self.opts.obfuscation,
         };
@@ -764,6 +887,13 @@ impl Driver {
                     return;
                 }
                 self.start_media(call_id, peer, keys, socket, Direction::Outgoing).await;
+            }
+            Err(e @ qvoice_proto::Error::Incompatible(_)) => {
+                // A correctly signed ANSWER whose choices we did not offer: we cannot run it.
+                let text = e.to_string();
+                let _ = self.client.end(EndRequest::Cancel, &call_id, Some(EndKind::Incompatible), Some(&text)).await;
+                let reason = EndReason::Incompatible(text);
+                self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s: 0.0 }).await;
             }
             Err(e) => {
                 let text = Some(VERIFICATION_FAILED);
@@ -893,7 +1023,9 @@ impl Driver {
                 self.emit(SessionEvent::Path { call_id: call_id.clone(), path: format!("direct {to} (moved)") }).await;
             }
             MediaEvent::PeerSilent { .. } => self.end_call(EndReason::PeerVanished, true).await,
-            MediaEvent::PeerBye => self.end_call(EndReason::RemoteHangup, true).await,
+            // The peer ended the call and tells the registry itself (docs/REGISTRY.md, "Hang-up
+            // responsibilities"): posting /call/hangup too would only earn a 409.
+            MediaEvent::PeerBye => self.end_call(EndReason::RemoteHangup, false).await,
             MediaEvent::Failed(msg) => self.end_call(EndReason::MediaFailed(msg), true).await,
             MediaEvent::FirstAudioPlayed { since_start, .. } => {
                 tracing::debug!(?since_start, "first audio played");
@@ -940,7 +1072,8 @@ impl Driver {
             }
             (_, s @ (CallState::Rejected | CallState::Cancelled | CallState::Missed | CallState::Busy)) => {
                 let caller = matches!(self.call, Some(Call::Dialing { .. }));
-                self.end_call(map_end_state(s, st.reason, st.end_kind, caller), false).await;
+                let reason = self.registry_ended(map_end_state(s, st.reason, st.end_kind, caller));
+                self.end_call(reason, false).await;
             }
             (_, s @ (CallState::Ended | CallState::Failed)) => {
                 self.end_call(map_end_state(s, st.reason, st.end_kind, false), false).await;
@@ -983,9 +1116,14 @@ impl Driver {
                 EndReason::Rejected => None,
                 r => Some(r.label()),
             };
-            if let Err(e) = self.client.end(what, &call_id, Some(end_kind(&reason)), text.as_deref()).await {
-                // The registry may have restarted and forgotten the call; the peer learns from BYE.
-                tracing::info!(error = %e, "could not tell the registry the call ended");
+            match self.client.end(what, &call_id, Some(end_kind(&reason)), text.as_deref()).await {
+                Ok(_) => {}
+                // The registry ended it first (the peer's hang-up or a timeout crossed ours).
+                Err(e) if matches!(e.code(), Some(ErrorCode::WrongState | ErrorCode::UnknownCall)) => {
+                    tracing::debug!(error = %e, "the call had already ended at the registry");
+                }
+                // The registry may be down or have restarted; the peer learns from BYE.
+                Err(e) => tracing::info!(error = %e, "could not tell the registry the call ended"),
             }
         }
         self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s }).await;

@@ -35,8 +35,15 @@ pub enum EndReason {
     Missed,
     /// The callee was already in a call.
     Busy,
-    /// The callee has no open event stream.
+    /// The call was not answered, and the callee had no open event stream when it started ringing (a
+    /// client that only polls could still have answered).
     Offline,
+    /// One side cannot run the call as offered or answered: protocol version, capability, codec or frame
+    /// duration (the text says which, as the refusing side wrote it).
+    Incompatible(String),
+    /// The callee's published prekey has expired: the callee must run qvoice once to publish a fresh
+    /// one (or the registry serves a stale key).
+    PrekeyExpired(String),
     /// No media from the peer for the configured timeout.
     PeerVanished,
     /// The handshake failed verification (the text says which check).
@@ -62,6 +69,8 @@ impl EndReason {
             Self::Missed => "missed".into(),
             Self::Busy => "busy".into(),
             Self::Offline => "peer offline".into(),
+            Self::Incompatible(s) => format!("incompatible: {s}"),
+            Self::PrekeyExpired(s) => format!("callee's key expired: {s}"),
             Self::PeerVanished => "peer vanished (no media)".into(),
             Self::SecurityFailure(s) => format!("security check failed: {s}"),
             Self::UnknownUser => "no such user".into(),

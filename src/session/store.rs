@@ -7,7 +7,9 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use qvoice_proto::{IdentityKey, IdentitySecret, PrekeySecret, Username, b64};
+use qvoice_proto::{
+    IdentityKey, IdentitySecret, PREKEY_LIFETIME_MS, PREKEY_RETENTION_MS, PrekeySecret, SignedPrekey, Username, b64,
+};
 use serde::{Deserialize, Serialize};
 
 use super::events::Trust;
@@ -38,9 +40,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
     }
     Ok(())
 }
-
-/// How many rotated prekeys we keep, so calls set up against an older one still complete.
-const KEEP_PREKEYS: usize = 3;
 
 #[derive(Serialize, Deserialize)]
 struct KeyFile {
@@ -151,6 +150,12 @@ impl Keystore {
         self.prekeys[0].1
     }
 
+    /// The current prekey as published: signed by our identity, expiring [`PREKEY_LIFETIME_MS`] after it
+    /// was created (docs/PROTOCOL.md, "Identities and prekeys").
+    pub fn signed_prekey(&self) -> SignedPrekey {
+        self.current_prekey().sign(&self.identity, self.current_prekey_created_ms() + PREKEY_LIFETIME_MS)
+    }
+
     /// All prekeys we can still decapsulate with.
     pub fn prekey_secrets(&self) -> Vec<PrekeySecret> {
         self.prekeys.iter().map(|(p, _)| PrekeySecret::from_seed(p.id(), &p.to_seed())).collect()
@@ -164,11 +169,13 @@ impl Keystore {
         Ok(())
     }
 
-    /// Makes a new prekey current, keeping the last few for calls in flight. Saves. Fails on I/O errors.
+    /// Makes a new prekey current and deletes the secrets of prekeys that expired more than
+    /// [`PREKEY_RETENTION_MS`] ago (a caller may still encapsulate to an older one until it expires, and
+    /// its REVEAL comes shortly after). Saves. Fails on I/O errors.
     pub fn rotate_prekey(&mut self, now_ms: u64) -> anyhow::Result<u32> {
         let id = self.prekeys.iter().map(|(p, _)| p.id()).max().unwrap_or(0).wrapping_add(1);
         self.prekeys.insert(0, (PrekeySecret::generate(&mut rand::rng(), id), now_ms));
-        self.prekeys.truncate(KEEP_PREKEYS);
+        self.prekeys.retain(|(_, created)| created + PREKEY_LIFETIME_MS + PREKEY_RETENTION_MS > now_ms);
         self.save()?;
         Ok(id)
     }
@@ -301,6 +308,13 @@ mod tests {
         assert_eq!(back.current_prekey().id(), 2);
         assert_eq!(back.prekeys.len(), 2);
         assert_eq!(back.current_prekey().public_bytes(), ks.current_prekey().public_bytes());
+        // Older prekeys are kept until an hour past their expiry, then deleted.
+        let expired_at = 5 + PREKEY_LIFETIME_MS;
+        ks.rotate_prekey(expired_at + PREKEY_RETENTION_MS - 1).unwrap();
+        assert_eq!(ks.prekeys.iter().map(|(p, _)| p.id()).collect::<Vec<_>>(), vec![3, 2, 1]);
+        ks.rotate_prekey(expired_at + PREKEY_RETENTION_MS).unwrap();
+        assert_eq!(ks.prekeys.iter().map(|(p, _)| p.id()).collect::<Vec<_>>(), vec![4, 3, 2]);
+        assert_eq!(ks.signed_prekey().expires_ms, expired_at + PREKEY_RETENTION_MS + PREKEY_LIFETIME_MS);
     }
 
     #[test]

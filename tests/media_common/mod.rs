@@ -30,13 +30,13 @@ pub fn handshake(codec: Codec, a: &UdpSocket, b: &UdpSocket, seed: u64) -> (Sess
         CallerParams {
             caller: Username::parse("alice").unwrap(),
             callee: Username::parse("bob").unwrap(),
-            codecs: vec![codec],
+            codecs: vec![codec.into()],
             frame_ms: 20,
             candidates: vec![Candidate(a.local_addr().unwrap())],
             obfuscation: false,
         },
         &idb.public(),
-        &prekeys[0].sign(&idb),
+        &prekeys[0].sign(&idb, now + qvoice_proto::PREKEY_LIFETIME_MS),
     )
     .unwrap();
     let offer = Offer::parse(offer.to_bytes()).unwrap();
@@ -48,7 +48,7 @@ pub fn handshake(codec: Codec, a: &UdpSocket, b: &UdpSocket, seed: u64) -> (Sess
         &offer,
         CalleeParams {
             callee: Username::parse("bob").unwrap(),
-            codecs: vec![Codec::Opus, Codec::Pcm16],
+            codecs: vec![Codec::Opus.into(), Codec::Pcm16.into()],
             candidates: vec![Candidate(b.local_addr().unwrap())],
             obfuscation: false,
         },

@@ -57,13 +57,13 @@ fn build_handshake() -> Handshake {
     let alice = IdentitySecret::generate(&mut rng);
     let bob = IdentitySecret::generate(&mut rng);
     let bob_prekey = PrekeySecret::generate(&mut rng, 1);
-    let prekey = bob_prekey.sign(&bob);
+    let prekey = bob_prekey.sign(&bob, NOW_MS + qvoice_proto::PREKEY_LIFETIME_MS);
     let name = |s: &str| Username::parse(s).expect("fixture username");
     let cand = |s: &str| Candidate(s.parse().expect("fixture candidate"));
     let caller_params = CallerParams {
         caller: name("alice"),
         callee: name("bob"),
-        codecs: vec![Codec::Opus, Codec::Pcm16],
+        codecs: vec![Codec::Opus.into(), Codec::Pcm16.into()],
         frame_ms: 20,
         candidates: vec![cand("192.0.2.1:4000"), cand("[2001:db8::1]:4001")],
         obfuscation: true,
@@ -72,7 +72,7 @@ fn build_handshake() -> Handshake {
         Caller::start(&mut rng, NOW_MS, &alice, caller_params, &bob.public(), &prekey).expect("fixture offer");
     let callee_params = CalleeParams {
         callee: name("bob"),
-        codecs: vec![Codec::Opus],
+        codecs: vec![Codec::Opus.into()],
         candidates: vec![cand("198.51.100.7:5000")],
         obfuscation: true,
     };

@@ -23,6 +23,8 @@ pub fn start_logging(db: &Path, rust_log: &str, stderr: Stdio) -> (Child, String
         .args(["--bind", "127.0.0.1:0", "--rate-per-minute", "100000000", "--db"])
         .arg(db)
         .env("RUST_LOG", rust_log)
+        // Requests are signed for the tests' fixed origin (tests/common/mod.rs ORIGIN).
+        .env("QVOICE_REGISTRY_PUBLIC_URL", "http://registry.test:80")
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()

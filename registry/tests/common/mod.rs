@@ -22,6 +22,10 @@ use tower::ServiceExt as _;
 /// 2026-01-01T00:00:00Z.
 pub const T0: u64 = 1_767_225_600_000;
 
+/// The origin every test registry is configured with (`public_origins`, `--public-url`) and every test
+/// request is signed for; requests reach the registry at 127.0.0.1:PORT or through the bare router.
+pub const ORIGIN: &str = "http://registry.test:80";
+
 pub struct Party {
     pub name: String,
     pub id: IdentitySecret,
@@ -40,8 +44,10 @@ impl Party {
         self.id.public()
     }
 
+    /// The prekey, valid until ten years after [`T0`]: the same key serves the manual-clock tests (at
+    /// T0) and the real-binary ones (system clock).
     pub fn signed_prekey(&self) -> SignedPrekey {
-        self.prekey.sign(&self.id)
+        self.prekey.sign(&self.id, T0 + 10 * 365 * 86_400_000)
     }
 
     pub fn register_body(&self) -> Value {
@@ -55,11 +61,12 @@ impl Party {
     }
 
     pub fn auth_headers(&self, method: &str, pq: &str, ts: u64, body: &[u8]) -> Vec<(String, String)> {
-        let sig = qvoice_proto::auth::sign_request(&self.id, method, pq, &self.name, ts, body);
+        let sig = qvoice_proto::auth::sign_request(&self.id, ORIGIN, method, pq, &self.name, ts, body);
         vec![
             (qvoice_proto::auth::HEADER_USER.to_owned(), self.name.clone()),
             (qvoice_proto::auth::HEADER_TIMESTAMP.to_owned(), ts.to_string()),
             (qvoice_proto::auth::HEADER_SIGNATURE.to_owned(), b64::encode(&sig)),
+            (qvoice_proto::auth::HEADER_ORIGIN.to_owned(), ORIGIN.to_owned()),
         ]
     }
 }
@@ -108,6 +115,7 @@ pub fn config(dir: &tempfile::TempDir, clock: &ManualClock) -> Config {
     let mut c = Config::new(dir.path().join("registry.sqlite3"));
     c.bind = SocketAddr::from(([127, 0, 0, 1], 0));
     c.clock = Arc::new(clock.clone());
+    c.public_origins = vec![ORIGIN.to_owned()];
     c
 }
 
@@ -251,7 +259,7 @@ pub fn offer_at(now: u64, caller: &Party, callee: &Party) -> (Caller, Offer) {
     let params = CallerParams {
         caller: Username::parse(&caller.name).unwrap(),
         callee: Username::parse(&callee.name).unwrap(),
-        codecs: vec![Codec::Opus, Codec::Pcm16],
+        codecs: vec![Codec::Opus.into(), Codec::Pcm16.into()],
         frame_ms: 20,
         candidates: vec![Candidate("127.0.0.1:5556".parse().unwrap())],
         obfuscation: true,
@@ -262,7 +270,7 @@ pub fn offer_at(now: u64, caller: &Party, callee: &Party) -> (Caller, Offer) {
 pub fn answer_at(now: u64, callee: &Party, caller: &Party, offer: &Offer) -> (Callee, Answer) {
     let params = CalleeParams {
         callee: Username::parse(&callee.name).unwrap(),
-        codecs: vec![Codec::Opus],
+        codecs: vec![Codec::Opus.into()],
         candidates: vec![Candidate("127.0.0.1:5557".parse().unwrap())],
         obfuscation: true,
     };
