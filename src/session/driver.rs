@@ -333,21 +333,28 @@ fn end_kind(reason: &EndReason) -> EndKind {
 
 /// How a call the registry reports as ended in `state` (with the ending party's `kind`) ends for us.
 fn map_end_state(state: CallState, reason: Option<String>, kind: Option<EndKind>, we_are_caller: bool) -> EndReason {
-    match state {
-        CallState::Rejected if kind == Some(EndKind::Busy) => EndReason::Busy,
-        CallState::Rejected | CallState::Cancelled if kind == Some(EndKind::Incompatible) => {
+    let by_peer = matches!(state, CallState::Rejected | CallState::Cancelled | CallState::Ended);
+    match (state, kind) {
+        (CallState::Rejected, Some(EndKind::Busy)) => EndReason::Busy,
+        (CallState::Rejected | CallState::Cancelled, Some(EndKind::Incompatible)) => {
             EndReason::Incompatible(reason.unwrap_or_else(|| "the peer cannot run this call".into()))
         }
-        CallState::Rejected => EndReason::Rejected,
-        CallState::Cancelled => EndReason::Cancelled,
-        CallState::Missed => EndReason::Missed,
-        CallState::Busy => EndReason::Busy,
-        CallState::Ended if kind == Some(EndKind::Security) => {
-            EndReason::SecurityFailure("the peer rejected our handshake messages".into())
+        (_, Some(EndKind::Security)) if by_peer => EndReason::SecurityFailure(format!(
+            "the peer refused the call: {}",
+            reason.as_deref().unwrap_or("our handshake messages failed its checks")
+        )),
+        (CallState::Rejected | CallState::Cancelled, Some(EndKind::Timeout)) => EndReason::Missed,
+        (CallState::Ended, Some(EndKind::PeerVanished)) => EndReason::PeerVanished,
+        (_, Some(EndKind::Error | EndKind::Unknown)) if by_peer => {
+            EndReason::Failed(reason.unwrap_or_else(|| "the peer ended the call with an error".into()))
         }
-        CallState::Ended => EndReason::RemoteHangup,
-        CallState::Failed => EndReason::Failed(reason.unwrap_or_else(|| "handshake did not complete".into())),
-        other => EndReason::Failed(format!(
+        (CallState::Rejected, _) => EndReason::Rejected,
+        (CallState::Cancelled, _) => EndReason::Cancelled,
+        (CallState::Missed, _) => EndReason::Missed,
+        (CallState::Busy, _) => EndReason::Busy,
+        (CallState::Ended, _) => EndReason::RemoteHangup,
+        (CallState::Failed, _) => EndReason::Failed(reason.unwrap_or_else(|| "handshake did not complete".into())),
+        (other, _) => EndReason::Failed(format!(
             "registry reported {other:?} for a call we {}",
             if we_are_caller { "placed" } else { "received" }
         )),
@@ -865,11 +872,20 @@ impl Driver {
         else {
             return;
         };
-        let answer = match b64::decode(answer_b64).ok().and_then(|b| Answer::parse(&b).ok()) {
-            Some(a) => a,
-            None => {
+        let parsed = b64::decode(answer_b64)
+            .map_err(|_| qvoice_proto::Error::Malformed("base64"))
+            .and_then(|b| Answer::parse(&b));
+        let answer = match parsed {
+            Ok(a) => a,
+            Err(e) => {
+                let reason = match e {
+                    qvoice_proto::Error::UnsupportedVersion(v) => EndReason::Incompatible(format!(
+                        "the callee answered in protocol version {v}, which this client does not speak; update qvoice"
+                    )),
+                    _ => EndReason::SecurityFailure("malformed ANSWER".into()),
+                };
                 self.call = Some(Call::Dialing { call_id, peer, caller, socket, since });
-                self.end_call(EndReason::SecurityFailure("malformed ANSWER".into()), true).await;
+                self.end_call(reason, true).await;
                 return;
             }
         };
@@ -1137,4 +1153,32 @@ fn fingerprint(key_b64: &str) -> String {
         .and_then(|k| qvoice_proto::IdentityKey::from_bytes(&k).ok())
         .map(|k| k.short_fingerprint())
         .unwrap_or_else(|| "?".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_other_party_sees_follows_the_end_kind_not_the_text() {
+        let r = |state, kind, reason: &str| map_end_state(state, Some(reason.to_owned()), kind, true);
+        assert_eq!(r(CallState::Rejected, Some(EndKind::Busy), "x"), EndReason::Busy);
+        assert_eq!(r(CallState::Rejected, None, "busy"), EndReason::Rejected, "text is never interpreted");
+        assert_eq!(r(CallState::Rejected, Some(EndKind::Incompatible), "why"), EndReason::Incompatible("why".into()));
+        assert_eq!(r(CallState::Cancelled, Some(EndKind::Incompatible), "why"), EndReason::Incompatible("why".into()));
+        assert!(matches!(r(CallState::Ended, Some(EndKind::Security), "x"), EndReason::SecurityFailure(_)));
+        assert_eq!(r(CallState::Cancelled, Some(EndKind::Timeout), "x"), EndReason::Missed);
+        assert_eq!(r(CallState::Ended, Some(EndKind::PeerVanished), "x"), EndReason::PeerVanished);
+        assert_eq!(r(CallState::Ended, Some(EndKind::Unknown), "new"), EndReason::Failed("new".into()));
+        assert_eq!(r(CallState::Ended, Some(EndKind::MediaFailed), "x"), EndReason::RemoteHangup);
+        assert_eq!(r(CallState::Ended, None, "handshake verification failed"), EndReason::RemoteHangup);
+        assert_eq!(r(CallState::Missed, Some(EndKind::Security), "x"), EndReason::Missed, "registry states win");
+    }
+
+    #[test]
+    fn offers_list_what_the_media_engine_runs() {
+        let offers = codec_offers(&[Codec::Pcm16, Codec::Opus]);
+        let list: Vec<(Codec, Vec<u8>)> = offers.iter().map(|o| (o.codec, o.durations.iter().collect())).collect();
+        assert_eq!(list, vec![(Codec::Pcm16, vec![10, 20, 40]), (Codec::Opus, vec![10, 20, 40, 60])]);
+    }
 }
