@@ -222,7 +222,7 @@ fn handshake(codec: Codec, frame_ms: u8, a: &UdpSocket, b: &UdpSocket) -> Result
             callee: Username::parse("bob")?,
             codecs: vec![codec],
             frame_ms,
-            candidates: vec![Candidate(a.local_addr()?)],
+            candidates: vec![Candidate::host(a.local_addr()?)],
             obfuscation: false,
         },
         &idb.public(),
@@ -232,7 +232,7 @@ fn handshake(codec: Codec, frame_ms: u8, a: &UdpSocket, b: &UdpSocket) -> Result
     let params = CalleeParams {
         callee: Username::parse("bob")?,
         codecs: vec![Codec::Opus, Codec::Pcm16],
-        candidates: vec![Candidate(b.local_addr()?)],
+        candidates: vec![Candidate::host(b.local_addr()?)],
         obfuscation: false,
     };
     let (callee, answer) = Callee::on_offer(&mut rng, now + 40, &idb, &ida.public(), &offer, params)?;

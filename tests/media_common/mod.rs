@@ -32,7 +32,7 @@ pub fn handshake(codec: Codec, a: &UdpSocket, b: &UdpSocket, seed: u64) -> (Sess
             callee: Username::parse("bob").unwrap(),
             codecs: vec![codec],
             frame_ms: 20,
-            candidates: vec![Candidate(a.local_addr().unwrap())],
+            candidates: vec![Candidate::host(a.local_addr().unwrap())],
             obfuscation: false,
         },
         &idb.public(),
@@ -49,7 +49,7 @@ pub fn handshake(codec: Codec, a: &UdpSocket, b: &UdpSocket, seed: u64) -> (Sess
         CalleeParams {
             callee: Username::parse("bob").unwrap(),
             codecs: vec![Codec::Opus, Codec::Pcm16],
-            candidates: vec![Candidate(b.local_addr().unwrap())],
+            candidates: vec![Candidate::host(b.local_addr().unwrap())],
             obfuscation: false,
         },
     )
