@@ -24,7 +24,7 @@ pub use frame::{FrameType, Header};
 pub use handshake::{Answer, Callee, CalleeParams, Caller, CallerParams, Offer, Reveal, SessionKeys};
 pub use identity::{IdentityKey, IdentitySecret, PrekeySecret, SignedPrekey, safety_number};
 pub use media::{MediaCrypto, Opened, ReplayWindow};
-pub use types::{CallId, Candidate, CandidateKind, Codec, Role, SessionId, Username};
+pub use types::{CallId, Candidate, CandidateKind, Codec, MAX_CANDIDATES, Role, SessionId, Username};
 
 /// Protocol version carried in every handshake message and media frame header.
 pub const PROTOCOL_VERSION: u8 = 1;

@@ -21,6 +21,7 @@ pub mod events;
 pub mod limits;
 pub mod metrics;
 pub mod store;
+pub mod turn;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -74,6 +75,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// Time source.
     pub clock: Arc<dyn Clock>,
+    /// STUN/TURN servers advertised to clients, with the TURN shared secret.
+    pub media_servers: turn::MediaServers,
 }
 
 impl Config {
@@ -91,6 +94,7 @@ impl Config {
             sse_keepalive: Duration::from_secs(15),
             rate_limits: RateLimits::default(),
             clock: Arc::new(SystemClock),
+            media_servers: turn::MediaServers { turn_ttl: turn::DEFAULT_TURN_TTL, ..Default::default() },
         }
     }
 
@@ -241,6 +245,7 @@ pub fn router(state: AppState) -> Router {
         .route("/call/hangup", post(api::hangup))
         .route("/call/status/{call_id}", get(api::status))
         .route("/events", get(api::events))
+        .route("/turn/credentials", get(turn::credentials))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

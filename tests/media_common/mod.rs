@@ -200,7 +200,7 @@ pub fn start_call(dir: &Path, input: &Path, codec: CodecKind, impairment: Impair
     let peer = |k: &SessionKeys| k.peer_candidates.iter().map(|c| c.0).collect::<Vec<SocketAddr>>();
     let (a_out, b_out) = (dir.join("a_out.wav"), dir.join("b_out.wav"));
     let mk = |keys: SessionKeys, sock: UdpSocket, out: &Path, seed: u64| {
-        let peers = peer(&keys);
+        let peers = keys.peer_candidates.clone();
         let mut cfg = MediaConfig::new(keys.media, sock, peers);
         cfg.codec = codec;
         cfg.frame_ms = keys.frame_ms;

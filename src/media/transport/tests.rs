@@ -1,0 +1,1 @@
+//! Transport tests on a virtual clock with simulated NATs and relay.
