@@ -121,7 +121,7 @@ table ip qvnat {
     chain qv_forward {
         type filter hook forward priority filter; policy drop;
         ct state established,related accept
-        iifname "lan" oifname "wan" accept
+        iifname "lan" oifname { "wan", "lan" } accept
     }
     chain qv_input {
         type filter hook input priority filter; policy drop;
@@ -167,6 +167,14 @@ topology() { # topology KIND_A KIND_B
     in_ns qvn-inet ip link add br0 type bridge
     for a in 198.51.100.1/24 203.0.113.254/24 192.0.2.254/24; do in_ns qvn-inet ip addr add "$a" dev br0; done
     in_ns qvn-inet ip link set br0 up
+    # The rest of the internet: a default route into a link that leads nowhere, so traffic to addresses
+    # nobody here owns (the clients' private host candidates) vanishes silently, as upstream of a real
+    # server, instead of failing the sender with "network unreachable" (coturn stops relaying for an
+    # allocation after such a send error).
+    in_ns qvn-inet ip link add upstream type veth peer name upstream-end
+    in_ns qvn-inet ip link set upstream up
+    in_ns qvn-inet ip link set upstream-end up
+    in_ns qvn-inet ip route add default dev upstream
     router qvn-ra 203.0.113.10 198.18.1 "$1"
     router qvn-rb 203.0.113.20 198.18.2 "$2"
     client qvn-a 198.18.1.2/24 198.18.1.1 qvn-ra lan
@@ -186,7 +194,7 @@ start_servers() { # start_servers DIR WITH_COTURN(0|1)
         in_ns qvn-inet turnserver -n --listening-ip=198.51.100.1 --relay-ip=198.51.100.1 --listening-port=3478 \
             --use-auth-secret --static-auth-secret="$SECRET" --realm=qvoice.lab --fingerprint \
             --no-tls --no-dtls --no-tcp --no-tcp-relay --no-cli --no-rfc5780 --min-port=49152 --max-port=49407 \
-            --pidfile="$dir/turnserver.pid" --log-file=stdout --simple-log >"$dir/coturn.log" 2>&1 &
+            --pidfile="$dir/turnserver.pid" --log-file=stdout --simple-log ${QVNAT_COTURN_VERBOSE:+--verbose} >"$dir/coturn.log" 2>&1 &
         track $!
         wait_for 10 "coturn on 198.51.100.1:3478" sh -c "ip netns exec qvn-inet ss -Huln | grep -q '198.51.100.1:3478'"
     fi

@@ -138,6 +138,8 @@ pub struct Transport {
     selector: PathSelector,
     path: Option<PathInfo>,
     relay: Option<RelayAllocation>,
+    /// Peer IPs we asked the relay to permit (asked once each; the TURN client refreshes them).
+    permitted: Vec<std::net::IpAddr>,
     rx: RxStats,
     out: VecDeque<Transmit>,
     events: VecDeque<TransportEvent>,
@@ -172,6 +174,7 @@ impl Transport {
             selector: PathSelector::new(now, cfg.controlling),
             path: None,
             relay: cfg.relay,
+            permitted: Vec::new(),
             rx: RxStats::new(now, cfg.frame_samples),
             out: VecDeque::with_capacity(OUT_QUEUE),
             events: VecDeque::new(),
@@ -188,14 +191,9 @@ impl Transport {
             open_buf: [0; MAX_DATAGRAM],
         };
         // Let the peer's checks through our relay: permissions for every IPv4 address it signed.
-        let ips: Vec<_> = cfg.remote.iter().map(|c| c.addr().ip()).filter(|ip| ip.is_ipv4()).collect();
-        if let Some(r) = &mut t.relay {
-            let sn = Sans::at(t.start, now);
-            for ip in ips {
-                let _ = r.client.create_permission(TransportType::Udp, ip, sn);
-            }
+        for c in &cfg.remote {
+            t.permit(now, c.addr());
         }
-        t.drain_relay(now);
         t
     }
 
@@ -241,7 +239,7 @@ impl Transport {
                 }
                 TurnRecvRet::Handled => self.drain_relay(now),
                 // Our own keepalive's answers and ICMP relayed by the server.
-                TurnRecvRet::Ignored(_) | TurnRecvRet::PeerIcmp { .. } => {}
+                TurnRecvRet::Ignored(_) | TurnRecvRet::PeerIcmp { .. } => tracing::debug!("relay datagram ignored"),
             }
             return None;
         }
@@ -249,6 +247,7 @@ impl Transport {
             // A late answer to a gathering request: nothing to do.
             return None;
         }
+        tracing::trace!(%from, len = data.len(), "datagram");
         self.on_frame(now, Base::Host, from, data, data.len())
     }
 
@@ -307,6 +306,7 @@ impl Transport {
             }
             FrameType::Probe => match Probe::parse(&self.open_buf[..plen]) {
                 Ok(p) => {
+                    tracing::debug!(?base, %from, "probe received");
                     // Answer on the path the probe came in on: that is the path being tested.
                     self.send_frame(now, FrameType::ProbeAck, &p.to_bytes(), base, from);
                     let pair = self.checks.find(base, from).or_else(|| {
@@ -326,6 +326,7 @@ impl Transport {
                 Ok(p) => {
                     let i = (p.id & 0xff) as usize;
                     let symmetric = self.checks.get(i).is_some_and(|pair| pair.base == base && pair.remote == from);
+                    tracing::debug!(?base, %from, pair = i, symmetric, "probe answered");
                     if symmetric {
                         let rtt = Duration::from_micros(self.now_us(now).saturating_sub(p.sent_us));
                         self.checks.succeeded(i, now, Some(rtt));
@@ -378,9 +379,12 @@ impl Transport {
         let sn = Sans::at(self.start, now);
         if let Some(r) = &mut self.relay
             && peer.is_ipv4()
-            && !r.client.have_permission(TransportType::Udp, peer.ip())
+            && !self.permitted.contains(&peer.ip())
         {
-            let _ = r.client.create_permission(TransportType::Udp, peer.ip(), sn);
+            self.permitted.push(peer.ip());
+            if let Err(e) = r.client.create_permission(TransportType::Udp, peer.ip(), sn) {
+                tracing::debug!(ip = %peer.ip(), error = %e, "relay permission not requested");
+            }
         }
         self.drain_relay(now);
     }
@@ -395,6 +399,7 @@ impl Transport {
 
     fn selected_changed(&mut self, now: Instant, i: usize) {
         let Some(p) = self.checks.get(i).copied() else { return };
+        tracing::debug!(pair = i, ?p.base, remote = %p.remote, "selected");
         let info = PathInfo {
             kind: p.path_kind(),
             base: p.base,
@@ -474,7 +479,8 @@ impl Transport {
                         tb.data.write_into(&mut t.data[..len]);
                     }
                     Ok(None) => return true,
-                    Err(_) => {
+                    Err(e) => {
+                        tracing::debug!(%to, error = %e, "relay send refused");
                         // No permission yet (it is being created) or the allocation is gone.
                         Counters::add(&self.counters.socket_errors, 1);
                         return false;
@@ -491,6 +497,7 @@ impl Transport {
         if p.base == Base::Relay {
             let ok = self.relay.as_ref().is_some_and(|r| r.client.have_permission(TransportType::Udp, p.remote.ip()));
             if !ok {
+                // The permission is on its way (or the relay refused it): nothing can pass yet.
                 self.permit(now, p.remote);
                 return;
             }
@@ -516,7 +523,7 @@ impl Transport {
         }
         while let Some(ev) = r.client.poll_event() {
             match ev {
-                TurnEvent::PermissionCreateFailed(_, ip) => tracing::info!(%ip, "the relay refused a permission"),
+                TurnEvent::PermissionCreateFailed(_, ip) => tracing::debug!(%ip, "the relay refused a permission"),
                 TurnEvent::ChannelCreateFailed(_, peer) => tracing::debug!(%peer, "relay channel not bound"),
                 other => tracing::debug!(?other, "relay"),
             }
