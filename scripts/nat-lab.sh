@@ -194,7 +194,7 @@ start_servers() { # start_servers DIR WITH_COTURN(0|1)
         in_ns qvn-inet turnserver -n --listening-ip=198.51.100.1 --relay-ip=198.51.100.1 --listening-port=3478 \
             --use-auth-secret --static-auth-secret="$SECRET" --realm=qvoice.lab --fingerprint \
             --no-tls --no-dtls --no-tcp --no-tcp-relay --no-cli --no-rfc5780 --min-port=49152 --max-port=49407 \
-            --pidfile="$dir/turnserver.pid" --log-file=stdout --simple-log ${QVNAT_COTURN_VERBOSE:+--verbose} >"$dir/coturn.log" 2>&1 &
+            --pidfile="$dir/turnserver.pid" --userdb="$dir/turndb" --log-file=stdout --simple-log ${QVNAT_COTURN_VERBOSE:+--verbose} >"$dir/coturn.log" 2>&1 &
         track $!
         wait_for 10 "coturn on 198.51.100.1:3478" sh -c "ip netns exec qvn-inet ss -Huln | grep -q '198.51.100.1:3478'"
     fi
@@ -204,6 +204,15 @@ start_servers() { # start_servers DIR WITH_COTURN(0|1)
 init_user() { # init_user NS NAME DIR
     in_ns "$1" "$QVOICE" --home "$3/home-$2" init --username "$2" --registry http://198.51.100.1:5001 \
         >"$3/init-$2.log" 2>&1
+}
+
+# stamp OUT STAMPED: copies stdin lines to OUT, and to STAMPED prefixed with the wall clock (for the bench).
+stamp() {
+    local line
+    while IFS= read -r line; do
+        printf '%s\n' "$line" >>"$1"
+        printf '%s %s\n' "$(date +%s.%N)" "$line" >>"$2"
+    done
 }
 
 json_field() { # json_field FILE EVENT FIELD: the field of the last EVENT line
@@ -239,7 +248,7 @@ run_call() {
     local t0
     t0=$(date +%s%N)
     in_ns "$cns" "$QVOICE" --home "$dir/home-alice" call bob --duration "$CALL_SECS" --input "$SPEECH" \
-        --output "$dir/heard-alice.wav" --json >"$dir/alice.jsonl" 2>"$dir/alice.log" &
+        --output "$dir/heard-alice.wav" --json 2>"$dir/alice.log" > >(stamp "$dir/alice.jsonl" "$dir/alice.stamped") &
     local alice=$!
     track "$alice"
     if [ -n "$midcall" ]; then
@@ -249,6 +258,8 @@ run_call() {
     fi
     local limit=$(( CALL_SECS + 30 ))
     wait_exit "$alice" "$limit" >"$dir/rc-alice"
+    # Alice's lines pass through the stamper: let it write the last one.
+    wait_for 5 "alice's last event" grep -q '"event":"ended"' "$dir/alice.jsonl" || true
     local t1
     t1=$(date +%s%N)
     wait_exit "$bob" 20 >"$dir/rc-bob"
@@ -356,6 +367,69 @@ case_no_path() {
     [ "$ms_a" -le 15000 ] && [ "$ms_b" -le 15000 ] || fail "took longer than 15 s to give up"
     if grep -q '"event":"active"' "$1/alice.jsonl"; then fail "alice claimed an active call"; fi
 }
+
+relay_counters() { # counts UDP bytes between each router and the relay host, both ways
+    in_ns qvn-inet nft -f - <<'EOF'
+table ip qvbench {
+    chain qv_in { type filter hook input priority 0; policy accept;
+        ip saddr 203.0.113.10 udp dport 3478-65535 counter
+        ip saddr 203.0.113.20 udp dport 3478-65535 counter
+    }
+    chain qv_out { type filter hook output priority 0; policy accept;
+        ip daddr 203.0.113.10 udp sport 3478-65535 counter
+        ip daddr 203.0.113.20 udp sport 3478-65535 counter
+    }
+}
+EOF
+}
+
+bench_case() { # bench_case DIR KIND(pp|ad): one call, its timings and relay byte counts
+    local dir=$1 k=$2 want=direct
+    [ "$k" = pp ] || want=relayed
+    topology "$k" "$k"; start_servers "$dir" 1; relay_counters
+    run_call "$dir" qvn-a qvn-b
+    check_call "$dir" "$want"
+    in_ns qvn-inet nft list table ip qvbench | grep -o 'bytes [0-9]*' | awk '{print $2}' | tr '\n' ' ' >"$dir/relay-bytes"
+    python3 - "$dir" "$want" <<'EOF' >>"$WORK/bench.txt"
+import json, sys
+d, kind = sys.argv[1:3]
+def stamped(event):
+    for line in open(f"{d}/alice.stamped"):
+        ts, _, rest = line.partition(" ")
+        try:
+            ev = json.loads(rest)
+        except ValueError:
+            continue
+        if ev.get("event") == event:
+            return float(ts), ev
+    return None, None
+dial, _ = stamped("dialing")
+sas, _ = stamped("sas_ready")
+active, _ = stamped("active")
+_, ended = stamped("ended")
+secs = ended["duration_s"] if ended else 0
+a_in, b_in, a_out, b_out = (int(x) for x in open(f"{d}/relay-bytes").read().split())
+print(f"{kind:8} dial->keys {1000 * (sas - dial):5.0f} ms  keys->first audio {1000 * (active - sas):5.0f} ms  "
+      f"dial->first audio {1000 * (active - dial):5.0f} ms | relay host UDP over {secs:.1f} s: "
+      f"A->relay {a_in} B, relay->B {b_out} B, B->relay {b_in} B, relay->A {a_out} B "
+      f"(A->B {8 * (a_in + b_out) / 2 / secs / 1000:.1f} kbit/s per leg, B->A {8 * (b_in + a_out) / 2 / secs / 1000:.1f})")
+EOF
+}
+bench_direct() { bench_case "$1" pp; }
+bench_relayed() { bench_case "$1" ad; }
+
+if [ "${1:-}" = bench ]; then
+    # bash scripts/nat-lab.sh bench [RUNS]: dial -> first audio, direct vs relayed; relay traffic.
+    runs=${2:-3}
+    : >"$WORK/bench.txt"
+    for i in $(seq "$runs"); do
+        run_case "bench-direct-$i" bench_direct
+        run_case "bench-relayed-$i" bench_relayed
+    done
+    cat "$WORK/bench.txt"
+    [ "$FAILED" -eq 0 ]
+    exit
+fi
 
 ALL=(pp_pp pp_ad ad_ad same_nat public rebinding no_path)
 CASES=("$@")

@@ -108,7 +108,8 @@ fn keys(a: &[Candidate], b: &[Candidate]) -> (qvoice_proto::SessionKeys, qvoice_
         candidates: a.to_vec(),
         obfuscation: false,
     };
-    let (caller, offer) = Caller::start(&mut rng, now, &ida, caller_params, &idb.public(), &prekeys[0].sign(&idb)).unwrap();
+    let (caller, offer) =
+        Caller::start(&mut rng, now, &ida, caller_params, &idb.public(), &prekeys[0].sign(&idb)).unwrap();
     let offer = Offer::parse(offer.to_bytes()).unwrap();
     let callee_params = CalleeParams {
         callee: Username::parse("bob").unwrap(),
@@ -180,7 +181,10 @@ impl Sim {
             };
             for d in due {
                 let target = self.owner(d.to).or_else(|| {
-                    self.peers.iter().enumerate().find_map(|(i, p)| p.nat.as_ref()?.inbound(d.from, d.to).map(|a| (i, a)))
+                    self.peers
+                        .iter()
+                        .enumerate()
+                        .find_map(|(i, p)| p.nat.as_ref()?.inbound(d.from, d.to).map(|a| (i, a)))
                 });
                 if let Some((i, _)) = target {
                     let p = &mut self.peers[i];
@@ -298,9 +302,9 @@ fn the_call_follows_a_nat_rebinding_mid_call() {
     }
     let before = sim.peers[1].audio_rx;
     sim.run(t0 + Duration::from_secs(4));
-    let moved = sim.peers[1].events.iter().any(|e| {
-        matches!(e, TransportEvent::PathChanged { to, .. } if to.remote == "203.0.113.11:5000".parse().unwrap())
-    });
+    let moved = sim.peers[1].events.iter().any(
+        |e| matches!(e, TransportEvent::PathChanged { to, .. } if to.remote == "203.0.113.11:5000".parse().unwrap()),
+    );
     assert!(moved, "{:?}", sim.peers[1].events);
     assert!(sim.peers[1].audio_rx - before > 90, "audio keeps flowing to B");
     let a_before = sim.peers[0].audio_rx;
