@@ -15,6 +15,7 @@ use qvoice_proto::Candidate;
 use super::candidates::{Base, PathKind, RemoteKind, pair_priority};
 use super::timers::{
     CHECK_INTERVAL, CHECK_INTERVAL_MAX, CHECK_PACE, CHECK_TIMEOUT, CONSENT_INTERVAL, CONSENT_TIMEOUT, STANDBY_INTERVAL,
+    STANDBY_TIMEOUT,
 };
 
 /// Most pairs one call keeps (signed ones plus peer-reflexive ones); also the probe-id space.
@@ -177,10 +178,17 @@ impl CheckList {
         }
     }
 
+    /// Pair `i` was just selected: its consent checks start at the consent interval.
+    pub fn selected(&mut self, i: usize, now: Instant) {
+        if let Some(p) = self.pairs.get_mut(i) {
+            p.next_check = p.next_check.min(now + CONSENT_INTERVAL);
+        }
+    }
+
     /// The next pair to probe, if one is due at `now` and pacing allows; schedules its next probe.
     /// `selected` is probed at the consent interval, other working pairs at the standby interval.
     pub fn next_check(&mut self, now: Instant, selected: Option<usize>) -> Option<usize> {
-        self.expire(now);
+        self.expire(now, selected);
         if now < self.next_pace {
             return None;
         }
@@ -205,13 +213,15 @@ impl CheckList {
         Some(i)
     }
 
-    /// Fails pairs that never answered by the check timeout and working pairs that lost consent.
-    pub fn expire(&mut self, now: Instant) {
+    /// Fails pairs that never answered by the check timeout and working pairs that lost consent (no
+    /// answer for [`CONSENT_TIMEOUT`] on the selected pair, [`STANDBY_TIMEOUT`] on the others).
+    pub fn expire(&mut self, now: Instant, selected: Option<usize>) {
         let checks_over = now >= self.start + CHECK_TIMEOUT;
-        for p in &mut self.pairs {
+        for (i, p) in self.pairs.iter_mut().enumerate() {
+            let timeout = if selected == Some(i) { CONSENT_TIMEOUT } else { STANDBY_TIMEOUT };
             match p.state {
                 PairState::Checking if checks_over => p.state = PairState::Failed,
-                PairState::Succeeded if p.last_ack.is_some_and(|t| now >= t + CONSENT_TIMEOUT) => {
+                PairState::Succeeded if p.last_ack.is_some_and(|t| now >= t + timeout) => {
                     // Lost consent: check it again like a new pair until the check timeout, then give up.
                     p.state = if checks_over { PairState::Failed } else { PairState::Checking };
                     p.next_check = now;
@@ -223,13 +233,17 @@ impl CheckList {
     }
 
     /// When [`CheckList::next_check`] may next return a pair.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self, selected: Option<usize>) -> Option<Instant> {
         let due = self.pairs.iter().filter(|p| p.state != PairState::Failed).map(|p| p.next_check).min()?;
         let consent = self
             .pairs
             .iter()
-            .filter(|p| p.state == PairState::Succeeded)
-            .filter_map(|p| p.last_ack.map(|t| t + CONSENT_TIMEOUT))
+            .enumerate()
+            .filter(|(_, p)| p.state == PairState::Succeeded)
+            .filter_map(|(i, p)| {
+                let timeout = if selected == Some(i) { CONSENT_TIMEOUT } else { STANDBY_TIMEOUT };
+                p.last_ack.map(|t| t + timeout)
+            })
             .min();
         let checks_over = (self.start + CHECK_TIMEOUT).max(self.start);
         let any_checking = self.pairs.iter().any(|p| p.state == PairState::Checking);
@@ -297,7 +311,7 @@ mod tests {
         assert!(sent <= 6 * 14, "sent {sent}");
         assert!(cl.all_failed());
         assert!(cl.next_check(now, None).is_none());
-        assert!(cl.poll_timeout().is_none());
+        assert!(cl.poll_timeout(None).is_none());
     }
 
     #[test]

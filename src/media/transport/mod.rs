@@ -400,6 +400,7 @@ impl Transport {
     fn selected_changed(&mut self, now: Instant, i: usize) {
         let Some(p) = self.checks.get(i).copied() else { return };
         tracing::debug!(pair = i, ?p.base, remote = %p.remote, "selected");
+        self.checks.selected(i, now);
         let info = PathInfo {
             kind: p.path_kind(),
             base: p.base,
@@ -498,6 +499,7 @@ impl Transport {
             let ok = self.relay.as_ref().is_some_and(|r| r.client.have_permission(TransportType::Udp, p.remote.ip()));
             if !ok {
                 // The permission is on its way (or the relay refused it): nothing can pass yet.
+                tracing::trace!(pair = i, remote = %p.remote, "no relay permission yet");
                 self.permit(now, p.remote);
                 return;
             }
@@ -505,7 +507,8 @@ impl Transport {
         self.probe_seq = self.probe_seq.wrapping_add(1);
         let id = (self.probe_seq << 8) | (i as u32 & 0xff);
         let probe = Probe { id, sent_us: self.now_us(now) }.to_bytes();
-        self.send_frame(now, FrameType::Probe, &probe, p.base, p.remote);
+        let sent = self.send_frame(now, FrameType::Probe, &probe, p.base, p.remote);
+        tracing::trace!(pair = i, base = ?p.base, remote = %p.remote, sent, "probe");
     }
 
     fn drain_relay(&mut self, now: Instant) {
@@ -601,7 +604,7 @@ impl Transport {
     /// When [`Transport::handle_timeout`] must run next.
     pub fn poll_timeout(&mut self, now: Instant) -> Instant {
         let mut t = self.next_report.min(self.next_relay_keepalive);
-        if let Some(c) = self.checks.poll_timeout() {
+        if let Some(c) = self.checks.poll_timeout(self.selector.selected()) {
             t = t.min(c);
         }
         if self.path.is_none() && !self.no_path_reported {

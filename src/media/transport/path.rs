@@ -157,9 +157,9 @@ mod tests {
         assert_eq!(ps.update(&cl, t0), Some(direct));
         let later = t0 + Duration::from_secs(3);
         cl.succeeded(relayed, later, None);
-        cl.expire(later);
+        cl.expire(later, Some(direct));
         assert_eq!(ps.update(&cl, later), None);
-        cl.expire(t0 + Duration::from_millis(4100));
+        cl.expire(t0 + Duration::from_millis(4100), Some(direct));
         assert_eq!(ps.update(&cl, t0 + Duration::from_millis(4100)), Some(relayed));
     }
 

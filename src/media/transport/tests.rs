@@ -239,6 +239,13 @@ fn port_preserving_nats_connect_directly_within_a_few_round_trips() {
     assert_eq!(b.remote, "203.0.113.10:5000".parse().unwrap());
     sim.run(t0 + Duration::from_secs(2));
     assert!(sim.peers[0].audio_rx > 60 && sim.peers[1].audio_rx > 60, "audio both ways");
+    // Consent holds the path for the whole call: no spurious path changes, and past the check timeout
+    // only the selected pair is still probed (once a second) besides standby pairs.
+    sim.run(t0 + Duration::from_secs(30));
+    for p in &sim.peers {
+        assert!(p.events.iter().all(|e| matches!(e, TransportEvent::PathUp(_))), "{:?}", p.events);
+        assert_eq!(p.t.working_pairs(), 1);
+    }
 }
 
 #[test]

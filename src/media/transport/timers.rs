@@ -22,8 +22,10 @@ pub const CONSENT_INTERVAL: Duration = Duration::from_secs(1);
 /// Working pairs that are not selected are probed this often, which holds their NAT bindings and TURN
 /// permissions open so a fallback is ready (NAT UDP timeouts are 30 s and up; RFC 4787 asks ≥ 2 min).
 pub const STANDBY_INTERVAL: Duration = Duration::from_secs(5);
-/// A working pair with no probe answered for this long is considered broken.
+/// The selected pair with no probe answered for this long is considered broken.
 pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(4);
+/// A standby pair with no probe answered for this long (three standby probes) is considered broken.
+pub const STANDBY_TIMEOUT: Duration = Duration::from_secs(16);
 /// Receiver reports (and the keepalive of an otherwise idle selected pair).
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// A STUN Binding request to the TURN server this often keeps our NAT's binding towards it alive
@@ -69,5 +71,6 @@ mod tests {
         assert!(STANDBY_INTERVAL <= Duration::from_secs(15) && RELAY_KEEPALIVE <= Duration::from_secs(15));
         // Relay fallback comes well before the no-path bound, and consent outlives several probes.
         assert!(RELAY_AFTER * 3 < CHECK_TIMEOUT && CONSENT_TIMEOUT >= CONSENT_INTERVAL * 3);
+        assert!(STANDBY_TIMEOUT >= STANDBY_INTERVAL * 3);
     }
 }
