@@ -296,6 +296,10 @@ mod tests {
         assert_eq!(cl.pairs().len(), 6);
         assert!(cl.pairs().windows(2).all(|w| w[0].priority >= w[1].priority));
         assert_eq!(cl.pairs()[0].remote, "10.1.0.2:4000".parse().unwrap());
+        // With IPv6 on our socket the v6 host candidate is paired too (host base only).
+        let v6 = CheckList::new(&cands(), true, true, t0);
+        assert_eq!(v6.pairs().len(), 7);
+        assert!(v6.find(Base::Host, "[2001:db8::2]:4000".parse().unwrap()).is_some());
         // Pace: one check per CHECK_PACE, and never more than one per call at the same instant.
         assert!(cl.next_check(t0, None).is_some());
         assert!(cl.next_check(t0, None).is_none());
