@@ -62,9 +62,14 @@ kill_ours() {
     : >"$PIDFILE"
 }
 
+# Deletes our namespaces, first ending every process still inside them (all started by this script).
 del_netns() {
-    local ns
+    local ns p
     for ns in "${NSS[@]}"; do
+        [ -e "/run/netns/$ns" ] || continue
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+        for _ in $(seq 50); do [ -z "$(ip netns pids "$ns" 2>/dev/null)" ] && break; sleep 0.1; done
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
         ip netns del "$ns" 2>/dev/null || true
     done
 }
@@ -186,12 +191,12 @@ topology() { # topology KIND_A KIND_B
 start_servers() { # start_servers DIR WITH_COTURN(0|1)
     local dir=$1 coturn=$2
     printf '%s' "$SECRET" >"$dir/turn-secret"
-    in_ns qvn-inet "$REGISTRY" --bind 198.51.100.1:5001 --db "$dir/registry.sqlite3" \
+    ip netns exec qvn-inet "$REGISTRY" --bind 198.51.100.1:5001 --db "$dir/registry.sqlite3" \
         --stun-server 198.51.100.1:3478 --turn-server 198.51.100.1:3478 --turn-secret-file "$dir/turn-secret" \
         --rate-per-minute 1000 >"$dir/registry.out" 2>"$dir/registry.log" &
     track $!
     if [ "$coturn" = 1 ]; then
-        in_ns qvn-inet turnserver -n --listening-ip=198.51.100.1 --relay-ip=198.51.100.1 --listening-port=3478 \
+        ip netns exec qvn-inet turnserver -n --listening-ip=198.51.100.1 --relay-ip=198.51.100.1 --listening-port=3478 \
             --use-auth-secret --static-auth-secret="$SECRET" --realm=qvoice.lab --fingerprint \
             --no-tls --no-dtls --no-tcp --no-tcp-relay --no-cli --no-rfc5780 --min-port=49152 --max-port=49407 \
             --pidfile="$dir/turnserver.pid" --userdb="$dir/turndb" --log-file=stdout --simple-log ${QVNAT_COTURN_VERBOSE:+--verbose} >"$dir/coturn.log" 2>&1 &
@@ -240,14 +245,14 @@ run_call() {
     local dir=$1 cns=$2 ens=$3 midcall=${4:-}
     init_user "$cns" alice "$dir"
     init_user "$ens" bob "$dir"
-    in_ns "$ens" "$QVOICE" --home "$dir/home-bob" listen --auto-answer --once --input "$SPEECH" \
+    ip netns exec "$ens" "$QVOICE" --home "$dir/home-bob" listen --auto-answer --once --input "$SPEECH" \
         --output "$dir/heard-bob.wav" --json >"$dir/bob.jsonl" 2>"$dir/bob.log" &
     local bob=$!
     track "$bob"
     wait_for 15 "bob's push stream" grep -q '"event":"connection","connected":true' "$dir/bob.jsonl"
     local t0
     t0=$(date +%s%N)
-    in_ns "$cns" "$QVOICE" --home "$dir/home-alice" call bob --duration "$CALL_SECS" --input "$SPEECH" \
+    ip netns exec "$cns" "$QVOICE" --home "$dir/home-alice" call bob --duration "$CALL_SECS" --input "$SPEECH" \
         --output "$dir/heard-alice.wav" --json 2>"$dir/alice.log" > >(stamp "$dir/alice.jsonl" "$dir/alice.stamped") &
     local alice=$!
     track "$alice"
@@ -312,6 +317,7 @@ run_case() { # run_case NAME BODY_FN
     set -e
     [ "$rc" -eq 0 ] || echo "case body exited $rc" >>"$dir/FAILED"
     kill_ours
+    del_netns
     local ms=$(( ($(date +%s%N) - start) / 1000000 ))
     if [ ! -e "$dir/FAILED" ]; then
         PASSED=$((PASSED + 1)); RESULTS+=("ok    $name (${ms} ms)")
