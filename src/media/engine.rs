@@ -317,38 +317,7 @@ impl MediaEngine {
             local_addr,
         };
 
-        // The net thread first: connectivity checks run while the devices open, so the path is usually
-        // up before the first captured frame (frames captured before it are not sent).
-        let transport = Transport::new(
-            TransportConfig {
-                crypto: cfg.crypto,
-                remote: cfg.peer_candidates,
-                controlling: cfg.controlling,
-                host_v6: local_addr.is_ipv6(),
-                relay: cfg.relay,
-                silence_timeout: cfg.silence_timeout,
-                frame_samples,
-            },
-            shared.counters.clone(),
-            Instant::now(),
-        );
-        let net = Net {
-            shared: shared.clone(),
-            transport,
-            impairer: (!cfg.impairment.is_clean()).then(|| Impairer::new(cfg.impairment)),
-            to_playout,
-            v6: local_addr.is_ipv6(),
-        };
-        let socket = cfg.socket;
-        handle.net = Some(spawn(format!("{}-net", cfg.label), move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|source| MediaError::Io { what: "starting the media runtime", source })?;
-            rt.block_on(net.run(socket, rx_tx, stop_rx))
-        })?);
-
-        // Then playout, so the first frames have a consumer; device opening is reported back before
+        // Playout first, so the first frames have a consumer; device opening is reported back before
         // start() returns.
         let (ready_tx, ready_rx) = sync_channel::<Result<(), MediaError>>(1);
         let s = shared.clone();
@@ -398,6 +367,34 @@ impl MediaEngine {
             return Err(e);
         }
 
+        let transport = Transport::new(
+            TransportConfig {
+                crypto: cfg.crypto,
+                remote: cfg.peer_candidates,
+                controlling: cfg.controlling,
+                host_v6: local_addr.is_ipv6(),
+                relay: cfg.relay,
+                silence_timeout: cfg.silence_timeout,
+                frame_samples,
+            },
+            shared.counters.clone(),
+            Instant::now(),
+        );
+        let net = Net {
+            shared: shared.clone(),
+            transport,
+            impairer: (!cfg.impairment.is_clean()).then(|| Impairer::new(cfg.impairment)),
+            to_playout,
+            v6: local_addr.is_ipv6(),
+        };
+        let socket = cfg.socket;
+        handle.net = Some(spawn(format!("{}-net", cfg.label), move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| MediaError::Io { what: "starting the media runtime", source })?;
+            rt.block_on(net.run(socket, rx_tx, stop_rx))
+        })?);
         Ok(handle)
     }
 }
