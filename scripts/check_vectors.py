@@ -116,11 +116,14 @@ def str8(s):
     return bytes([len(s)]) + s
 
 
+HOST = 1  # candidate types: 1 host, 2 server-reflexive, 3 relayed
+
+
 def candidates(cands):
-    """Section "Candidates": count, then family, address, port."""
+    """Section "Candidates": count, then type, family, address, port (every candidate here is a host one)."""
     out = bytes([len(cands)])
     for family, addr, port in cands:
-        out += bytes([family]) + addr + struct.pack(">H", port)
+        out += bytes([HOST, family]) + addr + struct.pack(">H", port)
     return out
 
 

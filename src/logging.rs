@@ -9,8 +9,12 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
 
+/// The STUN/TURN crates log normal protocol steps (the first 401 challenge of every allocation, a
+/// permission already being created) at ERROR; the transport reports what matters in our own words.
+const QUIET_CRATES: &str = ",stun_proto=off,turn_client_proto=off,turn_types=off,stun_types=off";
+
 fn filter(default: &str) -> EnvFilter {
-    EnvFilter::try_from_env("QVOICE_LOG").unwrap_or_else(|_| EnvFilter::new(default))
+    EnvFilter::try_from_env("QVOICE_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{default}{QUIET_CRATES}")))
 }
 
 /// Logs to stderr (headless commands). `QVOICE_LOG` overrides the level (e.g. `debug`).

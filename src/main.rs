@@ -403,7 +403,7 @@ fn exit_code(reason: &EndReason) -> u8 {
         | EndReason::PrekeyExpired(_) => 4,
         EndReason::NoAudio(_) => 5,
         EndReason::SecurityFailure(_) => 6,
-        EndReason::PeerVanished | EndReason::MediaFailed(_) => 7,
+        EndReason::PeerVanished | EndReason::MediaFailed(_) | EndReason::NoMediaPath(_) => 7,
         EndReason::Failed(_) => 1,
     }
 }
@@ -430,6 +430,7 @@ fn print_event(ev: &SessionEvent, json: bool) {
         }
         SessionEvent::Active { peer, codec, .. } => println!("in call with {peer} ({codec}); type `hangup` to end"),
         SessionEvent::Path { path, .. } => println!("media path: {path}"),
+        SessionEvent::Connecting { peer, .. } => println!("connecting media with {peer}..."),
         SessionEvent::Ended { peer, reason, duration_s, .. } => {
             println!("call with {peer} ended after {duration_s:.1} s: {}", reason.label())
         }

@@ -1,5 +1,5 @@
 //! The engine's transport against a hand-driven peer that uses the real proto crypto on plain sockets:
-//! probing, probe echoes, hostile datagrams dropped and counted, NAT rebinding followed.
+//! connectivity checks, probe echoes, hostile datagrams dropped and counted, NAT rebinding followed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod media_common;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use media_common::*;
 use qvoice::media::{AudioIn, AudioOut, MediaConfig, MediaEngine, MediaEvent};
 use qvoice_proto::frame::{AudioPayload, Probe};
-use qvoice_proto::{Codec, FrameType, MediaCrypto};
+use qvoice_proto::{Candidate, Codec, FrameType, MediaCrypto};
 
 /// Receives until a frame of `want` type opens (other frames, e.g. audio and probes, are skipped).
 fn recv_frame(sock: &UdpSocket, crypto: &mut MediaCrypto, want: FrameType) -> Vec<u8> {
@@ -52,7 +52,8 @@ fn hostile_datagrams_are_counted_and_rebinding_is_followed() {
     // Two candidates: one nobody answers on (a port just released) and the real peer; the first
     // authenticated answer picks the path.
     let dead = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let mut cfg = MediaConfig::new(ka.media, engine_sock, vec![dead, p1.local_addr().unwrap()]);
+    let mut cfg =
+        MediaConfig::new(ka.media, engine_sock, vec![Candidate::host(dead), Candidate::host(p1.local_addr().unwrap())]);
     cfg.input = AudioIn::Silence;
     cfg.output = AudioOut::Null;
     let mut engine = MediaEngine::start(cfg).unwrap();
@@ -90,8 +91,11 @@ fn hostile_datagrams_are_counted_and_rebinding_is_followed() {
     assert_eq!(m.replayed, 1, "{m:?}");
     assert_eq!(m.peer_address_changes, 0);
 
-    // NAT rebinding: the peer's frames now come from another port; the engine follows them.
+    // NAT rebinding: the peer's audio now comes from another port; the engine follows it.
     let p2 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let pn = AudioPayload { timestamp: 960, data: &[1, 2, 3] }.write_to(&mut payload).unwrap();
+    let n = peer.seal(FrameType::Audio, &payload[..pn], &mut buf).unwrap();
+    p2.send_to(&buf[..n], engine_addr).unwrap();
     sync(&p2, engine_addr, &mut peer, 101);
     let ev = wait_for(&events, Duration::from_secs(3), |e| matches!(e, MediaEvent::PeerAddressChanged { .. }));
     assert_eq!(ev, MediaEvent::PeerAddressChanged { from: p1.local_addr().unwrap(), to: p2.local_addr().unwrap() });
@@ -114,7 +118,7 @@ fn a_silent_peer_is_reported_and_bye_is_delivered() {
     let (ka, kb) = handshake(Codec::Pcm16, &sa, &sb, 6);
     let (pa, pb) = (sb.local_addr().unwrap(), sa.local_addr().unwrap());
     let mk = |k: qvoice_proto::SessionKeys, s, p| {
-        let mut c = MediaConfig::new(k.media, s, vec![p]);
+        let mut c = MediaConfig::new(k.media, s, vec![Candidate::host(p)]);
         c.codec = qvoice::media::CodecKind::Pcm;
         c.input = AudioIn::Silence;
         c.output = AudioOut::Null;

@@ -75,8 +75,8 @@ impl Peers {
             codecs: vec![Codec::Opus.into(), Codec::Pcm16.into()],
             frame_ms: 20,
             candidates: vec![
-                Candidate("192.0.2.1:4000".parse().unwrap()),
-                Candidate("[2001:db8::1]:4001".parse().unwrap()),
+                Candidate::host("192.0.2.1:4000".parse().unwrap()),
+                Candidate::host("[2001:db8::1]:4001".parse().unwrap()),
             ],
             obfuscation: false,
         }
@@ -86,7 +86,7 @@ impl Peers {
         CalleeParams {
             callee: Username::parse("bob").unwrap(),
             codecs: vec![Codec::Opus.into()],
-            candidates: vec![Candidate("198.51.100.7:5000".parse().unwrap())],
+            candidates: vec![Candidate::host("198.51.100.7:5000".parse().unwrap())],
             obfuscation: false,
         }
     }

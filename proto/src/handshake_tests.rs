@@ -31,7 +31,10 @@ fn caller_params(a: &Peer, b: &Peer) -> CallerParams {
         callee: b.name.clone(),
         codecs: vec![Codec::Opus.into(), Codec::Pcm16.into()],
         frame_ms: 20,
-        candidates: vec![Candidate("127.0.0.1:4000".parse().unwrap()), Candidate("[::1]:4001".parse().unwrap())],
+        candidates: vec![
+            Candidate::host("127.0.0.1:4000".parse().unwrap()),
+            Candidate("[::1]:4001".parse().unwrap(), crate::CandidateKind::Relayed),
+        ],
         obfuscation: true,
     }
 }
@@ -40,7 +43,7 @@ fn callee_params(b: &Peer) -> CalleeParams {
     CalleeParams {
         callee: b.name.clone(),
         codecs: vec![Codec::Pcm16.into(), Codec::Opus.into()],
-        candidates: vec![Candidate("127.0.0.1:5000".parse().unwrap())],
+        candidates: vec![Candidate("127.0.0.1:5000".parse().unwrap(), crate::CandidateKind::ServerReflexive)],
         obfuscation: true,
     }
 }

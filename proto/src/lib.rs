@@ -28,7 +28,10 @@ pub use identity::{
     IdentityKey, IdentitySecret, PREKEY_LIFETIME_MS, PREKEY_RETENTION_MS, PrekeySecret, SignedPrekey, safety_number,
 };
 pub use media::{MediaCrypto, Opened, ReplayWindow};
-pub use types::{CallId, Candidate, Codec, CodecOffer, FRAME_DURATIONS_MS, FrameDurations, Role, SessionId, Username};
+pub use types::{
+    CallId, Candidate, CandidateKind, Codec, CodecOffer, FRAME_DURATIONS_MS, FrameDurations, MAX_CANDIDATES, Role,
+    SessionId, Username,
+};
 
 /// Protocol version: the first byte of every handshake message. Version 2 added the version and
 /// capability negotiation, per-codec frame durations, prekey expiry and origin-bound request signatures.

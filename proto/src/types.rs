@@ -270,9 +270,59 @@ impl From<Codec> for CodecOffer {
     }
 }
 
-/// A media address at which a peer may be reached (local interface or registry-observed address).
+/// How a peer obtained a media address (ICE candidate types, RFC 8445 §5.1.1). The type decides the
+/// pair's priority and whether a path through it counts as direct or relayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CandidateKind {
+    /// An address of one of the peer's own interfaces.
+    Host = 1,
+    /// The peer's address as a STUN server (or the registry) saw it: its NAT's public mapping.
+    ServerReflexive = 2,
+    /// An address allocated for the peer on a TURN relay.
+    Relayed = 3,
+}
+
+impl CandidateKind {
+    /// Decodes the wire value; fails with [`Error::Malformed`].
+    pub fn from_u8(v: u8) -> Result<Self, Error> {
+        match v {
+            1 => Ok(Self::Host),
+            2 => Ok(Self::ServerReflexive),
+            3 => Ok(Self::Relayed),
+            _ => Err(Error::Malformed("candidate type must be 1, 2 or 3")),
+        }
+    }
+
+    /// Short name for logs and events (`host`, `srflx`, `relay`, as in ICE).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::ServerReflexive => "srflx",
+            Self::Relayed => "relay",
+        }
+    }
+}
+
+/// A media address at which a peer may be reached, with how it was obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Candidate(pub SocketAddr);
+pub struct Candidate(pub SocketAddr, pub CandidateKind);
+
+impl Candidate {
+    /// A host candidate (an address of a local interface).
+    pub fn host(addr: SocketAddr) -> Self {
+        Self(addr, CandidateKind::Host)
+    }
+
+    /// The address.
+    pub fn addr(&self) -> SocketAddr {
+        self.0
+    }
+
+    /// How the address was obtained.
+    pub fn kind(&self) -> CandidateKind {
+        self.1
+    }
+}
 
 /// Most candidates one message may carry.
 pub const MAX_CANDIDATES: usize = 8;
@@ -281,6 +331,7 @@ pub(crate) fn write_candidates(w: &mut Writer, cands: &[Candidate]) {
     let n = cands.len().min(MAX_CANDIDATES);
     w.u8(n as u8);
     for c in &cands[..n] {
+        w.u8(c.1 as u8);
         match c.0.ip() {
             IpAddr::V4(ip) => w.u8(4).bytes(&ip.octets()),
             IpAddr::V6(ip) => w.u8(6).bytes(&ip.octets()),
@@ -296,12 +347,13 @@ pub(crate) fn read_candidates(r: &mut Reader<'_>) -> Result<Vec<Candidate>, Erro
     }
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
+        let kind = CandidateKind::from_u8(r.u8("candidate type")?)?;
         let ip = match r.u8("candidate family")? {
             4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>("candidate address")?)),
             6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>("candidate address")?)),
             _ => return Err(Error::Malformed("candidate family must be 4 or 6")),
         };
-        out.push(Candidate(SocketAddr::new(ip, r.u16("candidate port")?)));
+        out.push(Candidate(SocketAddr::new(ip, r.u16("candidate port")?), kind));
     }
     Ok(out)
 }

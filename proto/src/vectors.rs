@@ -128,7 +128,7 @@ fn handshake_vectors(
     v.insert("prekey_sig", to_hex(&signed.sig));
 
     let call_id: Vec<u8> = (0u8..16).collect();
-    let cand = |s: &str| s.parse().map(Candidate).ok();
+    let cand = |s: &str| s.parse().map(Candidate::host).ok();
     let caller_params = CallerParams {
         caller: an,
         callee: bn.clone(),

@@ -21,6 +21,7 @@ pub mod events;
 pub mod limits;
 pub mod metrics;
 pub mod store;
+pub mod turn;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -78,6 +79,8 @@ pub struct Config {
     /// reach this registry at; a signed request must name one of them. Empty: the request's own `Host`
     /// header is trusted (fine on loopback and in tests; set it in production, see docs/REGISTRY.md).
     pub public_origins: Vec<String>,
+    /// STUN/TURN servers advertised to clients, with the TURN shared secret.
+    pub media_servers: turn::MediaServers,
 }
 
 impl Config {
@@ -96,6 +99,7 @@ impl Config {
             rate_limits: RateLimits::default(),
             clock: Arc::new(SystemClock),
             public_origins: Vec::new(),
+            media_servers: turn::MediaServers { turn_ttl: turn::DEFAULT_TURN_TTL, ..Default::default() },
         }
     }
 
@@ -246,6 +250,7 @@ pub fn router(state: AppState) -> Router {
         .route("/call/hangup", post(api::hangup))
         .route("/call/status/{call_id}", get(api::status))
         .route("/events", get(api::events))
+        .route("/turn/credentials", get(turn::credentials))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

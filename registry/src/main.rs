@@ -23,7 +23,8 @@ struct Cli {
     /// SQLite database file [default: XDG data dir/qvoice/registry.sqlite3].
     #[arg(long, env = "QVOICE_REGISTRY_DB")]
     db: Option<PathBuf>,
-    /// TOML config file (keys: bind, db, ringing_timeout_secs, public_urls, [rate_limits]).
+    /// TOML config file (keys: bind, db, ringing_timeout_secs, public_urls, stun_servers, turn_servers,
+    /// turn_secret_file, turn_ttl_secs, stun_bind, [rate_limits]).
     #[arg(long, env = "QVOICE_REGISTRY_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds a call rings before it is missed [default: 45].
@@ -40,6 +41,21 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "QVOICE_REGISTRY_LOG_JSON")]
     log_json: bool,
+    /// STUN server advertised to clients, HOST:PORT (repeat for several; coturn serves STUN too).
+    #[arg(long = "stun-server", env = "QVOICE_REGISTRY_STUN_SERVERS", value_delimiter = ',')]
+    stun_servers: Vec<String>,
+    /// TURN relay (UDP) advertised to clients with short-lived credentials, HOST:PORT (repeatable).
+    #[arg(long = "turn-server", env = "QVOICE_REGISTRY_TURN_SERVERS", value_delimiter = ',')]
+    turn_servers: Vec<String>,
+    /// File holding the relay's shared secret (coturn `static-auth-secret`); preferred over the variable.
+    #[arg(long, env = "QVOICE_REGISTRY_TURN_SECRET_FILE")]
+    turn_secret_file: Option<PathBuf>,
+    /// Lifetime of handed-out TURN credentials in seconds [default: 43200].
+    #[arg(long, env = "QVOICE_REGISTRY_TURN_TTL")]
+    turn_ttl_secs: Option<u64>,
+    /// Also answer STUN Binding requests on this UDP address (e.g. 0.0.0.0:3478).
+    #[arg(long, env = "QVOICE_REGISTRY_STUN_BIND")]
+    stun_bind: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +66,12 @@ struct FileConfig {
     ringing_timeout_secs: Option<u64>,
     rate_limits: Option<RateLimits>,
     public_urls: Option<Vec<String>>,
+    stun_servers: Option<Vec<String>>,
+    turn_servers: Option<Vec<String>>,
+    turn_secret: Option<String>,
+    turn_secret_file: Option<PathBuf>,
+    turn_ttl_secs: Option<u64>,
+    stun_bind: Option<SocketAddr>,
 }
 
 fn build_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -83,7 +105,39 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
         config.rate_limits =
             RateLimits { register_per_ip: n, register_per_user: n, initiate_per_ip: n, initiate_per_user: n };
     }
+    let ms = &mut config.media_servers;
+    ms.stun =
+        if cli.stun_servers.is_empty() { file.stun_servers.unwrap_or_default() } else { cli.stun_servers.clone() };
+    ms.turn =
+        if cli.turn_servers.is_empty() { file.turn_servers.unwrap_or_default() } else { cli.turn_servers.clone() };
+    let secret_file = cli.turn_secret_file.clone().or(file.turn_secret_file);
+    ms.turn_secret = match secret_file {
+        Some(p) => Some(
+            std::fs::read_to_string(&p)
+                .with_context(|| format!("reading the TURN secret file {}", p.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var("QVOICE_REGISTRY_TURN_SECRET").ok().or(file.turn_secret),
+    };
+    if let Some(t) = cli.turn_ttl_secs.or(file.turn_ttl_secs) {
+        ms.turn_ttl = Duration::from_secs(t.max(60));
+    }
+    if !ms.turn.is_empty() && ms.turn_secret.as_deref().is_none_or(str::is_empty) {
+        anyhow::bail!(
+            "a TURN server is configured but no shared secret: set turn_secret_file (or QVOICE_REGISTRY_TURN_SECRET) \
+             to coturn's static-auth-secret"
+        );
+    }
     Ok(config)
+}
+
+fn stun_bind(cli: &Cli) -> anyhow::Result<Option<SocketAddr>> {
+    let file: FileConfig = match &cli.config {
+        Some(p) => toml::from_str(&std::fs::read_to_string(p)?)?,
+        None => FileConfig::default(),
+    };
+    Ok(cli.stun_bind.or(file.stun_bind))
 }
 
 async fn shutdown_signal() {
@@ -135,7 +189,13 @@ async fn main() -> anyhow::Result<()> {
              to the URL clients use so requests signed for another registry are refused"
         );
     }
+    tracing::info!(stun = ?config.media_servers.stun, turn = ?config.media_servers.turn, "media servers");
     let state = AppState::new(config)?;
+    if let Some(addr) = stun_bind(&cli)? {
+        let sock = tokio::net::UdpSocket::bind(addr).await.with_context(|| format!("binding STUN on {addr}"))?;
+        tracing::info!(addr = %sock.local_addr()?, "answering STUN Binding requests");
+        tokio::spawn(qvoice_registry::turn::serve_stun(sock));
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {addr}")?;

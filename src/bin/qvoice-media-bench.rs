@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release --bin qvoice-media-bench -- --codec opus --loss 10 --seconds 20`
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -88,7 +88,7 @@ fn main() -> Result<()> {
     let epoch = Instant::now() + Duration::from_millis(300);
     let (a_out, b_out) = (dir.join("a_received.wav"), dir.join("b_received.wav"));
     let mk = |label: &str, keys: SessionKeys, sock: UdpSocket, out: &Path, seed: u64| {
-        let peers: Vec<SocketAddr> = keys.peer_candidates.iter().map(|c| c.0).collect();
+        let peers = keys.peer_candidates.clone();
         let mut cfg = MediaConfig::new(keys.media, sock, peers);
         cfg.codec = codec;
         cfg.frame_ms = keys.frame_ms;
@@ -222,7 +222,7 @@ fn handshake(codec: Codec, frame_ms: u8, a: &UdpSocket, b: &UdpSocket) -> Result
             callee: Username::parse("bob")?,
             codecs: vec![codec.into()],
             frame_ms,
-            candidates: vec![Candidate(a.local_addr()?)],
+            candidates: vec![Candidate::host(a.local_addr()?)],
             obfuscation: false,
         },
         &idb.public(),
@@ -232,7 +232,7 @@ fn handshake(codec: Codec, frame_ms: u8, a: &UdpSocket, b: &UdpSocket) -> Result
     let params = CalleeParams {
         callee: Username::parse("bob")?,
         codecs: vec![Codec::Opus.into(), Codec::Pcm16.into()],
-        candidates: vec![Candidate(b.local_addr()?)],
+        candidates: vec![Candidate::host(b.local_addr()?)],
         obfuscation: false,
     };
     let (callee, answer) = Callee::on_offer(&mut rng, now + 40, &idb, &ida.public(), &offer, params)?;

@@ -1,6 +1,5 @@
 //! The engine's threads and its public handle. See the module docs of [`crate::media`] for the layout.
 
-use std::collections::BinaryHeap;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -9,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use qvoice_proto::frame::{AudioPayload, MAX_DATAGRAM, OVERHEAD, Probe, StatsReport};
-use qvoice_proto::{FrameType, MediaCrypto};
+use qvoice_proto::{Candidate, MediaCrypto};
 
 use super::audio::{AudioSink, AudioSource, Captured, NullSink, WavRecorder, WavSink, WavSource};
 use super::codec::{CodecKind, Decoder, Encoder, MAX_ENCODED, MAX_FRAME_SAMPLES, SAMPLE_RATE};
@@ -18,6 +16,8 @@ use super::device::{CpalSink, CpalSource};
 use super::impair::{Impairer, Impairment};
 use super::jitter::{JitterBuffer, JitterConfig, Pop};
 use super::metrics::{Counters, MetricsSnapshot, mos_from_r, r_factor};
+use super::transport::net::Net;
+use super::transport::{PathInfo, RelayAllocation, Transport, TransportConfig};
 use super::{AudioError, MediaError};
 
 /// Where the engine's microphone audio comes from.
@@ -105,8 +105,12 @@ pub struct MediaConfig {
     pub crypto: MediaCrypto,
     /// The call's UDP socket, bound before the handshake so its address could be offered as a candidate.
     pub socket: UdpSocket,
-    /// The peer's candidates from OFFER/ANSWER; probed until one answers with an authenticated frame.
-    pub peer_candidates: Vec<SocketAddr>,
+    /// The peer's signed candidates from OFFER/ANSWER; the transport checks every pair they form.
+    pub peer_candidates: Vec<Candidate>,
+    /// We placed the call (the callee follows the caller's path choice).
+    pub controlling: bool,
+    /// Our TURN allocation from gathering on this socket, if any.
+    pub relay: Option<RelayAllocation>,
     /// Negotiated codec.
     pub codec: CodecKind,
     /// Negotiated frame duration in ms (Opus 10/20/40/60, PCM 10/20/40).
@@ -135,11 +139,13 @@ pub struct MediaConfig {
 impl MediaConfig {
     /// A configuration with defaults: Opus 20 ms, default devices, no recording or impairment, 5 s
     /// silence timeout.
-    pub fn new(crypto: MediaCrypto, socket: UdpSocket, peer_candidates: Vec<SocketAddr>) -> Self {
+    pub fn new(crypto: MediaCrypto, socket: UdpSocket, peer_candidates: Vec<Candidate>) -> Self {
         Self {
             crypto,
             socket,
             peer_candidates,
+            controlling: true,
+            relay: None,
             codec: CodecKind::Opus,
             frame_ms: 20,
             input: AudioIn::Device(None),
@@ -157,7 +163,8 @@ impl MediaConfig {
 /// Things the session layer and TUI react to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
-    /// The first authenticated frame arrived; media flows to `addr`.
+    /// A connectivity check succeeded and a path was selected: audio flows to `addr` from now on (the
+    /// "path up" signal; [`MediaEvent::PathChanged`] with the details comes just before it).
     PeerConnected {
         /// The peer's address.
         addr: SocketAddr,
@@ -171,6 +178,10 @@ pub enum MediaEvent {
         /// New address.
         to: SocketAddr,
     },
+    /// The selected path (direct or relayed) is now this one.
+    PathChanged(PathInfo),
+    /// No candidate pair worked within the check timeout; the text says what was tried and what to do.
+    NoPath(String),
     /// The first received audio frame was handed to the output (for call-setup latency).
     FirstAudioPlayed {
         /// When.
@@ -195,19 +206,21 @@ pub enum MediaEvent {
 
 /// State shared by the engine threads and the handle.
 #[derive(Debug)]
-struct Shared {
-    counters: Counters,
-    stop: AtomicBool,
-    mute: AtomicBool,
-    start: Instant,
-    codec: CodecKind,
-    frame_ms: u8,
-    events: SyncSender<MediaEvent>,
-    peer: Mutex<Option<SocketAddr>>,
+pub(crate) struct Shared {
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) stop: AtomicBool,
+    pub(crate) mute: AtomicBool,
+    /// Set by the net thread when the transport selected its first path (audio may flow).
+    pub(crate) path_up: AtomicBool,
+    pub(crate) start: Instant,
+    pub(crate) codec: CodecKind,
+    pub(crate) frame_ms: u8,
+    pub(crate) events: SyncSender<MediaEvent>,
+    pub(crate) peer: Mutex<Option<SocketAddr>>,
 }
 
 impl Shared {
-    fn event(&self, e: MediaEvent) {
+    pub(crate) fn event(&self, e: MediaEvent) {
         // A full event queue means nobody is listening; dropping is the right thing for a status event.
         let _ = self.events.try_send(e);
     }
@@ -215,35 +228,25 @@ impl Shared {
 
 /// An encoded frame on its way from the capture thread to the net thread.
 #[derive(Clone, Copy)]
-struct TxFrame {
-    timestamp: u32,
-    len: u16,
-    data: [u8; MAX_ENCODED],
+pub(crate) struct TxFrame {
+    pub(crate) timestamp: u32,
+    pub(crate) len: u16,
+    pub(crate) data: [u8; MAX_ENCODED],
 }
 
 /// A received audio frame on its way from the net thread to the playout thread.
 #[derive(Clone, Copy)]
-struct RxFrame {
-    timestamp: u32,
-    arrival: Instant,
-    len: u16,
-    data: [u8; MAX_ENCODED],
+pub(crate) struct RxFrame {
+    pub(crate) timestamp: u32,
+    pub(crate) arrival: Instant,
+    pub(crate) len: u16,
+    pub(crate) data: [u8; MAX_ENCODED],
 }
 
 /// Queue between capture and net, in frames.
 const TX_QUEUE: usize = 8;
 /// Queue between net and playout, in frames (more than the jitter buffer's cap so bursts fit).
 const RX_QUEUE: usize = 64;
-/// Largest datagram the engine sends: a PCM 40 ms frame plus timestamp and AEAD overhead.
-const MAX_SEND: usize = MAX_ENCODED + AudioPayload::HEADER + OVERHEAD;
-/// Delayed datagrams the impairment queue holds (2.5 s of 20 ms audio with duplicates).
-const IMPAIR_QUEUE: usize = 256;
-/// Probe interval while no candidate has answered.
-const PROBE_FAST: Duration = Duration::from_millis(50);
-/// Probe interval for RTT once connected.
-const PROBE_SLOW: Duration = Duration::from_secs(1);
-/// Receiver-report and keepalive interval.
-const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// An output frame quieter than this RMS lets the jitter buffer drop a frame to shrink.
 const QUIET_RMS: f64 = 300.0;
 
@@ -281,15 +284,13 @@ impl MediaEngine {
             .socket
             .local_addr()
             .map_err(|source| MediaError::Io { what: "reading the media socket address", source })?;
-        cfg.socket
-            .set_nonblocking(true)
-            .map_err(|source| MediaError::Io { what: "making the media socket non-blocking", source })?;
         let epoch = cfg.epoch.unwrap_or_else(Instant::now);
         let (ev_tx, ev_rx) = sync_channel(64);
         let shared = Arc::new(Shared {
-            counters: Counters::default(),
+            counters: Arc::new(Counters::default()),
             stop: AtomicBool::new(false),
             mute: AtomicBool::new(false),
+            path_up: AtomicBool::new(false),
             start: Instant::now(),
             codec: cfg.codec,
             frame_ms: cfg.frame_ms,
@@ -366,16 +367,26 @@ impl MediaEngine {
             return Err(e);
         }
 
-        let s = shared.clone();
-        let net = Net::new(
-            s,
-            cfg.crypto,
-            cfg.peer_candidates,
-            cfg.impairment,
-            cfg.silence_timeout,
-            frame_samples,
-            to_playout,
+        let transport = Transport::new(
+            TransportConfig {
+                crypto: cfg.crypto,
+                remote: cfg.peer_candidates,
+                controlling: cfg.controlling,
+                host_v6: local_addr.is_ipv6(),
+                relay: cfg.relay,
+                silence_timeout: cfg.silence_timeout,
+                frame_samples,
+            },
+            shared.counters.clone(),
+            Instant::now(),
         );
+        let net = Net {
+            shared: shared.clone(),
+            transport,
+            impairer: (!cfg.impairment.is_clean()).then(|| Impairer::new(cfg.impairment)),
+            to_playout,
+            v6: local_addr.is_ipv6(),
+        };
         let socket = cfg.socket;
         handle.net = Some(spawn(format!("{}-net", cfg.label), move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -590,425 +601,6 @@ fn playout_loop(
         return Err(e.into());
     }
     finished.map_err(Into::into)
-}
-
-/// A datagram held back by the impairment simulation.
-struct Delayed {
-    due: Instant,
-    to: SocketAddr,
-    len: u16,
-    data: [u8; MAX_SEND],
-}
-
-impl PartialEq for Delayed {
-    fn eq(&self, o: &Self) -> bool {
-        self.due == o.due
-    }
-}
-impl Eq for Delayed {}
-impl PartialOrd for Delayed {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Delayed {
-    // Reversed, so the max-heap pops the earliest deadline.
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        o.due.cmp(&self.due)
-    }
-}
-
-/// Net-thread state: the socket's only owner.
-struct Net {
-    shared: Arc<Shared>,
-    crypto: MediaCrypto,
-    candidates: Vec<SocketAddr>,
-    peer: Option<SocketAddr>,
-    newest_counter: Option<u64>,
-    impairer: Option<Impairer>,
-    delayed: BinaryHeap<Delayed>,
-    silence_timeout: Duration,
-    frame_samples: u32,
-    to_playout: SyncSender<RxFrame>,
-    probe_id: u32,
-    last_rx: Instant,
-    last_tx: Instant,
-    silent: bool,
-    // Receive statistics on the audio timestamp sequence.
-    first_index: Option<i64>,
-    last_ts: u32,
-    ext_ts: i64,
-    highest_index: i64,
-    received: u64,
-    report_expected: u64,
-    report_received: u64,
-    prev_transit_us: Option<i64>,
-    jitter_us: f64,
-    seal_buf: [u8; MAX_SEND],
-}
-
-impl Net {
-    fn new(
-        shared: Arc<Shared>,
-        crypto: MediaCrypto,
-        candidates: Vec<SocketAddr>,
-        impairment: Impairment,
-        silence_timeout: Duration,
-        frame_samples: usize,
-        to_playout: SyncSender<RxFrame>,
-    ) -> Self {
-        let now = Instant::now();
-        Self {
-            shared,
-            crypto,
-            candidates,
-            peer: None,
-            newest_counter: None,
-            impairer: (!impairment.is_clean()).then(|| Impairer::new(impairment)),
-            delayed: BinaryHeap::with_capacity(IMPAIR_QUEUE),
-            silence_timeout,
-            frame_samples: frame_samples as u32,
-            to_playout,
-            probe_id: 0,
-            last_rx: now,
-            last_tx: now,
-            silent: false,
-            first_index: None,
-            last_ts: 0,
-            ext_ts: 0,
-            highest_index: 0,
-            received: 0,
-            report_expected: 0,
-            report_received: 0,
-            prev_transit_us: None,
-            jitter_us: 0.0,
-            seal_buf: [0; MAX_SEND],
-        }
-    }
-
-    fn now_us(&self) -> u64 {
-        self.shared.start.elapsed().as_micros() as u64
-    }
-
-    async fn run(
-        mut self,
-        socket: UdpSocket,
-        mut frames: tokio::sync::mpsc::Receiver<TxFrame>,
-        mut stop: tokio::sync::oneshot::Receiver<()>,
-    ) -> Result<(), MediaError> {
-        let sock = tokio::net::UdpSocket::from_std(socket)
-            .map_err(|source| MediaError::Io { what: "registering the media socket", source })?;
-        let mut rbuf = [0u8; MAX_DATAGRAM + 1];
-        let mut obuf = [0u8; MAX_DATAGRAM];
-        let mut payload = [0u8; MAX_ENCODED + AudioPayload::HEADER];
-        let start = Instant::now();
-        let mut next_probe = start;
-        let mut next_report = start + REPORT_INTERVAL;
-        let mut frames_open = true;
-        loop {
-            let next_delayed = self.delayed.peek().map(|d| d.due);
-            let wake =
-                [Some(next_probe), Some(next_report), next_delayed].into_iter().flatten().min().unwrap_or(next_report);
-            tokio::select! {
-                biased;
-                _ = &mut stop => break,
-                r = sock.recv_from(&mut rbuf) => {
-                    match r {
-                        Ok((n, from)) => self.on_datagram(&sock, &rbuf[..n], from, &mut obuf).await,
-                        // ICMP port-unreachable and similar surface here on some platforms; not fatal.
-                        Err(_) => Counters::add(&self.shared.counters.socket_errors, 1),
-                    }
-                }
-                f = frames.recv(), if frames_open => {
-                    match f {
-                        Some(f) => {
-                            let n = AudioPayload { timestamp: f.timestamp, data: &f.data[..usize::from(f.len)] }
-                                .write_to(&mut payload)
-                                .unwrap_or(0);
-                            if let Some(peer) = self.peer
-                                && self.send(&sock, FrameType::Audio, &payload[..n], peer).await
-                            {
-                                let c = &self.shared.counters;
-                                if c.frames_sent.fetch_add(1, Relaxed) == 0 {
-                                    Counters::set(&c.first_tx_us, self.now_us() + 1);
-                                }
-                                Counters::add(&c.payload_bytes_sent, u64::from(f.len));
-                            }
-                        }
-                        None => frames_open = false,
-                    }
-                }
-                _ = tokio::time::sleep_until(wake.into()) => {}
-            }
-            let now = Instant::now();
-            while self.delayed.peek().is_some_and(|d| d.due <= now) {
-                if let Some(d) = self.delayed.pop() {
-                    self.transmit(&sock, &d.data[..usize::from(d.len)], d.to).await;
-                }
-            }
-            if now >= next_probe {
-                self.probe(&sock).await;
-                next_probe = now + if self.peer.is_some() { PROBE_SLOW } else { PROBE_FAST };
-            }
-            if now >= next_report {
-                next_report = now + REPORT_INTERVAL;
-                self.housekeeping(&sock, now).await;
-            }
-        }
-        if let Some(peer) = self.peer {
-            // Best effort: tell the peer we hung up so it need not wait for the silence timeout.
-            let _ = self.seal_and_send(&sock, FrameType::Bye, &[0], peer).await;
-        }
-        Ok(())
-    }
-
-    async fn probe(&mut self, sock: &tokio::net::UdpSocket) {
-        self.probe_id = self.probe_id.wrapping_add(1);
-        let p = Probe { id: self.probe_id, sent_us: self.now_us() }.to_bytes();
-        match self.peer {
-            Some(peer) => {
-                self.send(sock, FrameType::Probe, &p, peer).await;
-            }
-            None => {
-                for i in 0..self.candidates.len() {
-                    let to = self.candidates[i];
-                    self.send(sock, FrameType::Probe, &p, to).await;
-                }
-            }
-        }
-    }
-
-    async fn housekeeping(&mut self, sock: &tokio::net::UdpSocket, now: Instant) {
-        let silent_for = now.saturating_duration_since(self.last_rx);
-        if !self.silent && silent_for >= self.silence_timeout {
-            self.silent = true;
-            self.shared.event(MediaEvent::PeerSilent { silent_for });
-        }
-        let Some(peer) = self.peer else { return };
-        let expected = self.expected();
-        let (de, dr) = (expected - self.report_expected, self.received - self.report_received);
-        let loss_permille = (de.saturating_sub(dr) * 1000).checked_div(de).unwrap_or(0) as u16;
-        self.report_expected = expected;
-        self.report_received = self.received;
-        let report = StatsReport {
-            received: self.received,
-            lost: expected.saturating_sub(self.received),
-            jitter_us: self.jitter_us as u32,
-            loss_permille,
-        };
-        self.send(sock, FrameType::Stats, &report.to_bytes(), peer).await;
-        if now.saturating_duration_since(self.last_tx) >= REPORT_INTERVAL {
-            self.send(sock, FrameType::Keepalive, &[], peer).await;
-        }
-    }
-
-    fn expected(&self) -> u64 {
-        match self.first_index {
-            Some(f) => (self.highest_index - f + 1).max(0) as u64,
-            None => 0,
-        }
-    }
-
-    /// Seals and sends (through the impairment queue when configured); returns whether it was sent or
-    /// queued.
-    async fn send(&mut self, sock: &tokio::net::UdpSocket, ftype: FrameType, payload: &[u8], to: SocketAddr) -> bool {
-        self.seal_and_send(sock, ftype, payload, to).await
-    }
-
-    async fn seal_and_send(
-        &mut self,
-        sock: &tokio::net::UdpSocket,
-        ftype: FrameType,
-        payload: &[u8],
-        to: SocketAddr,
-    ) -> bool {
-        let c = &self.shared.counters;
-        let n = match self.crypto.seal(ftype, payload, &mut self.seal_buf) {
-            Ok(n) => n,
-            Err(_) => {
-                Counters::add(&c.socket_errors, 1);
-                return false;
-            }
-        };
-        self.last_tx = Instant::now();
-        let Some(imp) = &mut self.impairer else {
-            let buf = self.seal_buf;
-            return self.transmit(sock, &buf[..n], to).await;
-        };
-        let v = imp.decide(self.last_tx);
-        if v.copies.iter().all(Option::is_none) {
-            Counters::add(&c.impaired_dropped, 1);
-            return true;
-        }
-        for due in v.copies.into_iter().flatten() {
-            if self.delayed.len() >= IMPAIR_QUEUE {
-                Counters::add(&c.queue_full_drops, 1);
-                continue;
-            }
-            self.delayed.push(Delayed { due, to, len: n as u16, data: self.seal_buf });
-        }
-        true
-    }
-
-    async fn transmit(&self, sock: &tokio::net::UdpSocket, dgram: &[u8], to: SocketAddr) -> bool {
-        let c = &self.shared.counters;
-        match sock.send_to(dgram, to).await {
-            Ok(n) => {
-                Counters::add(&c.datagrams_sent, 1);
-                Counters::add(&c.wire_bytes_sent, n as u64);
-                true
-            }
-            Err(_) => {
-                Counters::add(&c.socket_errors, 1);
-                false
-            }
-        }
-    }
-
-    async fn on_datagram(&mut self, sock: &tokio::net::UdpSocket, dgram: &[u8], from: SocketAddr, obuf: &mut [u8]) {
-        let arrival = Instant::now();
-        // A refcount bump, so the counters stay borrowable across `&mut self` calls below.
-        let shared = Arc::clone(&self.shared);
-        let c = &shared.counters;
-        if dgram.len() > MAX_DATAGRAM {
-            Counters::add(&c.malformed, 1);
-            return;
-        }
-        let opened = match self.crypto.open(dgram, obuf) {
-            Ok(o) => o,
-            Err(e) => {
-                let counter = match e {
-                    qvoice_proto::Error::TagFailure => &c.unauthenticated,
-                    qvoice_proto::Error::Replay | qvoice_proto::Error::TooOld => &c.replayed,
-                    _ => &c.malformed,
-                };
-                Counters::add(counter, 1);
-                return;
-            }
-        };
-        Counters::add(&c.wire_bytes_received, dgram.len() as u64);
-        self.last_rx = arrival;
-        if self.silent {
-            self.silent = false;
-            self.shared.event(MediaEvent::PeerResumed);
-        }
-        // Follow the peer to a new address only on its newest frames, so a delayed packet from an old path
-        // cannot pull us back.
-        let newest = self.newest_counter.is_none_or(|n| opened.counter > n);
-        if newest {
-            self.newest_counter = Some(opened.counter);
-            match self.peer {
-                None => {
-                    self.peer = Some(from);
-                    self.set_shared_peer(from);
-                    self.shared.event(MediaEvent::PeerConnected { addr: from, at: arrival });
-                }
-                Some(old) if old != from => {
-                    self.peer = Some(from);
-                    self.set_shared_peer(from);
-                    Counters::add(&c.peer_address_changes, 1);
-                    self.shared.event(MediaEvent::PeerAddressChanged { from: old, to: from });
-                }
-                Some(_) => {}
-            }
-        }
-        let ftype = opened.ftype;
-        let plen = opened.payload.len();
-        match ftype {
-            FrameType::Audio => {
-                let Ok(audio) = AudioPayload::parse(&obuf[..plen]) else {
-                    Counters::add(&c.malformed, 1);
-                    return;
-                };
-                if audio.data.len() > MAX_ENCODED {
-                    Counters::add(&c.malformed, 1);
-                    return;
-                }
-                self.note_audio(audio.timestamp, arrival);
-                if c.frames_received.fetch_add(1, Relaxed) == 0 {
-                    Counters::set(&c.first_rx_us, self.now_us() + 1);
-                }
-                Counters::add(&c.payload_bytes_received, audio.data.len() as u64);
-                let mut f = RxFrame {
-                    timestamp: audio.timestamp,
-                    arrival,
-                    len: audio.data.len() as u16,
-                    data: [0; MAX_ENCODED],
-                };
-                f.data[..audio.data.len()].copy_from_slice(audio.data);
-                if self.to_playout.try_send(f).is_err() {
-                    Counters::add(&c.queue_full_drops, 1);
-                }
-            }
-            FrameType::Probe => {
-                if let Ok(p) = Probe::parse(&obuf[..plen]) {
-                    // Answer to where the probe came from: that is the path being tested.
-                    self.send(sock, FrameType::ProbeAck, &p.to_bytes(), from).await;
-                } else {
-                    Counters::add(&c.malformed, 1);
-                }
-            }
-            FrameType::ProbeAck => match Probe::parse(&obuf[..plen]) {
-                Ok(p) => Counters::set(&c.rtt_us, self.now_us().saturating_sub(p.sent_us)),
-                Err(_) => Counters::add(&c.malformed, 1),
-            },
-            FrameType::Stats => match StatsReport::parse(&obuf[..plen]) {
-                Ok(r) => {
-                    Counters::set(&c.peer_loss_permille, u64::from(r.loss_permille));
-                    Counters::set(&c.peer_jitter_us, u64::from(r.jitter_us));
-                }
-                Err(_) => Counters::add(&c.malformed, 1),
-            },
-            FrameType::Bye => self.shared.event(MediaEvent::PeerBye),
-            FrameType::Keepalive => {}
-        }
-    }
-
-    fn set_shared_peer(&self, addr: SocketAddr) {
-        // Written only when the path changes, read only by metrics(): never on the per-frame path.
-        if let Ok(mut p) = self.shared.peer.lock() {
-            *p = Some(addr);
-        }
-    }
-
-    fn note_audio(&mut self, ts: u32, arrival: Instant) {
-        if self.first_index.is_none() {
-            self.last_ts = ts;
-            self.ext_ts = i64::from(ts);
-        }
-        let delta = i64::from(ts.wrapping_sub(self.last_ts) as i32);
-        let ext = self.ext_ts + delta;
-        if delta > 0 {
-            self.last_ts = ts;
-            self.ext_ts = ext;
-        }
-        let index = ext.div_euclid(i64::from(self.frame_samples.max(1)));
-        match self.first_index {
-            None => {
-                self.first_index = Some(index);
-                self.highest_index = index;
-            }
-            Some(f) => {
-                if index < f {
-                    self.first_index = Some(index);
-                }
-                self.highest_index = self.highest_index.max(index);
-            }
-        }
-        self.received += 1;
-        let c = &self.shared.counters;
-        Counters::set(&c.first_index, self.first_index.unwrap_or(0).max(0) as u64);
-        Counters::set(&c.highest_index, self.highest_index.max(0) as u64);
-        // RFC 3550 interarrival jitter.
-        let arrival_us = arrival.saturating_duration_since(self.shared.start).as_micros() as i64;
-        let transit = arrival_us - ext * 1_000_000 / i64::from(SAMPLE_RATE);
-        if let Some(prev) = self.prev_transit_us {
-            let d = (transit - prev).abs() as f64;
-            self.jitter_us += (d - self.jitter_us) / 16.0;
-        }
-        self.prev_transit_us = Some(transit);
-        Counters::set(&c.jitter_us, self.jitter_us as u64);
-    }
 }
 
 impl MediaHandle {

@@ -4,12 +4,11 @@
 //! peer's address candidates; the engine then runs three threads until [`MediaHandle::stop`]:
 //!
 //! - **capture** (`qv-capture`): audio source → mute → encoder → bounded queue;
-//! - **net** (`qv-net`): the only owner of the socket and the crypto state. A single-threaded tokio
-//!   runtime waits on the socket, the encoder queue and its timers at once: it seals and sends audio
-//!   (through the seeded impairment queue when configured), probes candidates until one answers with an
-//!   authenticated frame, follows the peer's address when it changes, echoes probes for RTT, sends
-//!   receiver reports and keepalives, and drops and counts malformed, unauthenticated and replayed
-//!   datagrams;
+//! - **net** (`qv-net`): [`transport::net`], the only owner of the socket. A single-threaded tokio
+//!   runtime waits on the socket, the encoder queue and the timers of the sans-IO [`transport`] at once;
+//!   the transport owns the crypto state, checks every candidate pair (direct and through TURN relays),
+//!   selects the path, follows the peer when its address changes, sends receiver reports and keepalives,
+//!   and drops and counts malformed, unauthenticated and replayed datagrams;
 //! - **playout** (`qv-playout`): paced by the sink; drains received frames into the adaptive jitter buffer,
 //!   decodes or conceals (Opus FEC/PLC) one frame per device period.
 //!
@@ -21,11 +20,12 @@ pub mod audio;
 pub mod codec;
 pub mod device;
 pub mod echo;
-mod engine;
+pub(crate) mod engine;
 pub mod impair;
 pub mod jitter;
 pub mod metrics;
 pub mod resample;
+pub mod transport;
 
 pub use audio::{AudioError, AudioSink, AudioSource, Captured, WavRecorder, WavSink, WavSource};
 pub use codec::{CodecError, CodecKind};

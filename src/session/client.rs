@@ -221,6 +221,11 @@ impl RegistryClient {
         Ok(Bundle { username: user.clone(), identity_key, prekey, online: r.online, display_name: r.display_name })
     }
 
+    /// The STUN servers and short-lived TURN credentials the registry hands out for NAT traversal.
+    pub async fn media_servers(&self) -> Result<qvoice_wire::MediaServersResponse, ClientError> {
+        self.get("/turn/credentials").await
+    }
+
     /// The whole directory (follows pagination, at most 20 pages).
     pub async fn users(&self) -> Result<Vec<UserEntry>, ClientError> {
         let mut out = Vec::new();

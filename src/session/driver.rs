@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use qvoice_proto::{
-    Answer, Callee, CalleeParams, Caller, CallerParams, Candidate, Codec, CodecOffer, IdentitySecret, Offer,
-    PrekeySecret, Refusal, Reveal, SessionKeys, Username, b64,
+    Answer, Callee, CalleeParams, Caller, CallerParams, Candidate, CandidateKind, Codec, CodecOffer, IdentitySecret,
+    Offer, PrekeySecret, Refusal, Reveal, SessionKeys, Username, b64,
 };
 use qvoice_wire::{CallState, EndKind, ErrorCode, Event as RegistryEvent};
 use tokio::sync::mpsc;
@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use super::client::{ClientError, EndRequest, RegistryClient};
 use super::events::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};
 use super::store::{ContactBook, Keystore};
+use crate::media::transport::{RelayAllocation, TurnServer, net as media_net};
 use crate::media::{AudioIn, AudioOut, CodecKind, Impairment, MediaConfig, MediaEngine, MediaEvent, MediaHandle};
 
 /// Everything the driver needs.
@@ -85,14 +86,29 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The call's media socket with what gathering found on it (our TURN allocation), carried from the
+/// OFFER/ANSWER to the media engine.
+struct MediaSocket {
+    socket: UdpSocket,
+    relay: Option<RelayAllocation>,
+}
+
+/// An active call's media between keys and audio: the session says "connecting" until audio flows.
+struct MediaProgress {
+    codec: Codec,
+    frame_ms: u8,
+    path: Option<String>,
+    active_sent: bool,
+}
+
 /// Where a call is.
 enum Call {
     /// We sent an OFFER and wait for the ANSWER.
-    Dialing { call_id: String, peer: String, caller: Caller, socket: UdpSocket, since: Instant },
+    Dialing { call_id: String, peer: String, caller: Caller, socket: MediaSocket, since: Instant },
     /// Someone calls us; waiting for the user (or auto-answer).
     Incoming { call_id: String, peer: String, offer: Offer, since: Instant },
     /// We answered and wait for the REVEAL.
-    Answered { call_id: String, peer: String, callee: Callee, socket: UdpSocket, since: Instant },
+    Answered { call_id: String, peer: String, callee: Callee, socket: MediaSocket, since: Instant },
     /// Media flows. The handle sits behind a mutex only to make the driver `Sync` (its event receiver
     /// is not); the driver is its only user, so the lock is never contended.
     Active { call_id: String, peer: String, media: std::sync::Mutex<MediaHandle>, since: Instant, direction: Direction },
@@ -151,6 +167,8 @@ struct Driver {
     muted: bool,
     /// The callee of the call we are dialing had no open event stream when it started ringing.
     dialed_offline: bool,
+    /// Set from keys agreed until audio flows (see [`MediaProgress`]).
+    progress: Option<MediaProgress>,
 }
 
 /// Runs the session until [`SessionCommand::Shutdown`] or until `commands` closes. Registers first.
@@ -177,6 +195,7 @@ pub async fn run(
         push_up: false,
         muted: false,
         dialed_offline: false,
+        progress: None,
     };
     d.register().await?;
     let (client, tx) = (d.client.clone(), d.internal_tx.clone());
@@ -273,9 +292,23 @@ async fn poll_pending(client: &RegistryClient, tx: &mpsc::Sender<RegistryEvent>)
     }
 }
 
+/// Our global IPv6 address, if the host has a route for IPv6 (found like [`local_ip_towards`], with a
+/// documentation-prefix destination: nothing is sent).
+fn local_ipv6() -> Option<IpAddr> {
+    let probe = UdpSocket::bind("[::]:0").ok()?;
+    probe.connect("[2001:db8::1]:9").ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    match ip {
+        IpAddr::V6(v6) if !v6.is_loopback() && !v6.is_unspecified() && (v6.segments()[0] & 0xffc0) != 0xfe80 => {
+            Some(ip)
+        }
+        _ => None,
+    }
+}
+
 /// The local IPv4 address used to reach `registry` (the interface the OS routes through), learned without
-/// sending anything: `connect` on a UDP socket only selects a route. Media sockets are IPv4, so an IPv6
-/// route gives nothing.
+/// sending anything: `connect` on a UDP socket only selects a route. IPv4 only: IPv6 comes from
+/// [`local_ipv6`].
 fn local_ip_towards(registry_url: &str) -> Option<IpAddr> {
     let url = reqwest::Url::parse(registry_url).ok()?;
     let (host, port) = (url.host_str()?.to_owned(), url.port_or_known_default()?);
@@ -327,6 +360,7 @@ fn end_kind(reason: &EndReason) -> EndKind {
         EndReason::PeerVanished => EndKind::PeerVanished,
         EndReason::SecurityFailure(_) => EndKind::Security,
         EndReason::NoAudio(_) | EndReason::MediaFailed(_) => EndKind::MediaFailed,
+        EndReason::NoMediaPath(_) => EndKind::NoMediaPath,
         EndReason::Failed(_) => EndKind::Error,
     }
 }
@@ -345,6 +379,9 @@ fn map_end_state(state: CallState, reason: Option<String>, kind: Option<EndKind>
         )),
         (CallState::Rejected | CallState::Cancelled, Some(EndKind::Timeout)) => EndReason::Missed,
         (CallState::Ended, Some(EndKind::PeerVanished)) => EndReason::PeerVanished,
+        (CallState::Ended, Some(EndKind::NoMediaPath)) => {
+            EndReason::NoMediaPath(reason.unwrap_or_else(|| "no media path".into()))
+        }
         (_, Some(EndKind::Error | EndKind::Unknown)) if by_peer => {
             EndReason::Failed(reason.unwrap_or_else(|| "the peer ended the call with an error".into()))
         }
@@ -436,25 +473,62 @@ impl Driver {
         }
     }
 
-    /// Binds the call's (IPv4) UDP socket and lists the addresses the peer may reach it at. Runs off the
-    /// async threads: resolving the registry's host name may block.
-    async fn bind_media(&self) -> anyhow::Result<(UdpSocket, Vec<Candidate>)> {
+    /// Binds the call's UDP socket (dual-stack where the host has IPv6) and gathers the addresses the
+    /// peer may reach it at: host addresses, server-reflexive ones from STUN Binding on this very socket,
+    /// and a relayed one from a TURN allocation, with servers and credentials from the registry. Runs the
+    /// blocking part (name resolution, gathering, bounded by 1.5 s) off the async threads.
+    async fn bind_media(&self) -> anyhow::Result<(MediaSocket, Vec<Candidate>)> {
+        let servers = match self.client.media_servers().await {
+            Ok(s) => s,
+            Err(e) => {
+                // An older registry without the endpoint, or a hiccup: host candidates still work on a LAN.
+                tracing::info!(error = %e, "no STUN/TURN servers from the registry");
+                Default::default()
+            }
+        };
         let (port, url, reflexive) = (self.opts.media_port, self.client.base_url().to_owned(), self.reflexive_ip);
         tokio::task::spawn_blocking(move || {
-            let socket = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
-                .with_context(|| format!("binding UDP port {port} for media"))?;
+            let (socket, v6) =
+                media_net::bind(port).with_context(|| format!("binding UDP port {port} for media"))?;
             let port = socket.local_addr()?.port();
             let mut ips: Vec<IpAddr> = Vec::new();
             if let Some(ip) = local_ip_towards(&url) {
                 ips.push(ip);
             }
-            if let Some(ip) = reflexive.filter(|ip| !ips.contains(ip) && ip.is_ipv4()) {
+            if v6 && let Some(ip) = local_ipv6() {
                 ips.push(ip);
             }
             if ips.is_empty() {
                 ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
             }
-            Ok((socket, ips.into_iter().map(|ip| Candidate(SocketAddr::new(ip, port))).collect()))
+            let host: Vec<SocketAddr> = ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect();
+            let resolve = |s: &str| -> Option<SocketAddr> {
+                let mut addrs = std::net::ToSocketAddrs::to_socket_addrs(s).ok()?.collect::<Vec<_>>();
+                addrs.sort_by_key(|a| !a.is_ipv4());
+                addrs.into_iter().find(|a| v6 || a.is_ipv4())
+            };
+            let stun: Vec<SocketAddr> = servers.stun.iter().filter_map(|s| resolve(s)).collect();
+            let turn = servers.turn.iter().find_map(|t| {
+                Some(TurnServer { addr: resolve(&t.server)?, username: t.username.clone(), password: t.password.clone() })
+            });
+            let mut gathered = media_net::gather(&socket, v6, &stun, turn.as_ref(), &host)?;
+            for p in &gathered.problems {
+                tracing::warn!("{p}");
+            }
+            // Without a STUN answer, the address the registry saw is our best guess at the NAT's mapping
+            // (right for port-preserving NATs).
+            if gathered.stun_server.is_none()
+                && let Some(ip) = reflexive.filter(|ip| ip.is_ipv4() && !host.iter().any(|h| h.ip() == *ip))
+            {
+                let at = host.len().min(gathered.candidates.len());
+                gathered.candidates.insert(at, Candidate(SocketAddr::new(ip, port), CandidateKind::ServerReflexive));
+                gathered.candidates.truncate(qvoice_proto::MAX_CANDIDATES);
+            }
+            tracing::info!(
+                candidates = ?gathered.candidates.iter().map(|c| format!("{} {}", c.kind().name(), c.addr())).collect::<Vec<_>>(),
+                "gathered media candidates"
+            );
+            Ok((MediaSocket { socket, relay: gathered.relay }, gathered.candidates))
         })
         .await
         .context("media socket task failed")?
@@ -951,7 +1025,7 @@ impl Driver {
         call_id: String,
         peer: String,
         keys: SessionKeys,
-        socket: UdpSocket,
+        socket: MediaSocket,
         direction: Direction,
     ) {
         let trust = self.opts.contacts.trust(&peer);
@@ -964,8 +1038,10 @@ impl Driver {
         .await;
         let codec = keys.codec;
         let frame_ms = keys.frame_ms;
-        let candidates: Vec<SocketAddr> = keys.peer_candidates.iter().map(|c| c.0).collect();
-        let mut cfg = MediaConfig::new(keys.media, socket, candidates.clone());
+        let candidates = keys.peer_candidates.clone();
+        let mut cfg = MediaConfig::new(keys.media, socket.socket, candidates.clone());
+        cfg.relay = socket.relay;
+        cfg.controlling = direction == Direction::Outgoing;
         cfg.codec = codec_kind(codec);
         cfg.frame_ms = frame_ms;
         cfg.input = self.opts.input.clone();
@@ -1011,16 +1087,10 @@ impl Driver {
                 self.error(format!("could not watch media events: {e}")).await;
             }
         }
-        let path = candidates.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-        self.emit(SessionEvent::Active {
-            call_id: call_id.clone(),
-            peer: peer.clone(),
-            direction,
-            codec: codec.name().into(),
-            frame_ms,
-            path: format!("probing {path}"),
-        })
-        .await;
+        // Not active yet: connectivity checks run until a path works and the peer's audio plays.
+        let checking = candidates.iter().map(|c| format!("{} {}", c.kind().name(), c.addr())).collect();
+        self.emit(SessionEvent::Connecting { call_id: call_id.clone(), peer: peer.clone(), checking }).await;
+        self.progress = Some(MediaProgress { codec, frame_ms, path: None, active_sent: false });
         let media = std::sync::Mutex::new(media);
         self.call = Some(Call::Active { call_id, peer, media, since: Instant::now(), direction });
     }
@@ -1031,13 +1101,18 @@ impl Driver {
             return;
         }
         match event {
-            MediaEvent::PeerConnected { addr, .. } => {
-                self.emit(SessionEvent::Path { call_id: call_id.clone(), path: format!("direct {addr}") }).await;
+            MediaEvent::PeerConnected { addr, .. } => tracing::info!(%addr, "media path up"),
+            MediaEvent::PathChanged(p) => {
+                let path = p.to_string();
+                tracing::info!(%path, "media path");
+                if let Some(pr) = &mut self.progress {
+                    pr.path = Some(path.clone());
+                }
+                let (call_id, kind) = (call_id.clone(), Some(p.kind));
+                self.emit(SessionEvent::Path { call_id, path, kind }).await;
             }
-            MediaEvent::PeerAddressChanged { to, .. } => {
-                tracing::info!(%to, "peer address changed");
-                self.emit(SessionEvent::Path { call_id: call_id.clone(), path: format!("direct {to} (moved)") }).await;
-            }
+            MediaEvent::NoPath(why) => self.end_call(EndReason::NoMediaPath(why), true).await,
+            MediaEvent::PeerAddressChanged { from, to } => tracing::info!(%from, %to, "peer address changed"),
             MediaEvent::PeerSilent { .. } => self.end_call(EndReason::PeerVanished, true).await,
             // The peer ended the call and tells the registry itself (docs/REGISTRY.md, "Hang-up
             // responsibilities"): posting /call/hangup too would only earn a 409.
@@ -1045,7 +1120,18 @@ impl Driver {
             MediaEvent::Failed(msg) => self.end_call(EndReason::MediaFailed(msg), true).await,
             MediaEvent::FirstAudioPlayed { since_start, .. } => {
                 tracing::debug!(?since_start, "first audio played");
+                let call_id = call_id.clone();
                 self.emit(SessionEvent::AudioFlowing { call_id: call_id.clone() }).await;
+                let (peer, direction) = match &self.call {
+                    Some(Call::Active { peer, direction, .. }) => (peer.clone(), *direction),
+                    _ => return,
+                };
+                if let Some(pr) = self.progress.as_mut().filter(|p| !p.active_sent) {
+                    pr.active_sent = true;
+                    let (codec, frame_ms) = (pr.codec.name().into(), pr.frame_ms);
+                    let path = pr.path.clone().unwrap_or_default();
+                    self.emit(SessionEvent::Active { call_id, peer, direction, codec, frame_ms, path }).await;
+                }
             }
             MediaEvent::PeerResumed | MediaEvent::InputEnded => {}
         }
@@ -1102,6 +1188,7 @@ impl Driver {
     /// finalizing WAV files) and reports [`SessionEvent::Ended`].
     async fn end_call(&mut self, reason: EndReason, notify: bool) {
         let Some(call) = self.call.take() else { return };
+        self.progress = None;
         let call_id = call.id().to_owned();
         let peer = call.peer().to_owned();
         let what = match &call {

@@ -54,6 +54,9 @@ pub enum EndReason {
     NoAudio(String),
     /// The media engine failed mid-call (the text says how).
     MediaFailed(String),
+    /// No candidate pair worked after the keys were agreed (the text says what was tried and what to
+    /// configure).
+    NoMediaPath(String),
     /// Anything else (the text says what).
     Failed(String),
 }
@@ -76,6 +79,7 @@ impl EndReason {
             Self::UnknownUser => "no such user".into(),
             Self::NoAudio(s) => format!("no audio: {s}"),
             Self::MediaFailed(s) => format!("media failed: {s}"),
+            Self::NoMediaPath(s) => s.clone(),
             Self::Failed(s) => format!("failed: {s}"),
         }
     }
@@ -118,10 +122,14 @@ pub enum SessionEvent {
     Ringing { call_id: String, to: String },
     /// The handshake completed: compare this SAS with the peer.
     SasReady { call_id: String, peer: String, sas: String, trust: Trust },
-    /// Media is flowing.
+    /// Keys are agreed; connectivity checks run on these candidates of the peer until a path works and
+    /// its audio plays (then [`SessionEvent::Active`]).
+    Connecting { call_id: String, peer: String, checking: Vec<String> },
+    /// Media is flowing: the peer's first audio frame played.
     Active { call_id: String, peer: String, direction: Direction, codec: String, frame_ms: u8, path: String },
-    /// The media path is known or changed (e.g. `direct 192.0.2.7:40000`).
-    Path { call_id: String, path: String },
+    /// The media path is known or changed (e.g. `direct 192.0.2.7:40000`,
+    /// `relayed via 203.0.113.1:3478 to 198.51.100.7:40000`); `kind` is `direct` or `relayed`.
+    Path { call_id: String, path: String, kind: Option<crate::media::transport::PathKind> },
     /// The first received audio frame was played: the peer is audible.
     AudioFlowing { call_id: String },
     /// Periodic media metrics of the active call.

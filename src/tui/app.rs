@@ -636,12 +636,12 @@ impl App {
                 }
                 self.sparks = Sparks::default();
             }
-            SessionEvent::Path { call_id, path } => {
+            SessionEvent::Path { call_id, path, .. } => {
                 if let Some(c) = self.call_mut(&call_id) {
                     c.path = Some(path);
                 }
             }
-            SessionEvent::AudioFlowing { .. } => {}
+            SessionEvent::AudioFlowing { .. } | SessionEvent::Connecting { .. } => {}
             SessionEvent::Devices { inputs, outputs, input, output } => {
                 let cursor = self.devices.as_ref().map_or(0, |d| d.cursor);
                 let list = DeviceList { inputs, outputs, input, output, cursor: 0 };

@@ -32,7 +32,7 @@ pub fn handshake(codec: Codec, a: &UdpSocket, b: &UdpSocket, seed: u64) -> (Sess
             callee: Username::parse("bob").unwrap(),
             codecs: vec![codec.into()],
             frame_ms: 20,
-            candidates: vec![Candidate(a.local_addr().unwrap())],
+            candidates: vec![Candidate::host(a.local_addr().unwrap())],
             obfuscation: false,
         },
         &idb.public(),
@@ -49,7 +49,7 @@ pub fn handshake(codec: Codec, a: &UdpSocket, b: &UdpSocket, seed: u64) -> (Sess
         CalleeParams {
             callee: Username::parse("bob").unwrap(),
             codecs: vec![Codec::Opus.into(), Codec::Pcm16.into()],
-            candidates: vec![Candidate(b.local_addr().unwrap())],
+            candidates: vec![Candidate::host(b.local_addr().unwrap())],
             obfuscation: false,
         },
     )
@@ -200,7 +200,7 @@ pub fn start_call(dir: &Path, input: &Path, codec: CodecKind, impairment: Impair
     let peer = |k: &SessionKeys| k.peer_candidates.iter().map(|c| c.0).collect::<Vec<SocketAddr>>();
     let (a_out, b_out) = (dir.join("a_out.wav"), dir.join("b_out.wav"));
     let mk = |keys: SessionKeys, sock: UdpSocket, out: &Path, seed: u64| {
-        let peers = peer(&keys);
+        let peers = keys.peer_candidates.clone();
         let mut cfg = MediaConfig::new(keys.media, sock, peers);
         cfg.codec = codec;
         cfg.frame_ms = keys.frame_ms;

@@ -183,6 +183,28 @@ pub struct StatusResponse {
     pub end_kind: Option<EndKind>,
 }
 
+/// One TURN server with credentials for the asking user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnCredential {
+    /// `host:port` of the server (UDP).
+    pub server: String,
+    /// TURN REST API user name, `<expiry>:<username>`.
+    pub username: String,
+    /// `base64(HMAC-SHA1(secret, username))`.
+    pub password: String,
+    /// When the credentials stop working, Unix ms.
+    pub expires_ms: u64,
+}
+
+/// `GET /turn/credentials` response: the media servers for NAT traversal (docs/REGISTRY.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaServersResponse {
+    /// STUN servers, `host:port`.
+    pub stun: Vec<String>,
+    /// TURN servers with fresh credentials (empty when the registry has no relay configured).
+    pub turn: Vec<TurnCredential>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,6 +88,9 @@ pub enum EndKind {
     Timeout,
     /// The sender's peer stopped sending media (no packets for the silence timeout).
     PeerVanished,
+    /// No candidate pair carried authenticated media within the check timeout after the keys were agreed
+    /// (docs/PROTOCOL.md, "Candidates and connectivity checks"); `reason` says what was tried.
+    NoMediaPath,
     /// Anything else; `reason` says what.
     Error,
     /// A kind this build does not know (a newer peer); treat like [`EndKind::Error`].
@@ -106,6 +109,7 @@ impl EndKind {
             Self::MediaFailed => "media_failed",
             Self::Timeout => "timeout",
             Self::PeerVanished => "peer_vanished",
+            Self::NoMediaPath => "no_media_path",
             Self::Error => "error",
             Self::Unknown => "unknown",
         }

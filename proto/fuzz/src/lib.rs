@@ -59,7 +59,7 @@ fn build_handshake() -> Handshake {
     let bob_prekey = PrekeySecret::generate(&mut rng, 1);
     let prekey = bob_prekey.sign(&bob, NOW_MS + qvoice_proto::PREKEY_LIFETIME_MS);
     let name = |s: &str| Username::parse(s).expect("fixture username");
-    let cand = |s: &str| Candidate(s.parse().expect("fixture candidate"));
+    let cand = |s: &str| Candidate::host(s.parse().expect("fixture candidate"));
     let caller_params = CallerParams {
         caller: name("alice"),
         callee: name("bob"),

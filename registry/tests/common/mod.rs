@@ -261,7 +261,7 @@ pub fn offer_at(now: u64, caller: &Party, callee: &Party) -> (Caller, Offer) {
         callee: Username::parse(&callee.name).unwrap(),
         codecs: vec![Codec::Opus.into(), Codec::Pcm16.into()],
         frame_ms: 20,
-        candidates: vec![Candidate("127.0.0.1:5556".parse().unwrap())],
+        candidates: vec![Candidate::host("127.0.0.1:5556".parse().unwrap())],
         obfuscation: true,
     };
     Caller::start(&mut rand::rng(), now, &caller.id, params, &callee.key(), &callee.signed_prekey()).unwrap()
@@ -271,7 +271,7 @@ pub fn answer_at(now: u64, callee: &Party, caller: &Party, offer: &Offer) -> (Ca
     let params = CalleeParams {
         callee: Username::parse(&callee.name).unwrap(),
         codecs: vec![Codec::Opus.into()],
-        candidates: vec![Candidate("127.0.0.1:5557".parse().unwrap())],
+        candidates: vec![Candidate::host("127.0.0.1:5557".parse().unwrap())],
         obfuscation: true,
     };
     Callee::on_offer(&mut rand::rng(), now, &callee.id, &caller.key(), offer, params).unwrap()
