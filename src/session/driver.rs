@@ -2,8 +2,11 @@
 //! handshake state machines from `qvoice-proto`, starts and stops the media engine, and reports everything
 //! as [`SessionEvent`]s. Front ends (headless CLI, TUI) send [`SessionCommand`]s.
 //!
-//! One call at a time: an incoming call while another is in progress is rejected as busy. No audio is
-//! sent before the handshake completed and verified (the media engine only gets keys after REVEAL).
+//! One call at a time: an incoming call while another is in progress keeps ringing and is reported as
+//! waiting; it is offered when the current call ends (we never answer `busy` for the user: that would tell
+//! any caller, stranger or not, that we are in a call). Each call id is handled once, however often the
+//! registry delivers it. No audio is sent before the handshake completed and verified (the media engine
+//! only gets keys after REVEAL).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -22,6 +25,7 @@ use tokio::sync::mpsc;
 use super::client::{ClientError, RegistryClient};
 use super::events::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};
 use super::store::{ContactBook, Keystore};
+use super::waiting::SeenCalls;
 use crate::media::{AudioIn, AudioOut, CodecKind, Impairment, MediaConfig, MediaEngine, MediaEvent, MediaHandle};
 
 /// Everything the driver needs.
@@ -142,6 +146,10 @@ struct Driver {
     push_up: bool,
     recording: bool,
     muted: bool,
+    /// Call ids already handled (each incoming OFFER is acted on once).
+    seen: SeenCalls,
+    /// Calls that rang while another call was in progress, oldest first.
+    waiting: Vec<String>,
 }
 
 /// Runs the session until [`SessionCommand::Shutdown`] or until `commands` closes. Registers first.
@@ -167,6 +175,8 @@ pub async fn run(
         reflexive_ip: None,
         push_up: false,
         muted: false,
+        seen: SeenCalls::default(),
+        waiting: Vec::new(),
     };
     d.register().await?;
     let stream_task = tokio::spawn(event_stream(d.client.clone(), d.internal_tx.clone(), d.opts.poll_fallback));
@@ -186,6 +196,9 @@ pub async fn run(
             _ = metrics_tick.tick(), if matches!(d.call, Some(Call::Active { .. })) => d.emit_metrics().await,
             _ = status_poll.tick(), if !d.push_up && d.in_setup() => d.poll_status().await,
             _ = deadlines.tick(), if d.in_setup() => d.check_deadlines().await,
+        }
+        if d.call.is_none() && !d.waiting.is_empty() {
+            d.offer_waiting().await;
         }
     };
     d.end_call(EndReason::LocalHangup, true).await;
@@ -342,7 +355,10 @@ impl Driver {
                     .map(|u| ContactView {
                         trust: self.opts.contacts.trust(&u.username),
                         username: u.username,
-                        display_name: u.display_name,
+                        // A registry may not have checked it: no bidi or invisible characters on screen.
+                        display_name: u
+                            .display_name
+                            .filter(|d| qvoice_proto::names::check_display_name(d).is_ok() && !d.is_empty()),
                         online: u.online,
                     })
                     .collect();
@@ -628,6 +644,7 @@ impl Driver {
             RegistryEvent::CallAccepted { call_id, answer, .. } => self.on_answer(&call_id, &answer).await,
             RegistryEvent::CallConfirmed { call_id, reveal, .. } => self.on_reveal(&call_id, &reveal).await,
             RegistryEvent::CallEnded { call_id, state, reason } => {
+                self.waiting.retain(|w| *w != call_id);
                 if self.call.as_ref().is_some_and(|c| c.id() == call_id) {
                     let caller = matches!(self.call, Some(Call::Dialing { .. }))
                         || matches!(&self.call, Some(Call::Active { direction: Direction::Outgoing, .. }));
@@ -638,9 +655,27 @@ impl Driver {
     }
 
     async fn incoming(&mut self, call_id: String, caller: String, offer_b64: &str) {
-        if self.call.as_ref().is_some_and(|c| c.id() == call_id) {
+        if self.call.as_ref().is_some_and(|c| c.id() == call_id) || !self.seen.insert(&call_id) {
             return;
         }
+        self.take_call(call_id, caller, offer_b64).await;
+    }
+
+    /// Offers the oldest waiting call that still rings, now that no call is in progress.
+    async fn offer_waiting(&mut self) {
+        let waiting = std::mem::take(&mut self.waiting);
+        match self.client.pending(0).await {
+            Ok(p) => {
+                for inc in p.calls.into_iter().filter(|c| waiting.contains(&c.call_id)) {
+                    // The first becomes the incoming call; any others wait again.
+                    self.take_call(inc.call_id, inc.caller, &inc.offer).await;
+                }
+            }
+            Err(e) => tracing::info!(error = %e, "could not read waiting calls"),
+        }
+    }
+
+    async fn take_call(&mut self, call_id: String, caller: String, offer_b64: &str) {
         let offer = match b64::decode(offer_b64).ok().and_then(|b| Offer::parse(&b).ok()) {
             Some(o) if o.call_id.to_hex() == call_id && o.caller.as_str() == caller => o,
             _ => {
@@ -649,7 +684,9 @@ impl Driver {
             }
         };
         if self.call.is_some() {
-            let _ = self.client.end("reject", &call_id, Some("busy")).await;
+            let trust = self.opts.contacts.trust(&caller);
+            self.waiting.push(call_id.clone());
+            self.emit(SessionEvent::CallWaiting { call_id, from: caller, trust }).await;
             return;
         }
         if let Err(e) = self.opts.contacts.reload() {
