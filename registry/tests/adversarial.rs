@@ -228,6 +228,7 @@ async fn idle_and_slow_connections_are_closed_within_the_timeouts() {
         (t.elapsed(), String::from_utf8_lossy(&resp).into_owned())
     };
     let (silent, trickle, kept_alive, (slow, slow_resp)) = tokio::join!(silent, trickle, kept_alive, slow_body);
+    eprintln!("closed after: silent {silent:?}, trickled head {trickle:?}, kept-alive idle {kept_alive:?}, slow body {slow:?}");
     let within = |d: Duration, lo: f64, hi: f64| d.as_secs_f64() >= lo && d.as_secs_f64() <= hi;
     assert!(within(silent, 0.9, 2.5), "silent connection closed after {silent:?} (header timeout 1 s)");
     assert!(within(trickle, 0.9, 2.5), "trickled head closed after {trickle:?} (header timeout 1 s)");
@@ -245,6 +246,7 @@ async fn idle_and_slow_connections_are_closed_within_the_timeouts() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (took, ok) = reg.term();
     assert!(ok, "registry did not exit cleanly on SIGTERM");
+    eprintln!("SIGTERM with a half-sent head connected: exited after {took:?}");
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?} with a partial-header client connected");
 }
 
@@ -265,17 +267,20 @@ async fn responsive_with_twice_the_fd_limit_of_idle_clients() {
     }
     assert_eq!(idle.len(), 2 * LIMIT as usize, "every idle client could connect");
     let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let mut worst = Duration::ZERO;
     for i in 0..20 {
         let t = Instant::now();
         let r = tokio::time::timeout(Duration::from_secs(3), client.get(format!("{}/health", reg.base)).send()).await;
         let status = r.unwrap_or_else(|_| panic!("/health #{i} timed out with {} idle clients", idle.len())).unwrap();
         assert_eq!(status.status(), 200, "/health #{i}");
         assert!(t.elapsed() < Duration::from_secs(1), "/health #{i} took {:?}", t.elapsed());
+        worst = worst.max(t.elapsed());
         // More idle clients keep arriving meanwhile.
         if let Ok(s) = TcpStream::connect(&addr).await {
             idle.push(s);
         }
     }
+    eprintln!("{} idle clients connected; slowest of 20 /health: {worst:?}", idle.len());
     let m = reg.metrics().await;
     let evicted: u64 = m
         .lines()
