@@ -55,7 +55,7 @@ impl Default for RateLimits {
             register_per_ip: 30,
             register_per_user: 10,
             initiate_per_user: 30,
-            ring_per_pair: 3,
+            ring_per_pair: 6,
             signed_per_user: 600,
             reads_per_user: 120,
             public_reads_per_ip: 60,
