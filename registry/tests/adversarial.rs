@@ -228,7 +228,9 @@ async fn idle_and_slow_connections_are_closed_within_the_timeouts() {
         (t.elapsed(), String::from_utf8_lossy(&resp).into_owned())
     };
     let (silent, trickle, kept_alive, (slow, slow_resp)) = tokio::join!(silent, trickle, kept_alive, slow_body);
-    eprintln!("closed after: silent {silent:?}, trickled head {trickle:?}, kept-alive idle {kept_alive:?}, slow body {slow:?}");
+    eprintln!(
+        "closed after: silent {silent:?}, trickled head {trickle:?}, kept-alive idle {kept_alive:?}, slow body {slow:?}"
+    );
     let within = |d: Duration, lo: f64, hi: f64| d.as_secs_f64() >= lo && d.as_secs_f64() <= hi;
     assert!(within(silent, 0.9, 2.5), "silent connection closed after {silent:?} (header timeout 1 s)");
     assert!(within(trickle, 0.9, 2.5), "trickled head closed after {trickle:?} (header timeout 1 s)");
