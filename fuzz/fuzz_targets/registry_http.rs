@@ -2,7 +2,7 @@
 //! chunked and content-length bodies, pipelining) in front of the registry's router, over an in-memory
 //! pipe. The client side closes after writing, so every connection ends.
 //!
-//! Properties: nothing panics or hangs (1 s per input); every response is `HTTP/1.1 <status>` and never a
+//! Properties: nothing panics or hangs (1 s per input); every response is `HTTP/1.x <status>` and never a
 //! 5xx.
 
 #![no_main]
@@ -58,11 +58,12 @@ fuzz_target!(|data: &[u8]| {
     });
     let out = out.expect("the server neither answered nor closed within 1 s");
     let text = String::from_utf8_lossy(&out);
-    for (i, _) in text.match_indices("HTTP/1.1 ") {
-        let status = &text[i + 9..(i + 12).min(text.len())];
+    // hyper answers an HTTP/1.0 request in HTTP/1.0.
+    for (i, _) in text.match_indices("HTTP/1.").filter(|(i, _)| text[*i..].len() >= 12) {
+        let status = &text[i + 9..i + 12];
         assert!(!status.starts_with('5'), "server error: {text}");
     }
     if !out.is_empty() {
-        assert!(out.starts_with(b"HTTP/1.1 "), "not an HTTP response: {text}");
+        assert!(out.starts_with(b"HTTP/1.1 ") || out.starts_with(b"HTTP/1.0 "), "not an HTTP response: {text}");
     }
 });

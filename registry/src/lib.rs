@@ -281,6 +281,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(json_rejections))
         .layer(axum::middleware::from_fn_with_state(state.clone(), request_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
@@ -301,6 +302,31 @@ async fn request_timeout(
         Ok(resp) => resp,
         Err(_) => ApiError::RequestTimeout(limit.as_secs()).into_response(),
     }
+}
+
+/// Gives axum's own extractor rejections (plain text, e.g. a path segment that is not UTF-8) the
+/// registry's JSON error shape, so every 4xx is `{"error", "message"}` (found by the `registry_request`
+/// fuzz target).
+async fn json_rejections(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let resp = next.run(req).await;
+    let is_json = resp.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/event-stream")
+    });
+    if !resp.status().is_client_error() || is_json {
+        return resp;
+    }
+    let status = resp.status();
+    let text = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let text = text.trim();
+    let err = match status {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge(0),
+        _ => ApiError::InvalidField(if text.is_empty() { "malformed request".to_owned() } else { text.to_owned() }),
+    };
+    let mut out = err.into_response();
+    *out.status_mut() = status;
+    out
 }
 
 /// The router of the separate metrics address: `/metrics` without a token, nothing else.

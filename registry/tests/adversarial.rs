@@ -437,3 +437,17 @@ async fn unsigned_reads_are_limited_per_address_and_metrics_are_private() {
     assert_eq!(client.get(format!("{}/metrics", reg.base)).send().await.unwrap().status(), 404);
     assert!(reg.metrics().await.contains("qvoice_registry_calls{state=\"ringing\"}"));
 }
+
+/// Found by the `registry_request` fuzz target: a path segment that is not UTF-8 was answered by axum's
+/// plain-text rejection instead of the registry's JSON error.
+#[tokio::test]
+async fn malformed_paths_get_a_json_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Reg::start(&dir.path().join("r.sqlite3"), &[]);
+    for pq in ["/call/status/%C3", "/fetch/%FF", "/call/pending/%C3%28"] {
+        let r = reqwest::get(format!("{}{pq}", reg.base)).await.unwrap();
+        assert_eq!(r.status(), 400, "{pq}");
+        let v: Value = r.json().await.unwrap_or_else(|e| panic!("{pq}: not JSON: {e}"));
+        assert!(v["error"].is_string() && v["message"].as_str().is_some_and(|m| !m.is_empty()), "{pq}: {v}");
+    }
+}
