@@ -56,6 +56,8 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = qvoice_registry::Config::new(dir.path().join("registry.sqlite3"));
         cfg.bind = "127.0.0.1:0".parse().unwrap();
+        // The bench dials one callee 30 times in a row; the per-pair ring limit is for strangers.
+        cfg.rate_limits = qvoice_registry::limits::RateLimits::all(1_000_000);
         let reg = qvoice_registry::spawn(cfg).await.unwrap();
         let url = reg.url();
         let (a_cmd, a_rx) = mpsc::channel(8);

@@ -423,6 +423,9 @@ fn print_event(ev: &SessionEvent, json: bool) {
         SessionEvent::IncomingCall { from, call_id, trust } => {
             println!("incoming call from {from} ({trust:?}); type `accept` or `reject` (call {call_id})")
         }
+        SessionEvent::CallWaiting { from, .. } => {
+            println!("{from} is calling (call waiting); hang up to take the call")
+        }
         SessionEvent::Dialing { to, .. } => println!("dialing {to}..."),
         SessionEvent::Ringing { to, .. } => println!("ringing {to}"),
         SessionEvent::SasReady { peer, sas, .. } => {

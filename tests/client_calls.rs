@@ -161,16 +161,21 @@ async fn callee_offline_rings_then_ends_as_offline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_callee() {
+    // Call waiting (issue 12): a callee in a call is never answered `busy` (that told any caller the callee
+    // was on a call); the second call rings and is taken once the first ends.
     let (reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
     let carol = User::init("carol", &reg.url()).await;
-    let _b = bob.listen(&["--auto-answer"]).await;
+    let mut b = bob.listen(&["--auto-answer"]).await;
     let mut c = carol.call("bob", &["--duration", "20"]);
     c.wait("active", SHORT).await;
     let mut a = alice.call("bob", &[]);
-    assert_eq!(a.exit_code(SHORT).await, 4);
-    assert_eq!(a.end_reason().as_deref(), Some("busy"));
+    a.wait("ringing", SHORT).await;
+    b.wait_for("call_waiting", SHORT, |v| v["from"] == "alice").await;
     c.send_line("hangup").await;
     assert_eq!(c.exit_code(SHORT).await, 0);
+    a.wait("active", SHORT).await;
+    a.send_line("hangup").await;
+    assert_eq!(a.exit_code(SHORT).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

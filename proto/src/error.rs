@@ -30,8 +30,8 @@ pub enum Error {
     /// The caller-supplied output buffer cannot hold the result.
     #[error("output buffer too small")]
     BufferTooSmall,
-    /// A username outside `[a-z0-9_.-]{1,32}`.
-    #[error("invalid username: use 1-32 characters from a-z, 0-9, '_', '.', '-'")]
+    /// A username outside `[a-z0-9][a-z0-9_.-]{0,31}`.
+    #[error("invalid username: use 1-32 characters from a-z, 0-9, '_', '.', '-', starting with a letter or digit")]
     InvalidUsername,
     /// A public key or ciphertext of the wrong length or not a valid encoding.
     #[error("invalid key: {0}")]

@@ -15,6 +15,7 @@ pub mod frame;
 pub mod handshake;
 pub mod identity;
 pub mod media;
+pub mod names;
 mod types;
 #[cfg(test)]
 mod vectors;

@@ -11,15 +11,16 @@ use crate::codec::{Reader, Writer};
 /// Longest username, in bytes.
 pub const USERNAME_MAX: usize = 32;
 
-/// A registry username: 1 to 32 characters from `[a-z0-9_.-]`.
+/// A registry username: 1 to 32 characters from `[a-z0-9_.-]`, starting with a letter or digit (so `.`,
+/// `..` and `-rf` are not names: they would be path segments or command-line options).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Username(String);
 
 impl Username {
     /// Validates `s`. Fails with [`Error::InvalidUsername`] on an empty, long or out-of-alphabet name.
     pub fn parse(s: &str) -> Result<Self, Error> {
-        let ok = !s.is_empty()
-            && s.len() <= USERNAME_MAX
+        let ok = s.len() <= USERNAME_MAX
+            && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             && s.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'));
         if ok { Ok(Self(s.to_owned())) } else { Err(Error::InvalidUsername) }
     }
@@ -364,10 +365,10 @@ mod tests {
 
     #[test]
     fn usernames() {
-        for ok in ["alice", "a", "bob.smith_2-x", &"z".repeat(32)] {
+        for ok in ["alice", "a", "7", "bob.smith_2-x", "x.", &"z".repeat(32)] {
             assert!(Username::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Alice", "al ice", "ali/ce", &"z".repeat(33), "é"] {
+        for bad in ["", "Alice", "al ice", "ali/ce", &"z".repeat(33), "é", ".", "..", "-rf", "_x", ".bob"] {
             assert_eq!(Username::parse(bad), Err(Error::InvalidUsername), "{bad}");
         }
     }

@@ -19,7 +19,7 @@ use qvoice_wire::{
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
-use crate::auth::SignedRequest;
+use crate::auth::{ReadAuth, SignedRequest};
 use crate::calls::{Action, Call, CallState, Ending};
 use crate::error::ApiError;
 use crate::events::{Event, OnClose, READY_ONLINE_MAX, sse_stream};
@@ -55,13 +55,14 @@ fn parse_call_id(s: &str) -> ApiResult<CallId> {
     CallId::from_hex(s).map_err(|_| ApiError::InvalidField("call_id must be 32 lowercase hex digits".to_owned()))
 }
 
+// Display names and reasons are shown to other users: no control, bidi or other invisible characters
+// (qvoice_proto::names).
 fn check_text(field: &str, s: &str, max: usize) -> ApiResult<()> {
-    if s.chars().count() > max || s.chars().any(char::is_control) {
-        return Err(ApiError::InvalidField(format!(
-            "{field} must be at most {max} characters without control characters"
-        )));
-    }
-    Ok(())
+    qvoice_proto::names::check_text(s, max).map_err(|e| {
+        ApiError::InvalidField(format!(
+            "{field} {e}; use at most {max} visible characters without control or formatting characters"
+        ))
+    })
 }
 
 fn query_params(pq: &str) -> HashMap<String, String> {
@@ -90,14 +91,22 @@ pub async fn health() -> Json<HealthResponse> {
     Json(HealthResponse { status: "ok".to_owned(), version: env!("CARGO_PKG_VERSION").to_owned() })
 }
 
-/// `GET /metrics` (Prometheus text).
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics` on the main address: only with `Authorization: Bearer <metrics_token>` when a token is
+/// configured, else `404` (the separate metrics address serves it without a token).
+pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if !crate::metrics::token_ok(&state, &headers) {
+        return ApiError::NotFound.into_response();
+    }
+    metrics_open(State(state)).await
+}
+
+/// `GET /metrics` (Prometheus text), unconditionally.
+pub async fn metrics_open(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render(&state)).into_response()
 }
 
 /// `POST /register`: claim a name (TOFU) or update your prekey, display name or media port.
 pub async fn register(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Response> {
-    state.limiters().register_ip(req.peer.map(|p| p.ip()))?;
     let body: RegisterBody = parse_json(&req.body)?;
     let username = Username::parse(&body.username).map_err(|_| ApiError::InvalidUsername)?;
     if username != req.user {
@@ -113,7 +122,8 @@ pub async fn register(State(state): State<AppState>, req: SignedRequest) -> ApiR
     if body.media_port == Some(0) {
         return Err(ApiError::InvalidField("media_port must be 1-65535".to_owned()));
     }
-    if let Some(existing) = state.store().get(username.as_str())
+    let existing = state.store().get(username.as_str());
+    if let Some(existing) = &existing
         && existing.identity_key != identity_key
     {
         return Err(ApiError::UsernameTaken(username.to_string()));
@@ -122,7 +132,8 @@ pub async fn register(State(state): State<AppState>, req: SignedRequest) -> ApiR
     req.verify(&state, &identity_key)?;
     prekey.verify(&identity_key).map_err(|_| ApiError::BadMessageSignature("prekey"))?;
     check_prekey_expiry(prekey.expires_ms, state.now_ms())?;
-    state.limiters().register_user(username.as_str())?;
+    state.limiters().register(req.peer.map(|p| p.ip()), username.as_str(), existing.is_none())?;
+    state.limiters().signed_user(username.as_str())?;
     let now = state.now_ms();
     let rec = UserRecord {
         wire: WireForms::new(&identity_key, &prekey_bytes),
@@ -135,9 +146,13 @@ pub async fn register(State(state): State<AppState>, req: SignedRequest) -> ApiR
         updated_ms: now,
     };
     let st = state.clone();
-    let outcome = tokio::task::spawn_blocking(move || st.store().register(rec))
+    let ts = req.timestamp_ms;
+    let outcome = tokio::task::spawn_blocking(move || st.store().register(rec, ts))
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("register task: {e}")))??;
+    if outcome != RegisterOutcome::Taken {
+        state.floors().persisted_elsewhere(username.as_str(), ts);
+    }
     let created = match outcome {
         RegisterOutcome::Taken => return Err(ApiError::UsernameTaken(username.to_string())),
         RegisterOutcome::Created => true,
@@ -150,8 +165,13 @@ pub async fn register(State(state): State<AppState>, req: SignedRequest) -> ApiR
     Ok((status, Json(resp)).into_response())
 }
 
-/// `GET /fetch/{username}`: public key bundle and presence (no auth, like the seed).
-pub async fn fetch(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<FetchResponse>> {
+/// `GET /fetch/{username}`: public key bundle and presence. Unsigned like the seed (limited per address),
+/// or signed (limited per user).
+pub async fn fetch(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    _reader: ReadAuth,
+) -> ApiResult<Json<FetchResponse>> {
     let username = Username::parse(&name).map_err(|_| ApiError::InvalidUsername)?;
     let rec = state.store().get(username.as_str()).ok_or_else(|| ApiError::UnknownUser(name.clone()))?;
     let online = state.hub().is_online(username.as_str());
@@ -170,7 +190,8 @@ pub async fn fetch(State(state): State<AppState>, Path(name): Path<String>) -> A
 
 /// `GET /users?after=NAME&limit=N`: the contact directory, paginated (authenticated).
 pub async fn users(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Json<UsersResponse>> {
-    req.authenticate(&state)?;
+    let me = req.authenticate(&state)?;
+    state.limiters().read_user(me.username.as_str())?;
     let q = query_params(&req.path_and_query);
     let limit = match q.get("limit") {
         Some(l) => l
@@ -205,9 +226,8 @@ pub async fn users(State(state): State<AppState>, req: SignedRequest) -> ApiResu
 
 /// `POST /call/initiate`: relay a verified OFFER to the callee.
 pub async fn initiate(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Response> {
-    state.limiters().initiate_ip(req.peer.map(|p| p.ip()))?;
-    let me = req.authenticate(&state)?;
-    state.limiters().initiate_user(me.username.as_str())?;
+    // Durable: a captured initiate must not ring the callee again after a restart.
+    let me = req.authenticate_durable(&state).await?;
     let body: InitiateBody = parse_json(&req.body)?;
     let bytes = decode("offer", &body.offer)?;
     let offer = message(Offer::parse(&bytes), "offer")?;
@@ -221,6 +241,7 @@ pub async fn initiate(State(state): State<AppState>, req: SignedRequest) -> ApiR
         return Err(ApiError::BadMessageSignature("offer"));
     }
     offer.verify().map_err(|_| ApiError::BadMessageSignature("offer"))?;
+    state.limiters().initiate(me.username.as_str(), offer.callee.as_str())?;
     let now = state.now_ms();
     if now.abs_diff(offer.timestamp_ms) > state.config().max_skew_ms {
         return Err(ApiError::InvalidField(
@@ -460,7 +481,8 @@ impl OnClose for StreamClosed {
 /// `GET /events`: Server-Sent Events stream of your call events and everyone's presence.
 /// Holding it open is what makes you online.
 pub async fn events(State(state): State<AppState>, req: SignedRequest) -> ApiResult<Response> {
-    let me: Arc<UserRecord> = req.authenticate(&state)?;
+    // Durable: a replayed stream request after a restart would receive this user's events.
+    let me: Arc<UserRecord> = req.authenticate_durable(&state).await?;
     let user = me.username.to_string();
     let (id, rx, came_online) = state.hub().subscribe(&user);
     if came_online {

@@ -5,9 +5,14 @@
 //! origin must be this registry's ([`origin_accepted`]), so a request signed for another registry is
 //! refused here.
 //!
-//! Checks run cheapest first: headers, clock skew (2 minutes by default), signature, and only then
-//! the replay cache, so forged requests cannot fill the cache. A signature is remembered until its
+//! Checks run cheapest first: headers, clock skew (2 minutes by default), signature, the persisted
+//! replay floor (`floor.rs`: after a restart, only timestamps newer than the last accepted one), and only
+//! then the replay cache, so forged requests cannot fill the cache. A signature is remembered until its
 //! timestamp falls out of the skew window, after which the skew check alone rejects it.
+//!
+//! Rate limits follow the same order (see `limits.rs`): a request that fails any of these checks is
+//! charged to its address's failed-authentication budget, never to the user it claims to be; a request
+//! that passes is charged to the verified user only.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -54,7 +59,8 @@ impl FromRequest<AppState> for SignedRequest {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (user, origin, host, timestamp_ms, signature, method, path_and_query, peer) = {
+        let peer_ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let parsed = (|| {
             let h = req.headers();
             let header = |name: &str| -> Result<String, ApiError> {
                 h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned).ok_or(ApiError::MissingAuth)
@@ -71,8 +77,10 @@ impl FromRequest<AppState> for SignedRequest {
             let uri = req.uri();
             let path_and_query = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
             let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-            (user, origin, host, timestamp_ms, signature, method, path_and_query, peer)
-        };
+            Ok((user, origin, host, timestamp_ms, signature, method, path_and_query, peer))
+        })();
+        let (user, origin, host, timestamp_ms, signature, method, path_and_query, peer) =
+            parsed.map_err(|e| state.limiters().auth_failure(peer_ip, e))?;
         let limit = state.config().body_limit;
         let body = Bytes::from_request(req, state).await.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -86,10 +94,16 @@ impl FromRequest<AppState> for SignedRequest {
 }
 
 impl SignedRequest {
-    /// Verifies skew, origin, signature against `key`, and freshness.
+    /// Verifies skew, origin, signature against `key`, and freshness. A failure is charged to the sender's
+    /// address (`limits.rs`).
     ///
-    /// Fails with `StaleTimestamp`, `WrongOrigin`, `BadSignature` or `Replayed`.
+    /// Fails with `StaleTimestamp`, `WrongOrigin`, `BadSignature` or `Replayed`, or with
+    /// `AuthFailuresLimited` once the address has failed too often.
     pub fn verify(&self, state: &AppState, key: &IdentityKey) -> Result<(), ApiError> {
+        self.check(state, key).map_err(|e| state.limiters().auth_failure(self.peer.map(|p| p.ip()), e))
+    }
+
+    fn check(&self, state: &AppState, key: &IdentityKey) -> Result<(), ApiError> {
         let now = state.now_ms();
         let skew = state.config().max_skew_ms;
         if now.abs_diff(self.timestamp_ms) > skew {
@@ -107,16 +121,61 @@ impl SignedRequest {
             &self.signature,
         )
         .map_err(|_| ApiError::BadSignature)?;
+        state.floors().check(self.user.as_str(), self.timestamp_ms)?;
         state.replay().check_and_insert(&self.signature, self.timestamp_ms.saturating_add(skew), now)
     }
 
-    /// Verifies against the signer's registered key and returns their record.
+    /// Verifies against the signer's registered key, records the timestamp as the user's replay floor,
+    /// charges the user's request quota and returns their record.
     ///
-    /// Fails with `Unauthenticated` for an unregistered signer, else like [`SignedRequest::verify`].
+    /// Fails with `Unauthenticated` for an unregistered signer, else like [`SignedRequest::verify`], and
+    /// with `RateLimited` when the verified user is over quota.
     pub fn authenticate(&self, state: &AppState) -> Result<std::sync::Arc<crate::store::UserRecord>, ApiError> {
-        let rec = state.store().get(self.user.as_str()).ok_or(ApiError::Unauthenticated)?;
+        let Some(rec) = state.store().get(self.user.as_str()) else {
+            return Err(state.limiters().auth_failure(self.peer.map(|p| p.ip()), ApiError::Unauthenticated));
+        };
         self.verify(state, &rec.identity_key)?;
+        state.floors().record(self.user.as_str(), self.timestamp_ms);
+        state.limiters().signed_user(self.user.as_str())?;
         Ok(rec)
+    }
+
+    /// Like [`SignedRequest::authenticate`], and waits until the timestamp is on disk, so that this
+    /// request cannot be replayed after a crash and restart. For requests whose replay would act
+    /// (`/call/initiate`, `/events`); see `floor.rs`.
+    ///
+    /// Fails like [`SignedRequest::authenticate`], or with `Internal` when the floor cannot be written.
+    pub async fn authenticate_durable(
+        &self,
+        state: &AppState,
+    ) -> Result<std::sync::Arc<crate::store::UserRecord>, ApiError> {
+        let rec = self.authenticate(state)?;
+        crate::floor::Floors::durable(state, self.user.as_str(), self.timestamp_ms).await?;
+        Ok(rec)
+    }
+}
+
+/// Authentication of a read that may be signed or not (`/fetch`): a signed read is verified and charged to
+/// the user's read quota; an unsigned one to its address's public-read quota.
+#[derive(Debug)]
+pub struct ReadAuth {
+    /// The verified reader, when the request was signed.
+    pub user: Option<Username>,
+}
+
+impl FromRequest<AppState> for ReadAuth {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if req.headers().contains_key(HEADER_USER) || req.headers().contains_key(HEADER_SIGNATURE) {
+            let signed = SignedRequest::from_request(req, state).await?;
+            signed.authenticate(state)?;
+            state.limiters().read_user(signed.user.as_str())?;
+            return Ok(Self { user: Some(signed.user) });
+        }
+        let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        state.limiters().public_read(ip)?;
+        Ok(Self { user: None })
     }
 }
 

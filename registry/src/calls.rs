@@ -5,8 +5,18 @@
 //!    │ reject ▶ rejected     │ cancel ▶ cancelled
 //!    │ cancel ▶ cancelled    │ no confirm within the ringing timeout ▶ failed
 //!    │ timeout ▶ missed      └ hangup ▶ ended
-//! initiate while the callee is in a live call ▶ busy
+//! initiate while too many calls already ring for the callee ▶ busy
 //! ```
+//!
+//! Admission (call waiting): ringing does not make anyone busy. A user is *engaged* while they place a
+//! call (any live call they are the caller of) or after they answered one (accepted or active as callee).
+//! An engaged user cannot place another call (`already_in_call`) nor accept a second one; calls to a user
+//! ring whether or not they are engaged, so the callee's client sees every ringing call and decides
+//! (show it as waiting, take it after hanging up, let it ring out). The registry never tells a caller that
+//! the callee is in a call: that would reveal to anyone who can register a name when, and with whom (by
+//! probing both), a user talks. The only `busy` left is the cap on calls ringing for one callee at once
+//! ([`CallBook::with_max_ringing`]), which bounds what a caller (or many) can pile up on a callee; the
+//! rate of rings from one caller to one callee is limited in `limits.rs`.
 //!
 //! Every operation takes `now` (Unix ms) from the caller and returns the events to deliver, so the
 //! whole machine, timeouts included, is tested in virtual time. Terminal calls stay readable for
@@ -105,18 +115,28 @@ pub struct Notice {
     pub event: Event,
 }
 
+/// Default most calls ringing for one callee at once.
+pub const MAX_RINGING_PER_CALLEE: usize = 8;
+
 /// All known calls.
 #[derive(Debug)]
 pub struct CallBook {
     calls: HashMap<CallId, Call>,
     ringing_timeout_ms: u64,
     purge_after_ms: u64,
+    max_ringing: usize,
 }
 
 impl CallBook {
     /// An empty book with the given ringing timeout and purge delay (milliseconds).
     pub fn new(ringing_timeout_ms: u64, purge_after_ms: u64) -> Self {
-        Self { calls: HashMap::new(), ringing_timeout_ms, purge_after_ms }
+        Self { calls: HashMap::new(), ringing_timeout_ms, purge_after_ms, max_ringing: MAX_RINGING_PER_CALLEE }
+    }
+
+    /// Sets the most calls that may ring for one callee at once (at least 1).
+    pub fn with_max_ringing(mut self, n: usize) -> Self {
+        self.max_ringing = n.max(1);
+        self
     }
 
     /// The ringing timeout in milliseconds.
@@ -138,15 +158,26 @@ impl CallBook {
         m
     }
 
-    fn in_live_call(&self, user: &str) -> bool {
-        self.calls.values().any(|c| c.state.is_live() && (c.caller == user || c.callee == user))
+    /// Whether `user` is placing a call, or answered one that is still live (see the module docs).
+    /// Calls merely ringing *for* the user do not count.
+    fn engaged(&self, user: &str, except: Option<&CallId>) -> bool {
+        self.calls.values().any(|c| {
+            Some(&c.id) != except
+                && c.state.is_live()
+                && (c.caller == user || (c.callee == user && c.state != CallState::Ringing))
+        })
+    }
+
+    fn ringing_for(&self, callee: &str) -> usize {
+        self.calls.values().filter(|c| c.state == CallState::Ringing && c.callee == callee).count()
     }
 
     /// Records a new, already verified offer from `caller` to `callee`.
     ///
-    /// Fails with `CallExists` for a reused id, `AlreadyInCall` when the caller is in a live call,
-    /// and `Busy` when the callee is; the busy attempt is still recorded (state `busy`) so the
-    /// caller can read it back, and the callee's call is untouched.
+    /// Fails with `CallExists` for a reused id, `AlreadyInCall` when the caller is engaged (placing or
+    /// in another call), and `Busy` when the callee already has the maximum of calls ringing; the busy
+    /// attempt is still recorded (state `busy`) so the caller can read it back, and nothing else
+    /// changes. Whether the callee is in a call does not matter (call waiting).
     pub fn initiate(
         &mut self,
         now: u64,
@@ -158,10 +189,10 @@ impl CallBook {
         if self.calls.contains_key(&id) {
             return Err(ApiError::CallExists);
         }
-        if self.in_live_call(caller) {
+        if self.engaged(caller, None) {
             return Err(ApiError::AlreadyInCall);
         }
-        let busy = self.in_live_call(callee);
+        let busy = self.ringing_for(callee) >= self.max_ringing;
         let call = Call {
             id,
             caller: caller.to_owned(),
@@ -172,7 +203,7 @@ impl CallBook {
             reveal: None,
             created_ms: now,
             updated_ms: now,
-            reason: busy.then(|| "callee busy".to_owned()),
+            reason: busy.then(|| "too many calls ringing".to_owned()),
             end_kind: None,
         };
         let notice = Notice { to: callee.to_owned(), event: Event::IncomingCall(self.incoming(&call)) };
@@ -229,6 +260,9 @@ impl CallBook {
         };
         if !state_ok {
             return Err(ApiError::WrongState(call.state.as_str()));
+        }
+        if matches!(action, Action::Accept(_)) && self.engaged(user, Some(id)) {
+            return Err(ApiError::AlreadyInCall);
         }
         Ok(call)
     }
@@ -410,17 +444,48 @@ mod tests {
     }
 
     #[test]
-    fn busy_callee_is_recorded_and_existing_call_untouched() {
+    fn ringing_makes_nobody_busy_and_every_ringing_call_is_listed() {
+        let mut b = CallBook::new(T, P);
+        let c = ringing(&mut b, 1); // bob -> alice
+        b.initiate(1_500, id(2), "carol", "alice", vec![]).unwrap();
+        assert_eq!(b.pending_for("alice").len(), 2);
+        // The callee of ringing calls may still dial out.
+        b.initiate(1_600, id(3), "alice", "dave", vec![]).unwrap();
+        // A caller places one call at a time.
+        let e = b.initiate(1_700, id(4), "bob", "carol", vec![]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::AlreadyInCall);
+        let e = b.initiate(1_700, c, "x", "y", vec![]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::CallExists);
+        assert_eq!(b.get(&c).unwrap().state, CallState::Ringing);
+    }
+
+    #[test]
+    fn calls_ring_for_a_callee_in_an_active_call_who_cannot_take_two() {
         let mut b = CallBook::new(T, P);
         let c = ringing(&mut b, 1);
-        let e = b.initiate(1_500, id(2), "carol", "alice", vec![]).unwrap_err();
-        assert_eq!(e.code(), ErrorCode::Busy);
-        assert_eq!(b.get(&id(2)).unwrap().state, CallState::Busy);
-        assert_eq!(b.get(&c).unwrap().state, CallState::Ringing);
-        let e = b.initiate(1_500, id(3), "bob", "carol", vec![]).unwrap_err();
+        b.act(2_000, &c, "alice", Action::Accept(vec![]), None).unwrap();
+        b.act(2_000, &c, "bob", Action::Confirm(vec![]), None).unwrap();
+        // No busy for carol: the call rings (alice's client shows it as waiting).
+        b.initiate(2_500, id(2), "carol", "alice", vec![]).unwrap();
+        assert_eq!(b.get(&id(2)).unwrap().state, CallState::Ringing);
+        // Alice must hang up before she can take it.
+        let e = b.act(2_600, &id(2), "alice", Action::Accept(vec![]), None).unwrap_err();
         assert_eq!(e.code(), ErrorCode::AlreadyInCall);
-        let e = b.initiate(1_500, c, "x", "y", vec![]).unwrap_err();
-        assert_eq!(e.code(), ErrorCode::CallExists);
+        let e = b.initiate(2_600, id(3), "alice", "dave", vec![]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::AlreadyInCall);
+        b.act(2_700, &c, "alice", Action::Hangup, None).unwrap();
+        b.act(2_800, &id(2), "alice", Action::Accept(vec![]), None).unwrap();
+    }
+
+    #[test]
+    fn too_many_ringing_calls_for_one_callee_is_busy_and_recorded() {
+        let mut b = CallBook::new(T, P).with_max_ringing(2);
+        b.initiate(1_000, id(1), "u1", "alice", vec![]).unwrap();
+        b.initiate(1_000, id(2), "u2", "alice", vec![]).unwrap();
+        let e = b.initiate(1_000, id(3), "u3", "alice", vec![]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Busy);
+        assert_eq!(b.get(&id(3)).unwrap().state, CallState::Busy);
+        assert_eq!(b.pending_for("alice").len(), 2);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! so nothing about the host (paths, SQL) leaks to clients.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 pub use qvoice_wire::{ErrorBody, ErrorCode};
 
@@ -14,8 +14,8 @@ pub enum ApiError {
     /// 400 `invalid_json`: the body is not the JSON this endpoint takes.
     #[error("request body is not valid JSON for this endpoint: {0}")]
     InvalidJson(String),
-    /// 400 `invalid_username`: not `[a-z0-9_.-]{1,32}`.
-    #[error("username must be 1-32 characters of a-z, 0-9, '_', '.', '-'")]
+    /// 400 `invalid_username`: not `[a-z0-9][a-z0-9_.-]{0,31}`.
+    #[error("username must be 1-32 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit")]
     InvalidUsername,
     /// 400 `invalid_base64`: a binary field is not unpadded base64url.
     #[error("field `{0}` is not unpadded base64url")]
@@ -66,6 +66,10 @@ pub enum ApiError {
     /// 401 `replayed`: this exact signed request was seen before.
     #[error("this signed request was already used; sign every request afresh")]
     Replayed,
+    /// 401 `replayed`: the timestamp is not after the last one accepted from this user before the registry
+    /// restarted (the persisted replay floor).
+    #[error("this request is not newer than your last request before the registry restarted; sign it again")]
+    NotAfterFloor,
     /// 403 `forbidden`: authenticated, but not allowed to do this to this resource.
     #[error("{0}")]
     Forbidden(&'static str),
@@ -102,6 +106,16 @@ pub enum ApiError {
     /// 429 `rate_limited`.
     #[error("too many requests; retry in a few seconds")]
     RateLimited,
+    /// 429 `rate_limited`: too many requests from this address failed authentication; sent with
+    /// `connection: close`. Correctly signed requests from the same address are not affected.
+    #[error("too many requests from your address failed authentication; check your keys and clock, retry in a minute")]
+    AuthFailuresLimited,
+    /// 408 `request_timeout`: the request (its body included) was not completed in time.
+    #[error("the request was not completed within {0} s (slow upload or busy registry); retry")]
+    RequestTimeout(u64),
+    /// 503 `overloaded`: the registry is at its connection limit and none could be freed.
+    #[error("the registry has too many open connections; retry in a few seconds")]
+    Overloaded,
     /// 503 `shutting_down`.
     #[error("the registry is shutting down; retry shortly")]
     ShuttingDown,
@@ -133,7 +147,7 @@ impl ApiError {
             Self::BadSignature => ErrorCode::BadSignature,
             Self::WrongOrigin { .. } => ErrorCode::WrongOrigin,
             Self::StaleTimestamp(_) => ErrorCode::StaleTimestamp,
-            Self::Replayed => ErrorCode::Replayed,
+            Self::Replayed | Self::NotAfterFloor => ErrorCode::Replayed,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::UnknownUser(_) => ErrorCode::UnknownUser,
             Self::UnknownCall => ErrorCode::UnknownCall,
@@ -145,7 +159,9 @@ impl ApiError {
             Self::AlreadyInCall => ErrorCode::AlreadyInCall,
             Self::CallExists => ErrorCode::CallExists,
             Self::BodyTooLarge(_) => ErrorCode::BodyTooLarge,
-            Self::RateLimited => ErrorCode::RateLimited,
+            Self::RateLimited | Self::AuthFailuresLimited => ErrorCode::RateLimited,
+            Self::RequestTimeout(_) => ErrorCode::RequestTimeout,
+            Self::Overloaded => ErrorCode::Overloaded,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::Internal(_) => ErrorCode::Internal,
         }
@@ -164,7 +180,23 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{e:#}"), "internal error");
         }
         let body = ErrorBody { error: self.code(), message: self.to_string() };
-        (self.status(), Json(body)).into_response()
+        let mut resp = (self.status(), Json(body)).into_response();
+        let headers = resp.headers_mut();
+        match self {
+            Self::RateLimited | Self::Overloaded | Self::ShuttingDown => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::AuthFailuresLimited => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                // Make a sender of junk open a new connection for every further attempt.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Self::RequestTimeout(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        resp
     }
 }
 

@@ -2,8 +2,10 @@
 //! them. A user is online exactly while at least one of their streams is open.
 //!
 //! Each stream owns a bounded channel; a client too slow to drain it is disconnected rather than
-//! allowed to grow server memory. Streams end when the server shuts down, so graceful shutdown
-//! never waits on an idle push connection.
+//! allowed to grow server memory. A user may hold at most `max_per_user` streams: opening one more
+//! ends the oldest (a client reconnecting after a network change replaces its half-dead stream; a
+//! client opening hundreds holds no more than the cap). Streams end when the server shuts down, so
+//! graceful shutdown never waits on an idle push connection.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,6 +20,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 pub const STREAM_QUEUE: usize = 256;
 /// Most names listed in the `ready` event.
 pub const READY_ONLINE_MAX: usize = 1000;
+/// Default most streams per user.
+pub const STREAMS_PER_USER: usize = 4;
 
 pub use qvoice_wire::{Event, IncomingCall};
 
@@ -32,19 +36,34 @@ struct Conns {
 pub struct Hub {
     conns: Mutex<Conns>,
     next_id: AtomicU64,
+    max_per_user: usize,
+    replaced: AtomicU64,
     ringing: broadcast::Sender<String>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Hub {
-    /// A hub whose streams end when `shutdown` turns true.
+    /// A hub whose streams end when `shutdown` turns true, with at most [`STREAMS_PER_USER`] streams
+    /// per user.
     pub fn new(shutdown: watch::Receiver<bool>) -> Self {
-        let (ringing, _) = broadcast::channel(1024);
-        Self { conns: Mutex::new(Conns::default()), next_id: AtomicU64::new(1), ringing, shutdown }
+        Self::with_max_per_user(shutdown, STREAMS_PER_USER)
     }
 
-    /// Registers a new stream for `user`. Returns the stream id, its receiver, and whether the user
-    /// just came online.
+    /// A hub allowing `max_per_user` streams per user (at least 1).
+    pub fn with_max_per_user(shutdown: watch::Receiver<bool>, max_per_user: usize) -> Self {
+        let (ringing, _) = broadcast::channel(1024);
+        Self {
+            conns: Mutex::new(Conns::default()),
+            next_id: AtomicU64::new(1),
+            max_per_user: max_per_user.max(1),
+            replaced: AtomicU64::new(0),
+            ringing,
+            shutdown,
+        }
+    }
+
+    /// Registers a new stream for `user`, ending their oldest ones beyond the per-user cap. Returns the
+    /// stream id, its receiver, and whether the user just came online.
     pub fn subscribe(&self, user: &str) -> (u64, mpsc::Receiver<Event>, bool) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
@@ -52,10 +71,25 @@ impl Hub {
         if let Ok(mut c) = self.conns.lock() {
             let list = c.by_user.entry(user.to_owned()).or_default();
             came_online = list.is_empty();
+            // Dropping the oldest sender ends that stream; its close handler then finds nothing to
+            // remove, so the user does not flap offline and online.
+            let excess = (list.len() + 1).saturating_sub(self.max_per_user);
+            list.drain(..excess);
             list.push((id, tx));
-            c.total += 1;
+            c.total = c.total + 1 - excess;
+            self.replaced.fetch_add(excess as u64, Ordering::Relaxed);
         }
         (id, rx, came_online)
+    }
+
+    /// Streams ended because their user opened more than the cap.
+    pub fn replaced(&self) -> u64 {
+        self.replaced.load(Ordering::Relaxed)
+    }
+
+    /// Number of open streams of `user`.
+    pub fn streams_of(&self, user: &str) -> usize {
+        self.conns.lock().map_or(0, |c| c.by_user.get(user).map_or(0, Vec::len))
     }
 
     /// Removes stream `id` of `user`. Returns whether the user just went offline.
@@ -207,6 +241,24 @@ mod tests {
         assert!(h.unsubscribe("alice", b));
         assert!(!h.is_online("alice"));
         assert_eq!(h.connections(), 0);
+    }
+
+    #[test]
+    fn a_new_stream_beyond_the_cap_ends_the_oldest() {
+        let (_tx, srx) = watch::channel(false);
+        let h = Hub::with_max_per_user(srx, 2);
+        let (a, mut ra, first) = h.subscribe("alice");
+        let (b, _rb, _) = h.subscribe("alice");
+        let (_c, _rc, again) = h.subscribe("alice");
+        assert!(first && !again);
+        assert_eq!((h.streams_of("alice"), h.connections(), h.replaced()), (2, 2, 1));
+        // The oldest stream's channel is closed: its SSE stream ends.
+        assert!(matches!(ra.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
+        // Its close handler removes nothing and does not take alice offline.
+        assert!(!h.unsubscribe("alice", a));
+        assert!(h.is_online("alice"));
+        assert!(!h.unsubscribe("alice", b));
+        assert_eq!(h.connections(), 1);
     }
 
     #[test]

@@ -7,17 +7,21 @@
 //! clients only.
 //!
 //! Layout: [`store`] (SQLite + cache), [`calls`] (pure call state machine), [`events`] (push
-//! streams), [`auth`] (signed requests, replay cache), [`limits`] (governor), [`metrics`],
-//! [`api`] (HTTP handlers). All time comes from the injected [`clock::Clock`]; one sweeper task
-//! applies ringing timeouts and purges ended calls. [`spawn`] runs a whole registry in-process
-//! on any address, which is what the client's integration tests use.
+//! streams), [`auth`] (signed requests, replay cache), [`floor`] (replay protection persisted across
+//! restarts), [`limits`] (governor), [`conn`] (accept loop: connection timeouts, cap, shutdown
+//! deadline), [`metrics`], [`api`] (HTTP handlers). All time comes from the injected
+//! [`clock::Clock`]; one sweeper task applies ringing timeouts and purges ended calls. [`spawn`] runs a
+//! whole registry in-process on any address, which is what the client's integration tests use.
+//! `docs/SECURITY.md` has the threat model these limits answer.
 
 pub mod api;
 pub mod auth;
 pub mod calls;
 pub mod clock;
+pub mod conn;
 pub mod error;
 pub mod events;
+pub mod floor;
 pub mod limits;
 pub mod metrics;
 pub mod store;
@@ -40,7 +44,9 @@ use tokio::sync::{Notify, watch};
 use crate::auth::ReplayCache;
 use crate::calls::{CallBook, CallState, Notice};
 use crate::clock::{Clock, SystemClock};
+use crate::conn::{ConnLimits, ConnStats};
 use crate::events::Hub;
+use crate::floor::Floors;
 use crate::limits::{Limiters, RateLimits};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -73,6 +79,16 @@ pub struct Config {
     pub sse_keepalive: Duration,
     /// Abuse limits.
     pub rate_limits: RateLimits,
+    /// Connection timeouts, cap and shutdown deadline.
+    pub connections: ConnLimits,
+    /// Most `/events` streams per user; one more ends the oldest.
+    pub max_streams_per_user: usize,
+    /// Most calls ringing for one callee at once; one more is refused `busy`.
+    pub max_ringing_per_callee: usize,
+    /// Serve `/metrics` on the main address to requests with `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
+    /// Serve `/metrics` (without a token) on this separate address, e.g. 127.0.0.1:9101.
+    pub metrics_bind: Option<SocketAddr>,
     /// Time source.
     pub clock: Arc<dyn Clock>,
     /// The canonical origins (`scheme://host:port`, see `qvoice_proto::auth::origin_of_url`) clients
@@ -97,6 +113,11 @@ impl Config {
             long_poll_max: Duration::from_secs(30),
             sse_keepalive: Duration::from_secs(15),
             rate_limits: RateLimits::default(),
+            connections: ConnLimits::default(),
+            max_streams_per_user: events::STREAMS_PER_USER,
+            max_ringing_per_callee: calls::MAX_RINGING_PER_CALLEE,
+            metrics_token: None,
+            metrics_bind: None,
             clock: Arc::new(SystemClock),
             public_origins: Vec::new(),
             media_servers: turn::MediaServers { turn_ttl: turn::DEFAULT_TURN_TTL, ..Default::default() },
@@ -120,8 +141,10 @@ struct Inner {
     calls: Mutex<CallBook>,
     hub: Hub,
     replay: ReplayCache,
+    floors: Floors,
     limiters: Limiters,
     metrics: Metrics,
+    conn_stats: Arc<ConnStats>,
     call_created: Notify,
     shutdown_tx: watch::Sender<bool>,
 }
@@ -136,17 +159,21 @@ impl AppState {
     /// Fails when the database cannot be opened or migrated.
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let store = Store::open(&config.db_path)?;
+        let floors = Floors::new(store.request_floors()?);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let calls = CallBook::new(ms(config.ringing_timeout), ms(config.purge_after));
+        let calls = CallBook::new(ms(config.ringing_timeout), ms(config.purge_after))
+            .with_max_ringing(config.max_ringing_per_callee);
         Ok(Self(Arc::new(Inner {
             limiters: Limiters::new(config.rate_limits),
+            hub: Hub::with_max_per_user(shutdown_rx, config.max_streams_per_user),
             config,
             store,
             calls: Mutex::new(calls),
-            hub: Hub::new(shutdown_rx),
             replay: ReplayCache::default(),
+            floors,
             metrics: Metrics::default(),
+            conn_stats: Arc::default(),
             call_created: Notify::new(),
             shutdown_tx,
         })))
@@ -175,6 +202,16 @@ impl AppState {
     /// The replay cache.
     pub fn replay(&self) -> &ReplayCache {
         &self.0.replay
+    }
+
+    /// The persisted replay floors.
+    pub fn floors(&self) -> &Floors {
+        &self.0.floors
+    }
+
+    /// What the connection layer did (open connections, timeouts, evictions).
+    pub fn conn_stats(&self) -> &ConnStats {
+        &self.0.conn_stats
     }
 
     /// The rate limiters.
@@ -254,7 +291,60 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(json_rejections))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), request_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .with_state(state)
+}
+
+/// Bounds the time to answer a request, reading its body included (slow uploads), by
+/// `connections.request_timeout`; a long-poll gets its longest wait on top, and `/events` is bounded only
+/// until its stream starts (the stream itself is bounded by its queue and the shutdown).
+async fn request_timeout(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let base = state.config().connections.request_timeout;
+    let limit = if req.uri().path().starts_with("/call/pending/") { base + state.config().long_poll_max } else { base };
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::RequestTimeout(limit.as_secs()).into_response(),
+    }
+}
+
+/// Gives axum's own extractor rejections (plain text, e.g. a path segment that is not UTF-8) the
+/// registry's JSON error shape, so every 4xx is `{"error", "message"}` (found by the `registry_request`
+/// fuzz target).
+async fn json_rejections(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let resp = next.run(req).await;
+    let is_json = resp.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/event-stream")
+    });
+    if !resp.status().is_client_error() || is_json {
+        return resp;
+    }
+    let status = resp.status();
+    let text = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let text = text.trim();
+    let err = match status {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge(0),
+        _ => ApiError::InvalidField(if text.is_empty() { "malformed request".to_owned() } else { text.to_owned() }),
+    };
+    let mut out = err.into_response();
+    *out.status_mut() = status;
+    out
+}
+
+/// The router of the separate metrics address: `/metrics` without a token, nothing else.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(api::metrics_open))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
 }
 
@@ -278,28 +368,47 @@ async fn sweeper(state: AppState, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Serves `state` on `listener` until `shutdown` completes, then stops accepting, ends push
-/// streams and waits for in-flight requests.
+/// Serves `state` on `listener` (and `/metrics` on `config.metrics_bind`, if set) until `shutdown`
+/// completes, then stops accepting, ends push streams and long-polls, gives in-flight requests
+/// `connections.shutdown_grace` to finish, and writes pending replay floors.
 ///
-/// Fails when the listener fails.
+/// Fails when the metrics address cannot be bound or a listener fails.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let limits = state.config().connections;
+    let metrics_listener = match state.config().metrics_bind {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await.with_context(|| format!("binding the metrics address {addr}"))?;
+            tracing::info!(addr = %l.local_addr()?, "metrics served");
+            Some(l)
+        }
+        None => None,
+    };
     let sweep = tokio::spawn(sweeper(state.clone(), state.hub().shutdown()));
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let floors = tokio::spawn(Floors::run_writer(state.clone(), state.hub().shutdown()));
     let st = state.clone();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            st.begin_shutdown();
-        })
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        st.begin_shutdown();
+    });
+    let metrics_task = metrics_listener.map(|l| {
+        let stats = Arc::new(ConnStats::default());
+        tokio::spawn(conn::serve_connections(l, metrics_router(state.clone()), limits, stats, state.hub().shutdown()))
+    });
+    let stats = state.0.conn_stats.clone();
+    let result = conn::serve_connections(listener, router(state.clone()), limits, stats, state.hub().shutdown())
         .await
         .context("serving HTTP");
     state.begin_shutdown();
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     let _ = sweep.await;
+    let _ = floors.await;
     result
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use qvoice_registry::conn::ConnLimits;
 use qvoice_registry::limits::RateLimits;
 use qvoice_registry::{AppState, Config, serve};
 use serde::Deserialize;
@@ -23,14 +24,15 @@ struct Cli {
     /// SQLite database file [default: XDG data dir/qvoice/registry.sqlite3].
     #[arg(long, env = "QVOICE_REGISTRY_DB")]
     db: Option<PathBuf>,
-    /// TOML config file (keys: bind, db, ringing_timeout_secs, public_urls, stun_servers, turn_servers,
-    /// turn_secret_file, turn_ttl_secs, stun_bind, [rate_limits]).
+    /// TOML config file (keys: bind, db, ringing_timeout_secs, public_urls, metrics_bind, max_streams_per_user,
+    /// max_ringing_per_callee, stun_servers, turn_servers, turn_secret_file, turn_ttl_secs, stun_bind,
+    /// [rate_limits], [connections]).
     #[arg(long, env = "QVOICE_REGISTRY_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds a call rings before it is missed [default: 45].
     #[arg(long, env = "QVOICE_REGISTRY_RINGING_TIMEOUT")]
     ringing_timeout_secs: Option<u64>,
-    /// Per-minute quota for /register and /call/initiate, per IP and per user (overrides the file).
+    /// Sets every per-minute quota to N (overrides the file's [rate_limits]).
     #[arg(long)]
     rate_per_minute: Option<u32>,
     /// The URL clients use to reach this registry, e.g. https://registry.example (repeatable). Signed
@@ -38,6 +40,28 @@ struct Cli {
     /// header is trusted.
     #[arg(long = "public-url", env = "QVOICE_REGISTRY_PUBLIC_URL", value_delimiter = ',')]
     public_urls: Vec<String>,
+    /// Most open client connections [default: 16384, lowered to the open-file limit].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Seconds a client has to send a complete request head [default: 10].
+    #[arg(long)]
+    header_timeout_secs: Option<f64>,
+    /// Seconds an idle kept-alive connection stays open after a response [default: 30].
+    #[arg(long)]
+    keep_alive_secs: Option<f64>,
+    /// Seconds to answer a request, body upload included [default: 15].
+    #[arg(long)]
+    request_timeout_secs: Option<f64>,
+    /// Seconds in-flight requests get to finish on shutdown [default: 10].
+    #[arg(long)]
+    shutdown_grace_secs: Option<f64>,
+    /// Serve /metrics on this separate address (e.g. 127.0.0.1:9101), without a token.
+    #[arg(long, env = "QVOICE_REGISTRY_METRICS_BIND")]
+    metrics_bind: Option<SocketAddr>,
+    /// Serve /metrics on the main address to `Authorization: Bearer TOKEN` (use the environment variable
+    /// rather than the flag: command lines are visible to other users).
+    #[arg(long, env = "QVOICE_REGISTRY_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "QVOICE_REGISTRY_LOG_JSON")]
     log_json: bool,
@@ -72,6 +96,10 @@ struct FileConfig {
     turn_secret_file: Option<PathBuf>,
     turn_ttl_secs: Option<u64>,
     stun_bind: Option<SocketAddr>,
+    connections: Option<ConnLimits>,
+    metrics_bind: Option<SocketAddr>,
+    max_streams_per_user: Option<usize>,
+    max_ringing_per_callee: Option<usize>,
 }
 
 fn build_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -102,8 +130,37 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
         config.public_origins.push(origin);
     }
     if let Some(n) = cli.rate_per_minute {
-        config.rate_limits =
-            RateLimits { register_per_ip: n, register_per_user: n, initiate_per_ip: n, initiate_per_user: n };
+        config.rate_limits = RateLimits::all(n);
+    }
+    if let Some(c) = file.connections {
+        config.connections = c;
+    }
+    let secs = |name: &str, v: f64| {
+        Duration::try_from_secs_f64(v).with_context(|| format!("--{name} must be a non-negative number of seconds"))
+    };
+    let c = &mut config.connections;
+    if let Some(n) = cli.max_connections {
+        c.max_connections = n;
+    }
+    if let Some(v) = cli.header_timeout_secs {
+        c.header_timeout = secs("header-timeout-secs", v)?;
+    }
+    if let Some(v) = cli.keep_alive_secs {
+        c.keep_alive_timeout = secs("keep-alive-secs", v)?;
+    }
+    if let Some(v) = cli.request_timeout_secs {
+        c.request_timeout = secs("request-timeout-secs", v)?;
+    }
+    if let Some(v) = cli.shutdown_grace_secs {
+        c.shutdown_grace = secs("shutdown-grace-secs", v)?;
+    }
+    config.metrics_bind = cli.metrics_bind.or(file.metrics_bind);
+    config.metrics_token = cli.metrics_token.clone().filter(|t| !t.is_empty());
+    if let Some(n) = file.max_streams_per_user {
+        config.max_streams_per_user = n.max(1);
+    }
+    if let Some(n) = file.max_ringing_per_callee {
+        config.max_ringing_per_callee = n.max(1);
     }
     let ms = &mut config.media_servers;
     ms.stun =
@@ -190,6 +247,8 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     tracing::info!(stun = ?config.media_servers.stun, turn = ?config.media_servers.turn, "media servers");
+    let max_conn = qvoice_registry::conn::effective_max_connections(config.connections.max_connections);
+    tracing::info!(db = %config.db_path.display(), %addr, max_connections = max_conn, "starting qvoice-registry");
     let state = AppState::new(config)?;
     if let Some(addr) = stun_bind(&cli)? {
         let sock = tokio::net::UdpSocket::bind(addr).await.with_context(|| format!("binding STUN on {addr}"))?;

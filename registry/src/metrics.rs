@@ -1,5 +1,7 @@
 //! Prometheus text metrics: requests by route and status (counted by a middleware), plus gauges
-//! read at scrape time: registered users, calls by state, open event streams.
+//! read at scrape time: registered users, calls by state, open event streams, connections and why
+//! they were closed. Call counts are operator information, so `/metrics` is only served with the
+//! configured bearer token, or on a separate (private) address.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -44,6 +46,21 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     resp
 }
 
+/// Whether `headers` carry `Authorization: Bearer <metrics_token>` (false when no token is configured).
+pub fn token_ok(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    use sha2::Digest as _;
+    let Some(token) = state.config().metrics_token.as_deref().filter(|t| !t.is_empty()) else { return false };
+    let Some(given) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Comparing digests keeps the comparison's timing independent of where the strings differ.
+    sha2::Sha256::digest(given.as_bytes()) == sha2::Sha256::digest(token.as_bytes())
+}
+
 /// Renders all metrics in the Prometheus text format.
 pub fn render(state: &AppState) -> String {
     let mut out = String::new();
@@ -68,5 +85,29 @@ pub fn render(state: &AppState) -> String {
         "# HELP qvoice_registry_event_streams Open /events streams.\n# TYPE qvoice_registry_event_streams gauge\n",
     );
     let _ = writeln!(out, "qvoice_registry_event_streams {}", state.hub().connections());
+    out.push_str(
+        "# HELP qvoice_registry_event_streams_replaced_total Streams ended because their user opened more than the cap.\n\
+         # TYPE qvoice_registry_event_streams_replaced_total counter\n",
+    );
+    let _ = writeln!(out, "qvoice_registry_event_streams_replaced_total {}", state.hub().replaced());
+    let c = state.conn_stats();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    out.push_str(
+        "# HELP qvoice_registry_connections Open client connections.\n# TYPE qvoice_registry_connections gauge\n",
+    );
+    let _ = writeln!(out, "qvoice_registry_connections {}", c.open.load(std::sync::atomic::Ordering::Relaxed));
+    out.push_str(
+        "# HELP qvoice_registry_connections_closed_total Connections closed by the registry, by reason.\n\
+         # TYPE qvoice_registry_connections_closed_total counter\n",
+    );
+    for (reason, n) in [
+        ("header_timeout", load(&c.header_timeouts)),
+        ("idle_timeout", load(&c.idle_timeouts)),
+        ("evicted", load(&c.evicted)),
+        ("refused", load(&c.refused)),
+        ("shutdown", load(&c.cut_at_shutdown)),
+    ] {
+        let _ = writeln!(out, "qvoice_registry_connections_closed_total{{reason=\"{reason}\"}} {n}");
+    }
     out
 }

@@ -30,6 +30,9 @@ const MIGRATIONS: &[&str] = &[
         updated_ms INTEGER NOT NULL
     ) STRICT;",
     "ALTER TABLE users ADD COLUMN last_seen_ms INTEGER;",
+    // The newest signed-request timestamp accepted from the user: after a restart, requests must be newer
+    // (persisted replay protection, see floor.rs).
+    "ALTER TABLE users ADD COLUMN last_request_ms INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// One registered user, as served by `/fetch`.
@@ -114,10 +117,11 @@ impl Store {
         Ok(Self { conn: Mutex::new(conn), users: RwLock::new(users), last_seen: RwLock::new(last_seen) })
     }
 
-    /// Claims or updates a name. Blocks on fsync; call from the blocking pool.
+    /// Claims or updates a name, and records `request_ms` (the registration request's timestamp) as the
+    /// user's replay floor in the same transaction. Blocks on fsync; call from the blocking pool.
     ///
     /// Fails only on database errors.
-    pub fn register(&self, rec: UserRecord) -> anyhow::Result<RegisterOutcome> {
+    pub fn register(&self, rec: UserRecord, request_ms: u64) -> anyhow::Result<RegisterOutcome> {
         let conn = self.conn.lock().map_err(|_| anyhow::anyhow!("store mutex poisoned"))?;
         let existing = self.get(rec.username.as_str());
         let (outcome, registered_ms) = match &existing {
@@ -128,11 +132,12 @@ impl Store {
         let changed = conn
             .execute(
                 "INSERT INTO users (username, identity_key, prekey, display_name, media_port,
-                                    registered_ms, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                                    registered_ms, updated_ms, last_request_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (username) DO UPDATE SET
                     prekey = excluded.prekey, display_name = excluded.display_name,
-                    media_port = excluded.media_port, updated_ms = excluded.updated_ms
+                    media_port = excluded.media_port, updated_ms = excluded.updated_ms,
+                    last_request_ms = max(users.last_request_ms, excluded.last_request_ms)
                  WHERE users.identity_key = excluded.identity_key",
                 params![
                     rec.username.as_str(),
@@ -142,6 +147,7 @@ impl Store {
                     rec.media_port,
                     to_i64(registered_ms),
                     to_i64(rec.updated_ms),
+                    to_i64(request_ms),
                 ],
             )
             .context("writing user")?;
@@ -195,6 +201,39 @@ impl Store {
         let conn = self.conn.lock().map_err(|_| anyhow::anyhow!("store mutex poisoned"))?;
         conn.execute("UPDATE users SET last_seen_ms = ?2 WHERE username = ?1", params![name, to_i64(ms)])
             .context("writing last_seen")?;
+        Ok(())
+    }
+
+    /// Every user's replay floor (the newest signed-request timestamp accepted before this start).
+    ///
+    /// Fails only on database errors.
+    pub fn request_floors(&self) -> anyhow::Result<HashMap<String, u64>> {
+        let conn = self.conn.lock().map_err(|_| anyhow::anyhow!("store mutex poisoned"))?;
+        let mut stmt = conn.prepare("SELECT username, last_request_ms FROM users WHERE last_request_ms > 0")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (name, ms) = row?;
+            out.insert(name, u64::try_from(ms).unwrap_or(0));
+        }
+        Ok(out)
+    }
+
+    /// Raises the replay floors of the given users (never lowers them), in one transaction. Blocks on
+    /// fsync; call from the blocking pool.
+    ///
+    /// Fails only on database errors.
+    pub fn persist_request_floors(&self, floors: &[(String, u64)]) -> anyhow::Result<()> {
+        let mut conn = self.conn.lock().map_err(|_| anyhow::anyhow!("store mutex poisoned"))?;
+        let tx = conn.transaction().context("starting floor transaction")?;
+        {
+            let mut stmt =
+                tx.prepare_cached("UPDATE users SET last_request_ms = max(last_request_ms, ?2) WHERE username = ?1")?;
+            for (name, ms) in floors {
+                stmt.execute(params![name, to_i64(*ms)]).context("writing replay floor")?;
+            }
+        }
+        tx.commit().context("committing replay floors")?;
         Ok(())
     }
 

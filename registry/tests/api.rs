@@ -201,21 +201,22 @@ async fn ringing_expires_to_missed(h: Harness) {
 }
 
 async fn busy_callee(h: Harness) {
+    // Call waiting: a call ringing for alice does not make her busy for carol (see adversarial.rs).
     let (alice, bob) = two(&h).await;
     let carol = Party::new("carol");
     h.register(&carol).await.ok(201);
     let (_c, _offer, id) = h.ring(&bob, &alice).await;
     let (_c2, offer2) = h.offer(&carol, &alice);
-    h.initiate(&carol, &offer2).await.err(409, ErrorCode::Busy);
-    assert_eq!(h.call_state(&carol, &offer2.call_id.to_hex()).await, "busy");
+    h.initiate(&carol, &offer2).await.ok(201);
     assert_eq!(h.call_state(&alice, &id).await, "ringing");
     let pending = h.get("/call/pending/alice", &alice).await;
-    assert_eq!(pending.ok(200)["calls"].as_array().unwrap().len(), 1);
-    // A caller already in a call cannot start another.
+    assert_eq!(pending.ok(200)["calls"].as_array().unwrap().len(), 2);
+    // A caller places one call at a time.
     let (_c3, offer3) = h.offer(&bob, &carol);
     h.initiate(&bob, &offer3).await.err(409, ErrorCode::AlreadyInCall);
     // Reusing a call id is refused.
     h.post("/call/cancel", &bob, json!({ "call_id": id })).await.ok(200);
+    h.post("/call/cancel", &carol, json!({ "call_id": offer2.call_id.to_hex() })).await.ok(200);
     let (_c4, offer4) = offer_at(h.clock.now_ms(), &carol, &alice);
     h.initiate(&carol, &offer4).await.ok(201);
     h.initiate(&carol, &offer4).await.err(409, ErrorCode::CallExists);
@@ -449,17 +450,23 @@ async fn users_directory(h: Harness) {
 
 #[tokio::test]
 async fn rate_limits_register_and_initiate() {
-    let h = Harness::router_with(|c| {
+    let h = Harness::server_with(|c| {
         c.rate_limits = qvoice_registry::limits::RateLimits {
             register_per_ip: 3,
             register_per_user: 2,
-            initiate_per_ip: 100,
             initiate_per_user: 1,
+            ..Default::default()
         }
-    });
+    })
+    .await;
     let (alice, bob) = two(&h).await;
     h.register(&alice).await.ok(200);
-    h.register(&alice).await.err(429, ErrorCode::RateLimited); // per IP: 3 used
+    h.register(&alice).await.err(429, ErrorCode::RateLimited); // per user: 2 used
+    // New names per address: 2 of 3 used, so one more sign-up, then refused.
+    h.register(&Party::new("carol")).await.ok(201);
+    h.register(&Party::new("dave")).await.err(429, ErrorCode::RateLimited);
+    // An update by an existing user is not charged to the address.
+    h.register(&bob).await.ok(200);
     let (_c, offer) = h.offer(&bob, &alice);
     h.initiate(&bob, &offer).await.ok(201);
     h.post("/call/cancel", &bob, json!({ "call_id": offer.call_id.to_hex() })).await.ok(200);

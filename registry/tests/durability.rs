@@ -105,7 +105,7 @@ async fn acknowledged_registrations_survive_kill_9() {
     assert_eq!(mode, "wal");
     let count: i64 = conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0)).unwrap();
     assert!(usize::try_from(count).unwrap() > acked.len());
-    assert_eq!(qvoice_registry::store::schema_version(&db).unwrap(), 2);
+    assert_eq!(qvoice_registry::store::schema_version(&db).unwrap(), 3);
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn migrations_are_versioned_and_refuse_a_newer_schema() {
     assert!(store.get("old").is_some());
     assert_eq!(store.integrity_check().unwrap(), "ok");
     drop(store);
-    assert_eq!(qvoice_registry::store::schema_version(&db).unwrap(), 2);
+    assert_eq!(qvoice_registry::store::schema_version(&db).unwrap(), 3);
     rusqlite::Connection::open(&db).unwrap().execute_batch("PRAGMA user_version = 99;").unwrap();
     let err = qvoice_registry::store::Store::open(&db).unwrap_err();
     assert!(format!("{err:#}").contains("newer"), "{err:#}");

@@ -143,14 +143,32 @@ async fn long_poll_pending_wakes_on_initiate() {
 
 #[tokio::test]
 async fn register_reports_the_observed_address_and_metrics_are_served() {
-    let h = Harness::server().await;
+    let metrics_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let h = Harness::server_with(|c| {
+        c.metrics_token = Some("s3cret".into());
+        c.metrics_bind = Some(metrics_addr);
+    })
+    .await;
     let alice = Party::new("alice");
     let r = h.register(&alice).await;
     let addr: std::net::SocketAddr = r.ok(201)["observed_addr"].as_str().unwrap().parse().unwrap();
     assert!(addr.ip().is_loopback());
-    let text = reqwest::get(format!("{}/metrics", h.base())).await.unwrap().text().await.unwrap();
+    // On the public address only with the token.
+    let client = reqwest::Client::new();
+    let url = format!("{}/metrics", h.base());
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 404);
+    assert_eq!(client.get(&url).bearer_auth("wrong").send().await.unwrap().status(), 404);
+    let text = client.get(&url).bearer_auth("s3cret").send().await.unwrap().text().await.unwrap();
     assert!(text.contains("qvoice_registry_requests_total{route=\"/register\",status=\"201\"} 1"), "{text}");
     assert!(text.contains("qvoice_registry_users 1"), "{text}");
+    assert!(text.contains("qvoice_registry_connections "), "{text}");
+    // On the separate address without a token, and nothing else there.
+    let text = reqwest::get(format!("http://{metrics_addr}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("qvoice_registry_users 1"), "{text}");
+    assert_eq!(reqwest::get(format!("http://{metrics_addr}/fetch/alice")).await.unwrap().status(), 404);
 }
 
 #[tokio::test]

@@ -116,7 +116,8 @@ impl RegistryClient {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below the registry's keep-alive timeout (30 s), so we never reuse a connection it is closing.
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()
             .map_err(|e| ClientError::Protocol(format!("building the HTTP client: {e}")))?;
         Ok(Self {
@@ -211,7 +212,8 @@ impl RegistryClient {
 
     /// Fetches and checks a user's key bundle: the prekey must be signed by the identity key.
     pub async fn fetch(&self, user: &Username) -> Result<Bundle, ClientError> {
-        let r: FetchResponse = self.send(self.http.get(format!("{}/fetch/{}", self.base, user))).await?;
+        // Signed, so the registry charges it to us rather than to our address's public-read budget.
+        let r: FetchResponse = self.get(&format!("/fetch/{user}")).await?;
         let bad = |what: &str| ClientError::Protocol(format!("{what} of {user} is invalid"));
         let identity_key = IdentityKey::from_bytes(&b64::decode(&r.identity_key).map_err(|_| bad("identity key"))?)
             .map_err(|_| bad("identity key"))?;
@@ -306,7 +308,12 @@ impl RegistryClient {
                 Ok(r) => r.map_err(|e| self.unreachable(&e))?,
             };
             let Some(chunk) = chunk else { break };
-            for data in parser.push(&chunk) {
+            let dropped = parser.dropped();
+            let events = parser.push(&chunk);
+            if parser.dropped() > dropped {
+                tracing::warn!(dropped = parser.dropped(), "ignoring an oversized event from the registry");
+            }
+            for data in events {
                 match serde_json::from_str::<Event>(&data) {
                     Ok(ev) => {
                         if tx.send(ev).await.is_err() {
@@ -321,43 +328,4 @@ impl RegistryClient {
     }
 }
 
-/// Incremental Server-Sent Events parser: yields the `data` of each complete event.
-#[derive(Default, Debug)]
-pub struct SseParser {
-    buf: String,
-}
-
-impl SseParser {
-    /// Feeds bytes; returns the data payloads of events completed by them. Bounded: a line longer than
-    /// 1 MiB without a newline is discarded.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.buf.push_str(&String::from_utf8_lossy(bytes));
-        if self.buf.len() > 1 << 20 && !self.buf.contains('\n') {
-            self.buf.clear();
-        }
-        let mut out = Vec::new();
-        while let Some(end) = self.buf.find("\n\n") {
-            let block: String = self.buf.drain(..end + 2).collect();
-            let data: Vec<&str> = block
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:").map(|d| d.strip_prefix(' ').unwrap_or(d)))
-                .collect();
-            if !data.is_empty() {
-                out.push(data.join("\n"));
-            }
-        }
-        out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sse_parser_handles_split_chunks_comments_and_multiline_data() {
-        let mut p = SseParser::default();
-        assert!(p.push(b"event: ready\ndata: {\"a\"").is_empty());
-        assert_eq!(p.push(b":1}\n\n: keep-alive\n\nevent: x\ndata: l1\ndata: l2\n\n"), vec!["{\"a\":1}", "l1\nl2"]);
-    }
-}
+pub use super::sse::SseParser;

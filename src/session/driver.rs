@@ -2,8 +2,11 @@
 //! handshake state machines from `qvoice-proto`, starts and stops the media engine, and reports everything
 //! as [`SessionEvent`]s. Front ends (headless CLI, TUI) send [`SessionCommand`]s.
 //!
-//! One call at a time: an incoming call while another is in progress is rejected as busy. No audio is
-//! sent before the handshake completed and verified (the media engine only gets keys after REVEAL).
+//! One call at a time: an incoming call while another is in progress keeps ringing and is reported as
+//! waiting; it is offered when the current call ends (we never answer `busy` for the user: that would tell
+//! any caller, stranger or not, that we are in a call). Each call id is handled once, however often the
+//! registry delivers it. No audio is sent before the handshake completed and verified (the media engine
+//! only gets keys after REVEAL).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -21,6 +24,7 @@ use tokio::sync::mpsc;
 use super::client::{ClientError, EndRequest, RegistryClient};
 use super::events::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};
 use super::store::{ContactBook, Keystore};
+use super::waiting::SeenCalls;
 use crate::media::transport::{RelayAllocation, TurnServer, net as media_net};
 use crate::media::{AudioIn, AudioOut, CodecKind, Impairment, MediaConfig, MediaEngine, MediaEvent, MediaHandle};
 
@@ -169,6 +173,10 @@ struct Driver {
     dialed_offline: bool,
     /// Set from keys agreed until audio flows (see [`MediaProgress`]).
     progress: Option<MediaProgress>,
+    /// Call ids already handled (each incoming OFFER is acted on once).
+    seen: SeenCalls,
+    /// Calls that rang while another call was in progress, oldest first.
+    waiting: Vec<String>,
 }
 
 /// Runs the session until [`SessionCommand::Shutdown`] or until `commands` closes. Registers first.
@@ -196,6 +204,8 @@ pub async fn run(
         muted: false,
         dialed_offline: false,
         progress: None,
+        seen: SeenCalls::default(),
+        waiting: Vec::new(),
     };
     d.register().await?;
     let (client, tx) = (d.client.clone(), d.internal_tx.clone());
@@ -219,6 +229,9 @@ pub async fn run(
             _ = status_poll.tick(), if !d.push_up && d.in_setup() => d.poll_status().await,
             _ = deadlines.tick(), if d.in_setup() => d.check_deadlines().await,
             _ = prekey_check.tick() => d.renew_prekey().await,
+        }
+        if d.call.is_none() && !d.waiting.is_empty() {
+            d.offer_waiting().await;
         }
     };
     d.end_call(EndReason::LocalHangup, true).await;
@@ -463,7 +476,10 @@ impl Driver {
                     .map(|u| ContactView {
                         trust: self.opts.contacts.trust(&u.username),
                         username: u.username,
-                        display_name: u.display_name,
+                        // A registry may not have checked it: no bidi or invisible characters on screen.
+                        display_name: u
+                            .display_name
+                            .filter(|d| qvoice_proto::names::check_display_name(d).is_ok() && !d.is_empty()),
                         online: u.online,
                     })
                     .collect();
@@ -819,6 +835,7 @@ impl Driver {
             RegistryEvent::CallAccepted { call_id, answer, .. } => self.on_answer(&call_id, &answer).await,
             RegistryEvent::CallConfirmed { call_id, reveal, .. } => self.on_reveal(&call_id, &reveal).await,
             RegistryEvent::CallEnded { call_id, state, reason, kind } => {
+                self.waiting.retain(|w| *w != call_id);
                 if self.call.as_ref().is_some_and(|c| c.id() == call_id) {
                     let caller = matches!(self.call, Some(Call::Dialing { .. }))
                         || matches!(&self.call, Some(Call::Active { direction: Direction::Outgoing, .. }));
@@ -830,9 +847,27 @@ impl Driver {
     }
 
     async fn incoming(&mut self, call_id: String, caller: String, offer_b64: &str) {
-        if self.call.as_ref().is_some_and(|c| c.id() == call_id) {
+        if self.call.as_ref().is_some_and(|c| c.id() == call_id) || !self.seen.insert(&call_id) {
             return;
         }
+        self.take_call(call_id, caller, offer_b64).await;
+    }
+
+    /// Offers the oldest waiting call that still rings, now that no call is in progress.
+    async fn offer_waiting(&mut self) {
+        let waiting = std::mem::take(&mut self.waiting);
+        match self.client.pending(0).await {
+            Ok(p) => {
+                for inc in p.calls.into_iter().filter(|c| waiting.contains(&c.call_id)) {
+                    // The first becomes the incoming call; any others wait again.
+                    self.take_call(inc.call_id, inc.caller, &inc.offer).await;
+                }
+            }
+            Err(e) => tracing::info!(error = %e, "could not read waiting calls"),
+        }
+    }
+
+    async fn take_call(&mut self, call_id: String, caller: String, offer_b64: &str) {
         let parsed =
             b64::decode(offer_b64).map_err(|_| qvoice_proto::Error::Malformed("base64")).and_then(|b| Offer::parse(&b));
         let offer = match parsed {
@@ -846,13 +881,16 @@ impl Driver {
                 return;
             }
         };
-        if self.call.is_some() {
-            let _ = self.client.end(EndRequest::Reject, &call_id, Some(EndKind::Busy), Some("busy")).await;
-            return;
-        }
-        // An OFFER we cannot run is refused before it rings, with the reason the caller shows.
+        // An OFFER we cannot run is refused before it rings (also while we are in another call), with the
+        // reason the caller shows.
         if let Err(refusal) = qvoice_proto::choose(&offer, &codec_offers(&self.opts.codecs)) {
             self.refuse(call_id, caller, refusal).await;
+            return;
+        }
+        if self.call.is_some() {
+            let trust = self.opts.contacts.trust(&caller);
+            self.waiting.push(call_id.clone());
+            self.emit(SessionEvent::CallWaiting { call_id, from: caller, trust }).await;
             return;
         }
         if let Err(e) = self.opts.contacts.reload() {
@@ -893,8 +931,12 @@ impl Driver {
         if let Err(e) = refused {
             tracing::info!(error = %e, "could not tell the registry we refuse the call");
         }
-        let reason = EndReason::Incompatible(text);
-        self.emit(SessionEvent::Ended { call_id, peer: caller, reason, duration_s: 0.0 }).await;
+        // Reported as an ended attempt only when no other call is on screen (an Ended event is about the
+        // current call to front ends); during a call the log line above is the record.
+        if self.call.is_none() {
+            let reason = EndReason::Incompatible(text);
+            self.emit(SessionEvent::Ended { call_id, peer: caller, reason, duration_s: 0.0 }).await;
+        }
     }
 
     /// How a call that the registry (or the peer through it) ended, ends for us: a call to a callee

@@ -116,6 +116,9 @@ pub enum SessionEvent {
     Presence { username: String, online: bool },
     /// Someone is calling us.
     IncomingCall { call_id: String, from: String, trust: Trust },
+    /// Someone is calling while another call is in progress (call waiting). It keeps ringing for them;
+    /// when our call ends and it still rings, it is reported as an [`SessionEvent::IncomingCall`].
+    CallWaiting { call_id: String, from: String, trust: Trust },
     /// We sent an OFFER.
     Dialing { call_id: String, to: String },
     /// The callee's client has been told about the call (it is ringing there).

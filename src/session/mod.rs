@@ -4,7 +4,9 @@
 pub mod client;
 pub mod driver;
 pub mod events;
+pub mod sse;
 pub mod store;
+pub mod waiting;
 
 pub use driver::{SessionOptions, run};
 pub use events::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};

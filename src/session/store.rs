@@ -41,6 +41,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Warns when the key file at `path` can be read or written by other users (group or others have any
+/// permission), and makes it owner-only. Anyone who could read it may have copied the identity.
+fn tighten_if_exposed(path: &Path) {
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return;
+    }
+    let fixed = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).is_ok();
+    let msg = format!(
+        "{} was accessible to other users (mode {mode:03o}); {}. Anyone who read it can impersonate you: if \
+         that may have happened, make a new identity with `qvoice init --force` and tell your contacts",
+        path.display(),
+        if fixed { "it is now 0600" } else { "run `chmod 600` on it" },
+    );
+    // Headless commands log warnings to stderr; the TUI to its log pane.
+    tracing::warn!("{msg}");
+}
+
 #[derive(Serialize, Deserialize)]
 struct KeyFile {
     username: String,
@@ -102,6 +121,7 @@ impl Keystore {
             }
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
+        tighten_if_exposed(&path);
         let kf: KeyFile =
             serde_json::from_str(&text).with_context(|| format!("corrupt key file {}", path.display()))?;
         let username = Username::parse(&kf.username).context("key file holds an invalid username")?;

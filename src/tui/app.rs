@@ -598,6 +598,11 @@ impl App {
                 self.incoming = Some(Incoming { call_id, from, trust });
                 return self.config.bell.then_some(Effect::Bell);
             }
+            SessionEvent::CallWaiting { from, .. } => {
+                let msg = format!("{from} is calling (call waiting): hang up to take the call");
+                self.push_log(msg.clone(), false);
+                self.set_status(msg);
+            }
             SessionEvent::Dialing { call_id, to } => {
                 let trust = self.trust_of(&to);
                 self.call = Some(Call::new(call_id, to, Direction::Outgoing, CallPhase::Dialing, trust));

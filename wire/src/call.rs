@@ -20,7 +20,7 @@ pub enum CallState {
     Cancelled,
     /// Nobody answered within the ringing timeout.
     Missed,
-    /// Callee was in another call.
+    /// Too many calls were already ringing for the callee (ringing makes nobody busy otherwise).
     Busy,
     /// The handshake did not complete in time.
     Failed,

@@ -51,12 +51,15 @@ pub enum ErrorCode {
     UsernameTaken,
     /// 409: the call's state does not allow this.
     WrongState,
-    /// 409: the callee is in a call.
+    /// 409: too many calls are ringing for the callee at once (ringing makes nobody busy otherwise;
+    /// docs/REGISTRY.md, "Call admission").
     Busy,
     /// 409: the caller is in a call.
     AlreadyInCall,
     /// 409: the call id is already used.
     CallExists,
+    /// 408: the request (head or body) did not arrive within the request timeout.
+    RequestTimeout,
     /// 413: body too large.
     BodyTooLarge,
     /// 429: over quota.
@@ -65,6 +68,8 @@ pub enum ErrorCode {
     Internal,
     /// 503: the registry is shutting down.
     ShuttingDown,
+    /// 503: every connection slot is busy; retry shortly.
+    Overloaded,
     /// A code this build does not know (a newer registry).
     #[serde(other)]
     Unknown,
@@ -93,10 +98,11 @@ impl ErrorCode {
             Self::UnknownUser | Self::UnknownCall | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::UsernameTaken | Self::WrongState | Self::Busy | Self::AlreadyInCall | Self::CallExists => 409,
+            Self::RequestTimeout => 408,
             Self::BodyTooLarge => 413,
             Self::RateLimited => 429,
             Self::Internal | Self::Unknown => 500,
-            Self::ShuttingDown => 503,
+            Self::ShuttingDown | Self::Overloaded => 503,
         }
     }
 
@@ -128,10 +134,12 @@ impl ErrorCode {
             Self::Busy => "busy",
             Self::AlreadyInCall => "already_in_call",
             Self::CallExists => "call_exists",
+            Self::RequestTimeout => "request_timeout",
             Self::BodyTooLarge => "body_too_large",
             Self::RateLimited => "rate_limited",
             Self::Internal => "internal",
             Self::ShuttingDown => "shutting_down",
+            Self::Overloaded => "overloaded",
             Self::Unknown => "unknown",
         }
     }

@@ -19,16 +19,39 @@ pub fn start(db: &Path) -> (Child, String) {
 /// Like [`start`], with `RUST_LOG=rust_log` and stderr going to `stderr`; returns the child and its base
 /// URL, read from the `listening on ADDR` banner.
 pub fn start_logging(db: &Path, rust_log: &str, stderr: Stdio) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qvoice-registry"))
-        .args(["--bind", "127.0.0.1:0", "--rate-per-minute", "100000000", "--db"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qvoice-registry"));
+    cmd.args(["--bind", "127.0.0.1:0", "--rate-per-minute", "100000000", "--db"])
         .arg(db)
         .env("RUST_LOG", rust_log)
         // Requests are signed for the tests' fixed origin (tests/common/mod.rs ORIGIN).
         .env("QVOICE_REGISTRY_PUBLIC_URL", "http://registry.test:80")
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+        .stderr(stderr);
+    started(cmd)
+}
+
+/// Starts `qvoice-registry --bind 127.0.0.1:0 --db DB` plus `args` (default rate limits), with
+/// `open_files` as its open-file limit when given (through the shell's `ulimit -n`).
+pub fn start_with(db: &Path, args: &[&str], envs: &[(&str, &str)], open_files: Option<u32>) -> (Child, String) {
+    let bin = env!("CARGO_BIN_EXE_qvoice-registry");
+    let mut cmd = match open_files {
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    cmd.args(["--bind", "127.0.0.1:0", "--db"]).arg(db).args(args).env("RUST_LOG", "warn").stderr(Stdio::null());
+    // Requests are signed for the tests' fixed origin (tests/common/mod.rs ORIGIN).
+    cmd.env("QVOICE_REGISTRY_PUBLIC_URL", "http://registry.test:80");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    started(cmd)
+}
+
+fn started(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("bad banner {line:?}")).to_owned();
