@@ -16,8 +16,10 @@ pub mod api;
 pub mod auth;
 pub mod calls;
 pub mod clock;
+pub mod domain;
 pub mod error;
 pub mod events;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod store;
@@ -32,13 +34,14 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::auth::ReplayCache;
 use crate::calls::{CallBook, CallState, Notice};
 use crate::clock::{Clock, SystemClock};
+use crate::domain::files::{FileStore, FilesConfig};
 use crate::events::Hub;
 use crate::limits::{Limiters, RateLimits};
 use crate::metrics::Metrics;
@@ -74,6 +77,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// Time source.
     pub clock: Arc<dyn Clock>,
+    /// File transfer: where files are stored, limits, TTL.
+    pub files: FilesConfig,
 }
 
 impl Config {
@@ -91,6 +96,7 @@ impl Config {
             sse_keepalive: Duration::from_secs(15),
             rate_limits: RateLimits::default(),
             clock: Arc::new(SystemClock),
+            files: FilesConfig::default(),
         }
     }
 
@@ -108,6 +114,7 @@ impl Config {
 struct Inner {
     config: Config,
     store: Store,
+    files: FileStore,
     calls: Mutex<CallBook>,
     hub: Hub,
     replay: ReplayCache,
@@ -127,6 +134,7 @@ impl AppState {
     /// Fails when the database cannot be opened or migrated.
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let store = Store::open(&config.db_path)?;
+        let files = FileStore::open(&config.files.dir_for(&config.db_path), config.files.clone())?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let calls = CallBook::new(ms(config.ringing_timeout), ms(config.purge_after));
@@ -134,6 +142,7 @@ impl AppState {
             limiters: Limiters::new(config.rate_limits),
             config,
             store,
+            files,
             calls: Mutex::new(calls),
             hub: Hub::new(shutdown_rx),
             replay: ReplayCache::default(),
@@ -156,6 +165,11 @@ impl AppState {
     /// The user directory.
     pub fn store(&self) -> &Store {
         &self.0.store
+    }
+
+    /// Stored files (manifests and encrypted chunks).
+    pub fn files(&self) -> &FileStore {
+        &self.0.files
     }
 
     /// The push hub.
@@ -241,6 +255,16 @@ pub fn router(state: AppState) -> Router {
         .route("/call/hangup", post(api::hangup))
         .route("/call/status/{call_id}", get(api::status))
         .route("/events", get(api::events))
+        .route("/files", get(http::files::list).post(http::files::create))
+        .route("/files/{id}", get(http::files::get).delete(http::files::cancel))
+        .route("/files/{id}/ack", post(http::files::ack))
+        .route(
+            "/files/{id}/chunks/{index}",
+            put(http::files::put_chunk)
+                .get(http::files::get_chunk)
+                .layer(DefaultBodyLimit::max(http::files::MAX_CHUNK_BODY))
+                .layer(axum::middleware::from_fn(http::files::chunk_size_guard)),
+        )
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -278,6 +302,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let sweep = tokio::spawn(sweeper(state.clone(), state.hub().shutdown()));
+    let file_sweep =
+        tokio::spawn(http::files::sweeper(state.clone(), state.config().files.sweep_interval, state.hub().shutdown()));
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let st = state.clone();
     let result = axum::serve(listener, app)
@@ -290,6 +316,7 @@ pub async fn serve(
         .context("serving HTTP");
     state.begin_shutdown();
     let _ = sweep.await;
+    let _ = file_sweep.await;
     result
 }
 

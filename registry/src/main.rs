@@ -23,7 +23,7 @@ struct Cli {
     /// SQLite database file [default: XDG data dir/qvoice/registry.sqlite3].
     #[arg(long, env = "QVOICE_REGISTRY_DB")]
     db: Option<PathBuf>,
-    /// TOML config file (keys: bind, db, ringing_timeout_secs, [rate_limits]).
+    /// TOML config file (keys: bind, db, ringing_timeout_secs, [rate_limits], [files]).
     #[arg(long, env = "QVOICE_REGISTRY_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds a call rings before it is missed [default: 45].
@@ -32,6 +32,18 @@ struct Cli {
     /// Per-minute quota for /register and /call/initiate, per IP and per user (overrides the file).
     #[arg(long)]
     rate_per_minute: Option<u32>,
+    /// Folder for transferred files (encrypted chunks and their index) [default: beside --db, `<name>.files`].
+    #[arg(long, env = "QVOICE_REGISTRY_FILES_DIR")]
+    files_dir: Option<PathBuf>,
+    /// Largest file accepted, in MiB (encrypted size) [default: 2048].
+    #[arg(long)]
+    max_file_mib: Option<u64>,
+    /// MiB one user may have waiting, as sender and as recipient [default: 4096].
+    #[arg(long)]
+    file_quota_mib: Option<u64>,
+    /// Hours an unacknowledged file is kept [default: 168].
+    #[arg(long)]
+    file_ttl_hours: Option<u64>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "QVOICE_REGISTRY_LOG_JSON")]
     log_json: bool,
@@ -44,6 +56,18 @@ struct FileConfig {
     db: Option<PathBuf>,
     ringing_timeout_secs: Option<u64>,
     rate_limits: Option<RateLimits>,
+    files: Option<FilesFileConfig>,
+}
+
+/// `[files]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesFileConfig {
+    dir: Option<PathBuf>,
+    max_file_mib: Option<u64>,
+    quota_mib: Option<u64>,
+    ttl_hours: Option<u64>,
+    max_files_per_sender: Option<u32>,
 }
 
 fn build_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -67,6 +91,22 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(l) = file.rate_limits {
         config.rate_limits = l;
+    }
+    let f = file.files.unwrap_or_default();
+    const MIB: u64 = 1 << 20;
+    config.files.dir = cli.files_dir.clone().or(f.dir);
+    if let Some(m) = cli.max_file_mib.or(f.max_file_mib) {
+        config.files.max_file_bytes = m.saturating_mul(MIB);
+    }
+    if let Some(q) = cli.file_quota_mib.or(f.quota_mib) {
+        config.files.sender_quota_bytes = q.saturating_mul(MIB);
+        config.files.inbox_quota_bytes = q.saturating_mul(MIB);
+    }
+    if let Some(h) = cli.file_ttl_hours.or(f.ttl_hours) {
+        config.files.ttl = Duration::from_secs(h.max(1).saturating_mul(3600));
+    }
+    if let Some(n) = f.max_files_per_sender {
+        config.files.max_files_per_sender = n;
     }
     if let Some(n) = cli.rate_per_minute {
         config.rate_limits =
