@@ -440,6 +440,10 @@ fn print_event(ev: &SessionEvent, json: bool) {
         }
         SessionEvent::Muted { on } => println!("microphone {}", if *on { "muted" } else { "live" }),
         SessionEvent::Devices { input, output, .. } => println!("audio: input {input}, output {output}"),
+        SessionEvent::IncomingFile { file_id, from, size, .. } => {
+            println!("file from {from} ({size} bytes) waiting: qvoice receive {file_id}")
+        }
+        SessionEvent::FileClosed { file_id, peer, outcome, .. } => println!("file {file_id} with {peer}: {outcome}"),
         SessionEvent::Error { message } => eprintln!("qvoice: {message}"),
     }
 }

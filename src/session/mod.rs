@@ -4,6 +4,7 @@
 pub mod client;
 pub mod driver;
 pub mod events;
+pub mod files;
 pub mod store;
 
 pub use driver::{SessionOptions, run};
