@@ -194,7 +194,7 @@ async fn a_sender_killed_at_half_resumes_without_reuploading_stored_chunks() {
     let outgoing = files.list("alice").unwrap().1;
     assert_eq!(outgoing.len(), 1);
     let stored_at_kill = outgoing[0].stored_chunks;
-    assert!(stored_at_kill >= 25 && stored_at_kill < 61, "stored {stored_at_kill} of 61 at the kill");
+    assert!((25..61).contains(&stored_at_kill), "stored {stored_at_kill} of 61 at the kill");
 
     let out = send(&alice, "bob", &path).await;
     assert!(out.status.success(), "resumed send: {}", stderr(&out));
