@@ -342,7 +342,11 @@ impl Files {
                 continue;
             };
             match self.client.get::<FileStatus>(&format!("/files/{}", rec.file_id)).await {
-                Ok(s) if s.state == FileState::Uploading => return Ok(Some((manifest, keys))),
+                // Complete too: the last run may have died between the last chunk and removing the record;
+                // resuming then uploads nothing instead of sending the file twice.
+                Ok(s) if matches!(s.state, FileState::Uploading | FileState::Complete) => {
+                    return Ok(Some((manifest, keys)));
+                }
                 Ok(_) => {}
                 Err(e) if e.code() == Some(ErrorCode::UnknownFile) => {}
                 Err(e) => return Err(e.into()),

@@ -4,9 +4,11 @@
 //!
 //! Storage, beside the user database by default (`registry.sqlite3` → `registry.files/`):
 //! `index.sqlite3` (WAL, `synchronous=FULL`) holds one row per file and per stored chunk; each chunk is a
-//! blob file `blobs/<file id>/<index>.chunk`. Blob files, not SQLite blobs, because they were measured to
-//! write 2-2.5x and read 4x faster for 1 MiB chunks (SQLite writes every blob twice: WAL, then checkpoint;
-//! docs/PERFORMANCE.md, "File transfer"). A chunk is acknowledged only after its blob is written, fsynced
+//! blob file `blobs/<file id>/<index>.chunk`. Blob files, not SQLite blobs: measured with the same
+//! durability (`scripts/measure_file_store.py`, docs/PERFORMANCE.md "File transfer") they write 1-2.5x as
+//! fast and read 4-20x as fast for 1 MiB chunks; SQLite writes every blob twice (WAL, then checkpoint), and
+//! a deleted blob's pages stay in the database file until VACUUM, while a delivered file's blobs are simply
+//! unlinked. A chunk is acknowledged only after its blob is written, fsynced
 //! and renamed into place, the folder fsynced, and its row committed, so a 2xx survives `kill -9` and power
 //! loss; a crash in between leaves an orphan blob that [`FileStore::open`] deletes.
 //!
@@ -156,7 +158,8 @@ pub struct FileRecord {
     pub stored_chunks: u32,
     pub created_ms: u64,
     pub expires_ms: u64,
-    /// Stored chunk indexes as inclusive ranges (filled by [`FileStore::get`], empty in lists).
+    /// Stored chunk indexes as inclusive ranges (filled by [`FileStore::get`] and, for incomplete files,
+    /// by [`FileStore::list`]; complete files in lists leave it empty: everything is stored).
     pub stored: Vec<[u32; 2]>,
 }
 
@@ -360,17 +363,7 @@ impl FileStore {
     pub fn get(&self, id: &FileId) -> Result<Option<FileRecord>, FileError> {
         let conn = self.conn()?;
         let Some(mut rec) = read_row(&conn, id)? else { return Ok(None) };
-        let mut stmt = conn.prepare_cached("SELECT idx FROM chunks WHERE file_id = ?1 ORDER BY idx")?;
-        let idx = stmt.query_map([id.as_bytes().as_slice()], |r| r.get::<_, u32>(0))?;
-        let mut ranges: Vec<[u32; 2]> = Vec::new();
-        for i in idx {
-            let i = i?;
-            match ranges.last_mut() {
-                Some(last) if last[1] + 1 == i => last[1] = i,
-                _ => ranges.push([i, i]),
-            }
-        }
-        rec.stored = ranges;
+        rec.stored = stored_ranges(&conn, id)?;
         Ok(Some(rec))
     }
 
@@ -387,7 +380,10 @@ impl FileStore {
         let incoming = query(&format!(
             "SELECT {COLUMNS} FROM files WHERE recipient = ?1 AND stored_chunks = chunk_count ORDER BY created_ms"
         ))?;
-        let outgoing = query(&format!("SELECT {COLUMNS} FROM files WHERE sender = ?1 ORDER BY created_ms"))?;
+        let mut outgoing = query(&format!("SELECT {COLUMNS} FROM files WHERE sender = ?1 ORDER BY created_ms"))?;
+        for rec in outgoing.iter_mut().filter(|r| !r.complete()) {
+            rec.stored = stored_ranges(&conn, &rec.file_id)?;
+        }
         Ok((incoming, outgoing))
     }
 
@@ -543,6 +539,21 @@ impl FileStore {
             })?;
         Ok((to_u64(n), to_u64(bytes)))
     }
+}
+
+/// Stored chunk indexes of `id` as inclusive ranges.
+fn stored_ranges(conn: &Connection, id: &FileId) -> Result<Vec<[u32; 2]>, FileError> {
+    let mut stmt = conn.prepare_cached("SELECT idx FROM chunks WHERE file_id = ?1 ORDER BY idx")?;
+    let idx = stmt.query_map([id.as_bytes().as_slice()], |r| r.get::<_, u32>(0))?;
+    let mut ranges: Vec<[u32; 2]> = Vec::new();
+    for i in idx {
+        let i = i?;
+        match ranges.last_mut() {
+            Some(last) if last[1] + 1 == i => last[1] = i,
+            _ => ranges.push([i, i]),
+        }
+    }
+    Ok(ranges)
 }
 
 fn stored_outcome(
