@@ -262,9 +262,88 @@ def main():
         bad += status != "ok"
         shown = got if got is not None else want
         print("%-22s %-11s %s" % (name, status, shown if len(shown) <= 64 else shown[:61] + "..."))
-    print("%d vectors, %d bad; ML-KEM keygen checked by %s" % (
-        len(computed), bad, "OpenSSL and kyber-py" if openssl_mlkem else "kyber-py only"))
+    # File transfer (§12): its values are published in a table; each must appear in the document.
+    text = open(path, encoding="utf-8").read()
+    files = file_vectors(text)
+    for name, value in sorted(files.items()):
+        status = "ok" if value in text else "NOT IN DOC"
+        bad += status != "ok"
+        print("%-22s %-11s %s" % (name, status, value if len(value) <= 64 else value[:61] + "..."))
+    print("%d vectors and %d file values, %d bad; ML-KEM keygen checked by %s" % (
+        len(computed), len(files), bad, "OpenSSL and kyber-py" if openssl_mlkem else "kyber-py only"))
     sys.exit(1 if bad else 0)
+
+
+# --- File transfer (docs/PROTOCOL.md §12) -------------------------------------------------------------
+
+def ed25519_to_x25519_public(pub):
+    """The birational map of RFC 7748 §4.1: u = (1 + y) / (1 - y) mod p."""
+    p = 2**255 - 19
+    y = int.from_bytes(pub, "little") & ((1 << 255) - 1)
+    return ((1 + y) * pow(1 - y, p - 2, p) % p).to_bytes(32, "little")
+
+
+def file_vectors(text):
+    """Recomputes the §12 file vectors as the recipient would, from the published manifest and the fixed
+    seeds: signature, X25519 (both ways to the recipient's Montgomery key), ML-KEM-768 decapsulation,
+    key schedule, sealed name and checksum, and the chunks re-sealed from the known plaintext."""
+    from cryptography.hazmat.primitives.asymmetric import mlkem
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    marker = "manifest = "
+    start = text.index(marker) + len(marker)
+    raw = bytes.fromhex(text[start:text.index("`", start)].strip().strip("`"))
+    pos = 0
+
+    def take(n):
+        nonlocal pos
+        out = raw[pos:pos + n]
+        pos += n
+        return out
+
+    assert take(2) == b"\x01\x10"
+    file_id = take(16)
+    sender = take(take(1)[0]); sender_key = take(32)
+    recipient = take(take(1)[0]); recipient_key = take(32)
+    created, size, chunk_size, count, prekey_id = struct.unpack(">QQIII", take(28))
+    eph = take(32); ct_pre = take(1088)
+    head = raw[:pos]
+    sealed_meta = take(304); sig = take(64)
+    assert pos == len(raw) and (sender, recipient) == (b"alice", b"bob")
+    Ed25519PublicKey.from_public_bytes(sender_key).verify(sig, b"qvoice/v1 file manifest sig" + raw[:-64])
+
+    bob_seed = b"\xb0" * 32
+    bob_x_priv = X25519PrivateKey.from_private_bytes(hashlib.sha512(bob_seed).digest()[:32])
+    bob_x = bob_x_priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert bob_x == ed25519_to_x25519_public(recipient_key), "Montgomery map disagrees with the scalar"
+    dh = bob_x_priv.exchange(X25519PublicKey.from_public_bytes(eph))
+    prekey = mlkem.MLKEM768PrivateKey.from_seed_bytes(b"\xc0" * 64)
+    ss_pre = prekey.decapsulate(ct_pre)
+    context = hashlib.sha256(b"qvoice/v1 file context" + file_id + bytes([len(sender)]) + sender + sender_key
+                             + bytes([len(recipient)]) + recipient + recipient_key
+                             + struct.pack(">I", prekey_id) + eph + bob_x + ct_pre).digest()
+    file_key = hkdf(context, dh + ss_pre, b"qvoice/v1 file key", 32)
+    prefix = hkdf(context, dh + ss_pre, b"qvoice/v1 file nonce", 7)
+    meta_key = hkdf(context, dh + ss_pre, b"qvoice/v1 file meta key", 32)
+    meta = AESGCM(meta_key).decrypt(bytes(12), sealed_meta, b"qvoice/v1 file meta" + head)
+    data = (b"qvoice file vector\n" * 100)[:size]
+    name = meta[33:33 + meta[32]]
+    assert meta[:32] == hashlib.sha256(data).digest() and name == b"vector.txt", "sealed metadata"
+    assert not any(meta[33 + meta[32]:]), "metadata padding must be zero"
+    manifest_hash = hashlib.sha256(b"qvoice/v1 file manifest" + raw).digest()
+    chunks = []
+    for i in range(count):
+        nonce = prefix + struct.pack(">IB", i, 1 if i == count - 1 else 0)
+        chunks.append(AESGCM(file_key).encrypt(nonce, data[i * chunk_size:(i + 1) * chunk_size], manifest_hash))
+    ek = prekey.public_key().public_bytes_raw()
+    return {
+        "file_prekey_ek": hashlib.sha256(ek).hexdigest(), "file_bob_x25519": bob_x.hex(), "file_dh": dh.hex(),
+        "file_ss_pre": ss_pre.hex(), "file_context": context.hex(), "file_key": file_key.hex(),
+        "file_nonce_prefix": prefix.hex(), "file_meta_key": meta_key.hex(),
+        "file_manifest_hash": manifest_hash.hex(), "file_chunk0_sha256": hashlib.sha256(chunks[0]).hexdigest(),
+        "file_chunk1": chunks[1].hex(),
+    }
 
 
 if __name__ == "__main__":

@@ -18,6 +18,11 @@ use qvoice::session::store::{ContactBook, Keystore};
 use qvoice::session::{EndReason, SessionCommand, SessionEvent, SessionOptions};
 use qvoice_proto::{Codec, Username, safety_number};
 use tokio::io::AsyncBufReadExt as _;
+
+/// The CLI's commands by topic (`src/cli/`); only file transfer lives there so far.
+mod cli {
+    pub mod files;
+}
 use tokio::sync::mpsc;
 
 #[derive(Parser, Debug)]
@@ -75,6 +80,12 @@ enum Command {
         #[command(flatten)]
         io: IoArgs,
     },
+    /// Send a file, end-to-end encrypted, through the registry (the recipient may be offline).
+    Send(cli::files::SendArgs),
+    /// List files waiting for you (sender, size, trust, name) and your sent files not yet received.
+    Files(cli::files::FilesArgs),
+    /// Download, verify and save a waiting file (or --all); --discard deletes it unread.
+    Receive(cli::files::ReceiveArgs),
     /// Wait for calls (ctrl-c to stop).
     Listen {
         /// Answer every call automatically.
@@ -172,6 +183,7 @@ fn main() -> ExitCode {
 
 async fn real_main(cli: Cli) -> anyhow::Result<u8> {
     let paths = Paths::resolve(cli.home.as_deref())?;
+    let home = cli.home.clone();
     let Some(command) = cli.command else { return tui(&paths).await };
     match command {
         Command::Tui => tui(&paths).await,
@@ -196,6 +208,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Devices => devices(),
         Command::Call { name, duration, io } => headless(&paths, io, Mode::Call { name, duration }).await,
         Command::Listen { auto_answer, once, io } => headless(&paths, io, Mode::Listen { auto_answer, once }).await,
+        Command::Send(args) => cli::files::send(&paths, args).await,
+        Command::Files(args) => cli::files::files(&paths, args).await,
+        Command::Receive(args) => cli::files::receive(&paths, home.as_deref(), args).await,
     }
 }
 
@@ -446,6 +461,10 @@ fn print_event(ev: &SessionEvent, json: bool) {
         }
         SessionEvent::Muted { on } => println!("microphone {}", if *on { "muted" } else { "live" }),
         SessionEvent::Devices { input, output, .. } => println!("audio: input {input}, output {output}"),
+        SessionEvent::IncomingFile { file_id, from, size, .. } => {
+            println!("file from {from} ({size} bytes) waiting: qvoice receive {file_id}")
+        }
+        SessionEvent::FileClosed { file_id, peer, outcome, .. } => println!("file {file_id} with {peer}: {outcome}"),
         SessionEvent::Error { message } => eprintln!("qvoice: {message}"),
     }
 }

@@ -62,6 +62,13 @@ impl IdentitySecret {
     pub fn sign(&self, msg: &[u8]) -> [u8; SIGNATURE_LEN] {
         self.0.sign(msg).to_bytes()
     }
+
+    /// The X25519 secret of this identity: the first half of SHA-512(seed), which X25519 clamps (RFC 8032
+    /// §5.1.5; libsodium's `crypto_sign_ed25519_sk_to_curve25519`). Used only by file transfer (see
+    /// `file.rs` for why the identity key and not a separate one).
+    pub(crate) fn x25519_scalar(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_scalar_bytes())
+    }
 }
 
 impl fmt::Debug for IdentitySecret {
@@ -95,6 +102,12 @@ impl IdentityKey {
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), Error> {
         let arr: [u8; SIGNATURE_LEN] = sig.try_into().map_err(|_| Error::BadSignature)?;
         self.0.verify_strict(msg, &Signature::from_bytes(&arr)).map_err(|_| Error::BadSignature)
+    }
+
+    /// The identity key in Montgomery form: the X25519 public key matching
+    /// [`IdentitySecret`]'s X25519 secret (the birational map of RFC 7748 §4.1).
+    pub fn to_x25519(&self) -> [u8; 32] {
+        self.0.to_montgomery().to_bytes()
     }
 
     /// First 8 bytes in hex, for logs and debugging (a key fingerprint, not a secret).

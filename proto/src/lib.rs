@@ -11,6 +11,7 @@ pub mod auth;
 pub mod b64;
 mod codec;
 mod error;
+pub mod file;
 pub mod frame;
 pub mod handshake;
 pub mod identity;

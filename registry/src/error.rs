@@ -103,6 +103,35 @@ pub enum ApiError {
     /// 413 `body_too_large`.
     #[error("request body is larger than {0} bytes")]
     BodyTooLarge(usize),
+    /// 413 `file_too_large`: the file (encrypted) is over the registry's per-file limit.
+    #[error("the file is {size} bytes encrypted; this registry takes at most {max} bytes per file")]
+    FileTooLarge {
+        /// Stored bytes the manifest declares.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// 507 `quota_exceeded`: the sender's waiting files would exceed their quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// 507 `inbox_full`: the recipient's waiting files would exceed their inbox quota.
+    #[error("{0}'s inbox on this registry is full; send it after they have downloaded their waiting files")]
+    InboxFull(String),
+    /// 404 `unknown_file`.
+    #[error("no file with this id is waiting (delivered, refused, cancelled and expired files are deleted)")]
+    UnknownFile,
+    /// 409 `file_exists`: another manifest uses this file id.
+    #[error("another file already uses this file id; create the transfer again")]
+    FileExists,
+    /// 400 `invalid_chunk`: a chunk's index or length does not fit its manifest.
+    #[error("{0}")]
+    InvalidChunk(String),
+    /// 409 `chunk_conflict`: other bytes are stored at this index.
+    #[error("chunk {0} is already stored with different bytes; the upload must be restarted as a new file")]
+    ChunkConflict(u32),
+    /// 409 `file_not_ready`: the file is still being uploaded.
+    #[error("the file is still being uploaded; wait for the incoming_file event")]
+    FileNotReady,
     /// 429 `rate_limited`.
     #[error("too many requests; retry in a few seconds")]
     RateLimited,
@@ -162,6 +191,14 @@ impl ApiError {
             Self::RateLimited | Self::AuthFailuresLimited => ErrorCode::RateLimited,
             Self::RequestTimeout(_) => ErrorCode::RequestTimeout,
             Self::Overloaded => ErrorCode::Overloaded,
+            Self::FileTooLarge { .. } => ErrorCode::FileTooLarge,
+            Self::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+            Self::InboxFull(_) => ErrorCode::InboxFull,
+            Self::UnknownFile => ErrorCode::UnknownFile,
+            Self::FileExists => ErrorCode::FileExists,
+            Self::InvalidChunk(_) => ErrorCode::InvalidChunk,
+            Self::ChunkConflict(_) => ErrorCode::ChunkConflict,
+            Self::FileNotReady => ErrorCode::FileNotReady,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::Internal(_) => ErrorCode::Internal,
         }

@@ -19,9 +19,11 @@ pub mod auth;
 pub mod calls;
 pub mod clock;
 pub mod conn;
+pub mod domain;
 pub mod error;
 pub mod events;
 pub mod floor;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod store;
@@ -37,7 +39,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
@@ -45,6 +47,7 @@ use crate::auth::ReplayCache;
 use crate::calls::{CallBook, CallState, Notice};
 use crate::clock::{Clock, SystemClock};
 use crate::conn::{ConnLimits, ConnStats};
+use crate::domain::files::{FileStore, FilesConfig};
 use crate::events::Hub;
 use crate::floor::Floors;
 use crate::limits::{Limiters, RateLimits};
@@ -97,6 +100,8 @@ pub struct Config {
     pub public_origins: Vec<String>,
     /// STUN/TURN servers advertised to clients, with the TURN shared secret.
     pub media_servers: turn::MediaServers,
+    /// File transfer: where files are stored, limits, TTL.
+    pub files: FilesConfig,
 }
 
 impl Config {
@@ -121,6 +126,7 @@ impl Config {
             clock: Arc::new(SystemClock),
             public_origins: Vec::new(),
             media_servers: turn::MediaServers { turn_ttl: turn::DEFAULT_TURN_TTL, ..Default::default() },
+            files: FilesConfig::default(),
         }
     }
 
@@ -138,6 +144,7 @@ impl Config {
 struct Inner {
     config: Config,
     store: Store,
+    files: FileStore,
     calls: Mutex<CallBook>,
     hub: Hub,
     replay: ReplayCache,
@@ -160,6 +167,7 @@ impl AppState {
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let store = Store::open(&config.db_path)?;
         let floors = Floors::new(store.request_floors()?);
+        let files = FileStore::open(&config.files.dir_for(&config.db_path), config.files.clone())?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let calls = CallBook::new(ms(config.ringing_timeout), ms(config.purge_after))
@@ -169,6 +177,7 @@ impl AppState {
             hub: Hub::with_max_per_user(shutdown_rx, config.max_streams_per_user),
             config,
             store,
+            files,
             calls: Mutex::new(calls),
             replay: ReplayCache::default(),
             floors,
@@ -192,6 +201,11 @@ impl AppState {
     /// The user directory.
     pub fn store(&self) -> &Store {
         &self.0.store
+    }
+
+    /// Stored files (manifests and encrypted chunks).
+    pub fn files(&self) -> &FileStore {
+        &self.0.files
     }
 
     /// The push hub.
@@ -288,6 +302,16 @@ pub fn router(state: AppState) -> Router {
         .route("/call/status/{call_id}", get(api::status))
         .route("/events", get(api::events))
         .route("/turn/credentials", get(turn::credentials))
+        .route("/files", get(http::files::list).post(http::files::create))
+        .route("/files/{id}", get(http::files::get).delete(http::files::cancel))
+        .route("/files/{id}/ack", post(http::files::ack))
+        .route(
+            "/files/{id}/chunks/{index}",
+            put(http::files::put_chunk)
+                .get(http::files::get_chunk)
+                .layer(DefaultBodyLimit::max(http::files::MAX_CHUNK_BODY))
+                .layer(axum::middleware::from_fn(http::files::chunk_size_guard)),
+        )
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -389,6 +413,8 @@ pub async fn serve(
     };
     let sweep = tokio::spawn(sweeper(state.clone(), state.hub().shutdown()));
     let floors = tokio::spawn(Floors::run_writer(state.clone(), state.hub().shutdown()));
+    let file_sweep =
+        tokio::spawn(http::files::sweeper(state.clone(), state.config().files.sweep_interval, state.hub().shutdown()));
     let st = state.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -409,6 +435,7 @@ pub async fn serve(
     }
     let _ = sweep.await;
     let _ = floors.await;
+    let _ = file_sweep.await;
     result
 }
 

@@ -26,7 +26,7 @@ struct Cli {
     db: Option<PathBuf>,
     /// TOML config file (keys: bind, db, ringing_timeout_secs, public_urls, metrics_bind, max_streams_per_user,
     /// max_ringing_per_callee, stun_servers, turn_servers, turn_secret_file, turn_ttl_secs, stun_bind,
-    /// [rate_limits], [connections]).
+    /// [rate_limits], [connections], [files]).
     #[arg(long, env = "QVOICE_REGISTRY_CONFIG")]
     config: Option<PathBuf>,
     /// Seconds a call rings before it is missed [default: 45].
@@ -62,6 +62,18 @@ struct Cli {
     /// rather than the flag: command lines are visible to other users).
     #[arg(long, env = "QVOICE_REGISTRY_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
+    /// Folder for transferred files (encrypted chunks and their index) [default: beside --db, `<name>.files`].
+    #[arg(long, env = "QVOICE_REGISTRY_FILES_DIR")]
+    files_dir: Option<PathBuf>,
+    /// Largest file accepted, in MiB (encrypted size) [default: 2048].
+    #[arg(long)]
+    max_file_mib: Option<u64>,
+    /// MiB one user may have waiting, as sender and as recipient [default: 4096].
+    #[arg(long)]
+    file_quota_mib: Option<u64>,
+    /// Hours an unacknowledged file is kept [default: 168].
+    #[arg(long)]
+    file_ttl_hours: Option<u64>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "QVOICE_REGISTRY_LOG_JSON")]
     log_json: bool,
@@ -100,6 +112,18 @@ struct FileConfig {
     metrics_bind: Option<SocketAddr>,
     max_streams_per_user: Option<usize>,
     max_ringing_per_callee: Option<usize>,
+    files: Option<FilesFileConfig>,
+}
+
+/// `[files]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesFileConfig {
+    dir: Option<PathBuf>,
+    max_file_mib: Option<u64>,
+    quota_mib: Option<u64>,
+    ttl_hours: Option<u64>,
+    max_files_per_sender: Option<u32>,
 }
 
 fn build_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -128,6 +152,22 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
     for url in urls {
         let origin = qvoice_proto::auth::origin_of_url(&url).with_context(|| format!("public URL {url:?}"))?;
         config.public_origins.push(origin);
+    }
+    let f = file.files.unwrap_or_default();
+    const MIB: u64 = 1 << 20;
+    config.files.dir = cli.files_dir.clone().or(f.dir);
+    if let Some(m) = cli.max_file_mib.or(f.max_file_mib) {
+        config.files.max_file_bytes = m.saturating_mul(MIB);
+    }
+    if let Some(q) = cli.file_quota_mib.or(f.quota_mib) {
+        config.files.sender_quota_bytes = q.saturating_mul(MIB);
+        config.files.inbox_quota_bytes = q.saturating_mul(MIB);
+    }
+    if let Some(h) = cli.file_ttl_hours.or(f.ttl_hours) {
+        config.files.ttl = Duration::from_secs(h.max(1).saturating_mul(3600));
+    }
+    if let Some(n) = f.max_files_per_sender {
+        config.files.max_files_per_sender = n;
     }
     if let Some(n) = cli.rate_per_minute {
         config.rate_limits = RateLimits::all(n);

@@ -139,6 +139,17 @@ impl RegistryClient {
     }
 
     fn signed(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        self.signed_as(method, path, body, "application/json")
+    }
+
+    /// A signed request whose body (if any) has `content_type` (file chunks are `application/octet-stream`).
+    pub(crate) fn signed_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> reqwest::RequestBuilder {
         let now = now_ms();
         let prev = self
             .last_ts
@@ -157,7 +168,7 @@ impl RegistryClient {
             .header(auth::HEADER_TIMESTAMP, ts.to_string())
             .header(auth::HEADER_SIGNATURE, b64::encode(&sig));
         if !body.is_empty() {
-            rb = rb.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+            rb = rb.header(reqwest::header::CONTENT_TYPE, content_type).body(body);
         }
         rb
     }
@@ -166,7 +177,7 @@ impl RegistryClient {
         self.send_within(rb, REQUEST_TIMEOUT).await
     }
 
-    async fn send_within<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn send_within<T: serde::de::DeserializeOwned>(
         &self,
         rb: reqwest::RequestBuilder,
         timeout: Duration,
@@ -180,16 +191,35 @@ impl RegistryClient {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{e}")))
     }
 
+    /// Sends `rb` and returns the raw body of a success (file chunks). Fails like JSON requests.
+    pub(crate) async fn send_bytes(
+        &self,
+        rb: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ClientError> {
+        let resp = rb.timeout(timeout).send().await.map_err(|e| self.unreachable(&e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+        if !status.is_success() {
+            return Err(ClientError::api(status.as_u16(), &bytes));
+        }
+        Ok(bytes.to_vec())
+    }
+
     fn unreachable(&self, e: &reqwest::Error) -> ClientError {
         ClientError::Unreachable { url: self.base.clone(), detail: e.to_string() }
     }
 
-    async fn post<T: serde::de::DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ClientError> {
+    pub(crate) async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ClientError> {
         let body = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.send(self.signed(reqwest::Method::POST, path, body)).await
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    pub(crate) async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.send(self.signed(reqwest::Method::GET, path, Vec::new())).await
     }
 

@@ -834,6 +834,14 @@ impl Driver {
             RegistryEvent::IncomingCall(inc) => self.incoming(inc.call_id, inc.caller, &inc.offer).await,
             RegistryEvent::CallAccepted { call_id, answer, .. } => self.on_answer(&call_id, &answer).await,
             RegistryEvent::CallConfirmed { call_id, reveal, .. } => self.on_reveal(&call_id, &reveal).await,
+            RegistryEvent::IncomingFile { file_id, sender, size, expires_ms } => {
+                let trust = self.opts.contacts.trust(&sender);
+                self.emit(SessionEvent::IncomingFile { file_id, from: sender, size, expires_ms, trust }).await;
+            }
+            RegistryEvent::FileClosed { file_id, peer, outcome, reason } => {
+                let outcome = outcome.as_str().to_owned();
+                self.emit(SessionEvent::FileClosed { file_id, peer, outcome, reason }).await;
+            }
             RegistryEvent::CallEnded { call_id, state, reason, kind } => {
                 self.waiting.retain(|w| *w != call_id);
                 if self.call.as_ref().is_some_and(|c| c.id() == call_id) {

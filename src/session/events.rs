@@ -148,6 +148,11 @@ pub enum SessionEvent {
     /// Audio devices to choose from, and the ones the next call will use (`default`, a device name,
     /// `silence`/`null`, or a WAV path).
     Devices { inputs: Vec<String>, outputs: Vec<String>, input: String, output: String },
+    /// A file for us is waiting at the registry (`qvoice receive FILE_ID`).
+    IncomingFile { file_id: String, from: String, size: u64, expires_ms: u64, trust: Trust },
+    /// A file we sent or were sent left the registry (`delivered`, `discarded`, `refused`, `cancelled`,
+    /// `expired`).
+    FileClosed { file_id: String, peer: String, outcome: String, reason: Option<String> },
     /// Something went wrong that the user should see (the text says what to do).
     Error { message: String },
 }

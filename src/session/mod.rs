@@ -4,6 +4,7 @@
 pub mod client;
 pub mod driver;
 pub mod events;
+pub mod files;
 pub mod sse;
 pub mod store;
 pub mod waiting;

@@ -699,6 +699,13 @@ impl App {
                 self.recording_dir = dir;
             }
             SessionEvent::Muted { on } => self.muted = on,
+            SessionEvent::IncomingFile { file_id, from, size, .. } => {
+                self.push_log(format!("file from {from} ({size} bytes) waiting: qvoice receive {file_id}"), false);
+                return self.config.bell.then_some(Effect::Bell);
+            }
+            SessionEvent::FileClosed { file_id, peer, outcome, .. } => {
+                self.push_log(format!("file {file_id} with {peer}: {outcome}"), false);
+            }
             SessionEvent::Error { message } => {
                 self.push_log(message.clone(), true);
                 self.set_status(message);

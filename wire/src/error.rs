@@ -62,6 +62,22 @@ pub enum ErrorCode {
     RequestTimeout,
     /// 413: body too large.
     BodyTooLarge,
+    /// 413: the file is larger than the registry takes.
+    FileTooLarge,
+    /// 507: the sender's files waiting on the registry would exceed their quota.
+    QuotaExceeded,
+    /// 507: the recipient's waiting files would exceed their inbox quota.
+    InboxFull,
+    /// 404: no such file (delivered, cancelled and expired files are deleted).
+    UnknownFile,
+    /// 409: a different manifest already uses this file id.
+    FileExists,
+    /// 400: a chunk has the wrong index or length for its file.
+    InvalidChunk,
+    /// 409: a chunk with other bytes is already stored at this index.
+    ChunkConflict,
+    /// 409: the file is still being uploaded.
+    FileNotReady,
     /// 429: over quota.
     RateLimited,
     /// 500: logged on the server, never detailed.
@@ -95,11 +111,14 @@ impl ErrorCode {
             | Self::StaleTimestamp
             | Self::Replayed => 401,
             Self::Forbidden => 403,
-            Self::UnknownUser | Self::UnknownCall | Self::NotFound => 404,
+            Self::UnknownUser | Self::UnknownCall | Self::UnknownFile | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::UsernameTaken | Self::WrongState | Self::Busy | Self::AlreadyInCall | Self::CallExists => 409,
             Self::RequestTimeout => 408,
-            Self::BodyTooLarge => 413,
+            Self::FileExists | Self::ChunkConflict | Self::FileNotReady => 409,
+            Self::InvalidChunk => 400,
+            Self::BodyTooLarge | Self::FileTooLarge => 413,
+            Self::QuotaExceeded | Self::InboxFull => 507,
             Self::RateLimited => 429,
             Self::Internal | Self::Unknown => 500,
             Self::ShuttingDown | Self::Overloaded => 503,
@@ -136,6 +155,14 @@ impl ErrorCode {
             Self::CallExists => "call_exists",
             Self::RequestTimeout => "request_timeout",
             Self::BodyTooLarge => "body_too_large",
+            Self::FileTooLarge => "file_too_large",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::InboxFull => "inbox_full",
+            Self::UnknownFile => "unknown_file",
+            Self::FileExists => "file_exists",
+            Self::InvalidChunk => "invalid_chunk",
+            Self::ChunkConflict => "chunk_conflict",
+            Self::FileNotReady => "file_not_ready",
             Self::RateLimited => "rate_limited",
             Self::Internal => "internal",
             Self::ShuttingDown => "shutting_down",

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::call::{CallState, EndKind};
+use crate::files::FileOutcome;
 
 /// An incoming call, as pushed and as listed by `/call/pending`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -63,6 +64,29 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         kind: Option<EndKind>,
     },
+    /// A file for you is completely uploaded and waiting (docs/REGISTRY.md, "Files").
+    IncomingFile {
+        /// File id (32 hex).
+        file_id: String,
+        /// Sender's username.
+        sender: String,
+        /// Plaintext size in bytes.
+        size: u64,
+        /// When the registry deletes it unless acknowledged (Unix ms).
+        expires_ms: u64,
+    },
+    /// A file you sent or were sent left the registry: acknowledged, discarded, refused, cancelled or expired.
+    FileClosed {
+        /// File id (32 hex).
+        file_id: String,
+        /// The other party (the recipient for the sender, the sender for the recipient).
+        peer: String,
+        /// How it ended.
+        outcome: FileOutcome,
+        /// The recipient's or registry's short reason, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// A user came online or went offline.
     Presence {
         /// Whose presence changed.
@@ -81,6 +105,8 @@ impl Event {
             Self::CallAccepted { .. } => "call_accepted",
             Self::CallConfirmed { .. } => "call_confirmed",
             Self::CallEnded { .. } => "call_ended",
+            Self::IncomingFile { .. } => "incoming_file",
+            Self::FileClosed { .. } => "file_closed",
             Self::Presence { .. } => "presence",
         }
     }

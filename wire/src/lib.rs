@@ -14,8 +14,12 @@ pub mod api;
 pub mod call;
 pub mod error;
 pub mod events;
+pub mod files;
 
 pub use api::*;
 pub use call::{CallState, EndKind};
 pub use error::{ErrorBody, ErrorCode};
 pub use events::{Event, IncomingCall};
+pub use files::{
+    AckFileBody, ChunkStored, CreateFileBody, FileClosedResponse, FileOutcome, FileState, FileStatus, FilesResponse,
+};

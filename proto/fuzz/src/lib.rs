@@ -129,3 +129,61 @@ pub fn xor_edits(cur: &mut Cursor<'_>, buf: &mut [u8], max: usize) {
         buf[at] ^= cur.u8();
     }
 }
+
+/// One genuine file transfer from `alice` to `bob`: the signed manifest, the chunk keys and the sealed
+/// chunks of a 2600-byte file in 1024-byte chunks (three chunks, the last one short).
+#[derive(Debug)]
+pub struct FileTransfer {
+    pub manifest: qvoice_proto::file::Manifest,
+    pub keys: qvoice_proto::file::FileKeys,
+    pub meta: qvoice_proto::file::FileMeta,
+    pub chunks: Vec<Vec<u8>>,
+    pub plaintext: Vec<u8>,
+    /// Bob's secrets, to open the manifest.
+    pub bob: IdentitySecret,
+    pub bob_prekey: PrekeySecret,
+}
+
+/// Built once per process, like [`handshake`].
+pub fn file_transfer() -> &'static FileTransfer {
+    static FIXTURE: OnceLock<FileTransfer> = OnceLock::new();
+    FIXTURE.get_or_init(build_file_transfer)
+}
+
+fn build_file_transfer() -> FileTransfer {
+    use qvoice_proto::file::{FileMeta, SealParams, seal_manifest};
+    let mut rng = ChaCha20Rng::seed_from_u64(0xf11e);
+    let alice = IdentitySecret::generate(&mut rng);
+    let bob = IdentitySecret::generate(&mut rng);
+    let bob_prekey = PrekeySecret::generate(&mut rng, 1);
+    let prekey = bob_prekey.sign(&bob);
+    let plaintext: Vec<u8> = (0..2600u32).map(|i| (i % 251) as u8).collect();
+    let meta = FileMeta { name: "fuzz.bin".to_owned(), sha256: sha256(&plaintext) };
+    let name = |s: &str| Username::parse(s).expect("fixture username");
+    let params = SealParams {
+        sender: &name("alice"),
+        recipient: &name("bob"),
+        recipient_key: &bob.public(),
+        recipient_prekey: &prekey,
+        meta: &meta,
+        size: plaintext.len() as u64,
+        chunk_size: 1024,
+    };
+    let (manifest, keys) = seal_manifest(&mut rng, NOW_MS, &alice, &params).expect("fixture manifest");
+    let cipher = keys.cipher(&manifest);
+    let chunks = plaintext
+        .chunks(1024)
+        .enumerate()
+        .map(|(i, p)| {
+            let mut out = Vec::new();
+            cipher.seal(i as u32, p, &mut out).expect("fixture chunk");
+            out
+        })
+        .collect();
+    FileTransfer { manifest, keys, meta, chunks, plaintext, bob, bob_prekey }
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data).into()
+}

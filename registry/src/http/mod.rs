@@ -1,0 +1,3 @@
+//! HTTP handlers per resource, converting domain errors to `ApiError` at the edge.
+
+pub mod files;
