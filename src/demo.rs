@@ -1,8 +1,8 @@
 //! `qvoice demo`: a registry on 127.0.0.1 with a temporary database, an `echo` contact that answers
 //! every call and plays back what it hears after a short delay, and a `you` identity for the TUI, all in
 //! one process. Everything runs for real: signed registration, the hybrid handshake, Opus, encrypted UDP
-//! on loopback. Without a sound card the microphone is a bundled speech clip and what comes back from the
-//! echo is recorded to a WAV file.
+//! on loopback. Without a sound card the microphone is a bundled speech clip, looped, and what comes back
+//! from the echo is recorded to a WAV file.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -95,10 +95,12 @@ impl Demo {
             let speech = dir.join("speech.wav");
             std::fs::write(&speech, SPEECH_WAV).context("writing the demo speech clip")?;
             let heard = dir.join("heard-from-echo.wav");
-            you.input = AudioIn::Wav(speech);
+            // The clip loops, so the echo keeps talking for as long as the call lasts.
+            you.input = AudioIn::WavLoop(speech);
             you.output = AudioOut::Wav { path: heard.clone(), rate: None };
             format!(
-                "no sound card: the microphone is a bundled speech clip; what comes back is recorded to {}",
+                "no sound card: the microphone is a bundled speech clip, played in a loop; what comes back is \
+                 recorded to {}",
                 heard.display()
             )
         };

@@ -184,6 +184,8 @@ pub struct WavSource {
     pos: usize,
     pacer: Option<Pacer>,
     rate: u32,
+    /// Start over at the end instead of ending (the demo's microphone clip).
+    looping: bool,
 }
 
 impl WavSource {
@@ -193,7 +195,13 @@ impl WavSource {
     /// Fails when the file is unreadable or its format unsupported.
     pub fn open(path: &Path, frame: Duration, pacing: Option<Instant>) -> Result<Self, AudioError> {
         let (samples, rate) = read_wav_48k(path)?;
-        Ok(Self { samples, pos: 0, pacer: pacing.map(|e| Pacer::new(e, frame).skip()), rate })
+        Ok(Self { samples, pos: 0, pacer: pacing.map(|e| Pacer::new(e, frame).skip()), rate, looping: false })
+    }
+
+    /// Plays the file again from the start each time it ends, so the source never ends.
+    pub fn looping(mut self) -> Self {
+        self.looping = !self.samples.is_empty();
+        self
     }
 
     /// The file's sample rate (a WAV sink uses it so output matches input sample for sample).
@@ -207,11 +215,19 @@ impl AudioSource for WavSource {
         if let Some(p) = &mut self.pacer {
             p.wait_next();
         }
-        let avail = self.samples.len().saturating_sub(self.pos).min(out.len());
-        out[..avail].copy_from_slice(&self.samples[self.pos..self.pos + avail]);
-        out[avail..].fill(0);
-        self.pos += avail;
-        Ok(if avail == 0 { Captured::Ended } else { Captured::Audio })
+        let mut filled = 0;
+        loop {
+            let avail = self.samples.len().saturating_sub(self.pos).min(out.len() - filled);
+            out[filled..filled + avail].copy_from_slice(&self.samples[self.pos..self.pos + avail]);
+            self.pos += avail;
+            filled += avail;
+            if filled == out.len() || !self.looping {
+                break;
+            }
+            self.pos = 0;
+        }
+        out[filled..].fill(0);
+        Ok(if filled == 0 { Captured::Ended } else { Captured::Audio })
     }
 }
 
@@ -398,6 +414,23 @@ mod tests {
         }
         w.finalize().unwrap();
         v
+    }
+
+    #[test]
+    fn looping_wav_source_starts_over_and_never_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("clip.wav");
+        // 0.05 s at 48 kHz = 2400 samples: 2.5 frames of 960, so the wrap lands inside a frame.
+        let orig = write_tone(&input, 48_000, 0.05);
+        let mut src = WavSource::open(&input, Duration::from_millis(20), None).unwrap().looping();
+        let mut got = Vec::new();
+        let mut frame = [0i16; 960];
+        for _ in 0..10 {
+            assert_eq!(src.read_frame(&mut frame).unwrap(), Captured::Audio);
+            got.extend_from_slice(&frame);
+        }
+        let expected: Vec<i16> = orig.iter().copied().cycle().take(got.len()).collect();
+        assert_eq!(got, expected);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub enum AudioIn {
     Device(Option<String>),
     /// A WAV file, read at real time from the engine's epoch (any integer ratio of 48 kHz, mono/stereo).
     Wav(PathBuf),
+    /// A WAV file played over and over (spelled `loop:FILE.wav`; the demo's microphone clip).
+    WavLoop(PathBuf),
     /// Digital silence at real time (receive-only calls, tests).
     Silence,
     /// What an [`AudioOut::Echo`] on the same line played, delayed (the demo's echo contact).
@@ -58,6 +60,7 @@ impl AudioIn {
         match spec {
             "default" => Self::Device(None),
             "silence" | "none" => Self::Silence,
+            s if s.starts_with("loop:") && s.ends_with(".wav") => Self::WavLoop(PathBuf::from(&s[5..])),
             s if s.ends_with(".wav") => Self::Wav(PathBuf::from(s)),
             s => Self::Device(Some(s.to_owned())),
         }
@@ -69,6 +72,7 @@ impl AudioIn {
             Self::Device(None) => "default".into(),
             Self::Device(Some(n)) => n.clone(),
             Self::Wav(p) => p.display().to_string(),
+            Self::WavLoop(p) => format!("loop:{}", p.display()),
             Self::Silence => "silence".into(),
             Self::Echo(_) => "echo".into(),
         }
@@ -299,7 +303,7 @@ impl MediaEngine {
         });
         let out_rate = match (&cfg.output, &cfg.input) {
             (AudioOut::Wav { rate: Some(r), .. }, _) => *r,
-            (AudioOut::Wav { rate: None, .. }, AudioIn::Wav(p)) => wav_rate(p),
+            (AudioOut::Wav { rate: None, .. }, AudioIn::Wav(p) | AudioIn::WavLoop(p)) => wav_rate(p),
             _ => SAMPLE_RATE,
         };
         let frame = Duration::from_millis(u64::from(cfg.frame_ms));
@@ -426,6 +430,7 @@ fn open_source(
     Ok(match input {
         AudioIn::Device(name) => Box::new(CpalSource::open(name.as_deref(), frame_samples)?),
         AudioIn::Wav(p) => Box::new(WavSource::open(p, frame, Some(epoch))?),
+        AudioIn::WavLoop(p) => Box::new(WavSource::open(p, frame, Some(epoch))?.looping()),
         AudioIn::Silence => Box::new(SilenceSource { pacer: super::audio::Pacer::new(epoch, frame).skip() }),
         AudioIn::Echo(line) => Box::new(line.source(frame_samples, epoch)?),
     })
