@@ -261,6 +261,8 @@ async fn event_stream(client: RegistryClient, tx: mpsc::Sender<Internal>, poll_f
         return;
     }
     let mut backoff = Duration::from_millis(200);
+    // An outage retries every few seconds; the log says so once a minute, with a count.
+    let mut quiet = crate::logging::Throttle::new(Duration::from_secs(60));
     loop {
         let err = match client.stream_events(&ev_tx).await {
             Ok(()) => break,
@@ -275,7 +277,9 @@ async fn event_stream(client: RegistryClient, tx: mpsc::Sender<Internal>, poll_f
             poll_pending(&client, &ev_tx).await;
             break;
         }
-        tracing::info!(error = %err, "event stream down; retrying in {:?}", backoff);
+        if let Some(skipped) = quiet.check(std::time::Instant::now()) {
+            tracing::info!(error = %err, "event stream down; retrying (every {backoff:?}; {skipped} more failures since the last line)");
+        }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
         if matches!(err, ClientError::Api { .. }) {
@@ -288,6 +292,7 @@ async fn event_stream(client: RegistryClient, tx: mpsc::Sender<Internal>, poll_f
 /// The seed's polling for incoming calls, as a long-poll.
 async fn poll_pending(client: &RegistryClient, tx: &mpsc::Sender<RegistryEvent>) {
     let mut seen = std::collections::HashSet::new();
+    let mut quiet = crate::logging::Throttle::new(Duration::from_secs(60));
     loop {
         match client.pending(25).await {
             Ok(p) => {
@@ -298,7 +303,9 @@ async fn poll_pending(client: &RegistryClient, tx: &mpsc::Sender<RegistryEvent>)
                 }
             }
             Err(e) => {
-                tracing::info!(error = %e, "polling failed; retrying");
+                if let Some(skipped) = quiet.check(std::time::Instant::now()) {
+                    tracing::info!(error = %e, "polling failed; retrying every 2 s ({skipped} more failures since the last line)");
+                }
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
@@ -1098,9 +1105,19 @@ impl Driver {
         cfg.output = self.opts.output.clone();
         cfg.impairment = self.opts.impairment;
         cfg.silence_timeout = self.opts.peer_timeout;
-        if self.recording {
-            cfg.record_dir = self.opts.record_dir.as_ref().map(|d| d.join(format!("{}-{peer}", &call_id[..8])));
+        let record_dir = if self.recording {
+            self.opts.record_dir.as_ref().map(|d| d.join(format!("{}-{peer}", &call_id[..8])))
+        } else {
+            None
+        };
+        if let Some(dir) = &record_dir {
+            // The engine writes sent.wav and received.wav into the call's own folder, owner-only.
+            use std::os::unix::fs::DirBuilderExt as _;
+            if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+                tracing::warn!("cannot create the recording folder {}: {e}", dir.display());
+            }
         }
+        cfg.record_dir = record_dir.clone();
         let started = tokio::task::spawn_blocking(move || MediaEngine::start(cfg)).await;
         let mut media = match started {
             Ok(Ok(m)) => m,
@@ -1123,6 +1140,10 @@ impl Driver {
             }
         };
         media.set_mute(self.muted);
+        if let Some(dir) = record_dir {
+            tracing::info!("recording the call with {peer} to {}", dir.display());
+            self.emit(SessionEvent::Recording { on: true, dir: Some(dir.display().to_string()) }).await;
+        }
         if let Some(rx) = media.take_events() {
             let tx = self.internal_tx.clone();
             let id = call_id.clone();
