@@ -1,5 +1,6 @@
 //! Configuration: where qvoice keeps its files, and the settings in `config.toml`
-//! (every setting is documented in `config.example.toml` at the repository root).
+//! (every setting is documented in `config.example.toml` at the repository root). The file is validated
+//! when it is loaded, so a bad value is reported by its key and allowed values before anything starts.
 
 use std::path::{Path, PathBuf};
 
@@ -8,33 +9,42 @@ use serde::{Deserialize, Serialize};
 
 use crate::tui::TuiConfig;
 
-/// Where qvoice's files live: the config file and the data directory (keys, contacts).
+/// Where qvoice's files live: the config file, the data directory (keys, contacts, history) and the state
+/// directory (logs).
 #[derive(Clone, Debug)]
 pub struct Paths {
     pub config_file: PathBuf,
     pub data_dir: PathBuf,
+    /// Logs (`$XDG_STATE_HOME/qvoice`, default `~/.local/state/qvoice`; `<home>/state` with `--home`).
+    pub state_dir: PathBuf,
     pub log_file: PathBuf,
 }
 
 impl Paths {
     /// `home` (from `--home` or `QVOICE_HOME`) puts everything under one folder, which is what tests and
-    /// several local identities use; otherwise XDG directories (`~/.config/qvoice`, `~/.local/share/qvoice`).
+    /// several local identities use; otherwise XDG directories (`~/.config/qvoice`, `~/.local/share/qvoice`,
+    /// `~/.local/state/qvoice`).
     ///
     /// Fails when no home directory can be determined.
     pub fn resolve(home: Option<&Path>) -> anyhow::Result<Self> {
         if let Some(home) = home {
+            let state_dir = home.join("state");
             return Ok(Self {
                 config_file: home.join("config.toml"),
                 data_dir: home.join("data"),
-                log_file: home.join("qvoice.log"),
+                log_file: state_dir.join("qvoice.log"),
+                state_dir,
             });
         }
         let dirs = directories::ProjectDirs::from("", "", "qvoice")
             .context("cannot find a home directory; pass --home DIR or set QVOICE_HOME")?;
+        // `state_dir` is Linux-only in `directories`; elsewhere logs stay beside the data.
+        let state_dir = dirs.state_dir().unwrap_or(dirs.data_dir()).to_path_buf();
         Ok(Self {
             config_file: dirs.config_dir().join("config.toml"),
             data_dir: dirs.data_dir().to_path_buf(),
-            log_file: dirs.data_dir().join("qvoice.log"),
+            log_file: state_dir.join("qvoice.log"),
+            state_dir,
         })
     }
 }
@@ -122,20 +132,116 @@ pub struct RecordingConfig {
     pub enabled: bool,
 }
 
+/// A config file that does not parse or holds a value qvoice cannot use. The message names the key and the
+/// values it accepts.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid config file {}: {problem}", file.display())]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// What is wrong, naming the key.
+    pub problem: String,
+}
+
+/// The registry's default port, suggested when a URL has none.
+const REGISTRY_PORT: u16 = 5001;
+
+/// Checks a registry base URL and returns it without trailing slashes. Fails with a message that says
+/// what to write instead (a URL without a scheme gets "did you mean http://HOST:PORT?").
+pub fn check_registry_url(url: &str) -> Result<String, String> {
+    let url = url.trim().trim_end_matches('/');
+    if url.is_empty() {
+        return Err(format!("the registry URL is empty; use http://HOST:{REGISTRY_PORT} or https://HOST"));
+    }
+    if !url.contains("://") {
+        let has_port = url.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+        let guess = if has_port { format!("http://{url}") } else { format!("http://{url}:{REGISTRY_PORT}") };
+        return Err(format!("the registry URL {url:?} has no scheme; did you mean {guess}?"));
+    }
+    qvoice_proto::auth::origin_of_url(url).map_err(|_| {
+        format!("{url:?} is not a registry URL; use http://HOST:PORT or https://HOST (e.g. http://127.0.0.1:{REGISTRY_PORT})")
+    })?;
+    Ok(url.to_owned())
+}
+
+/// The frame durations the media engine runs `codec` at (every protocol duration it can carry).
+fn frame_durations(codec: qvoice_proto::Codec) -> Vec<u8> {
+    let kind = match codec {
+        qvoice_proto::Codec::Opus => crate::media::CodecKind::Opus,
+        qvoice_proto::Codec::Pcm16 => crate::media::CodecKind::Pcm,
+    };
+    [10, 20, 40, 60].into_iter().filter(|&ms| kind.frame_samples(ms).is_ok()).collect()
+}
+
+fn list(values: &[u8]) -> String {
+    let v: Vec<String> = values.iter().map(u8::to_string).collect();
+    match v.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => v.join(""),
+    }
+}
+
 impl Config {
-    /// Reads `path`; a missing file gives the defaults. Fails on unreadable or invalid TOML, saying where.
+    /// Reads `path`; a missing file gives the defaults. Fails with a [`ConfigError`] on invalid TOML or a
+    /// value qvoice cannot use, and on an unreadable file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        let cfg = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str::<Self>(&text)
+                .map_err(|e| ConfigError { file: path.to_owned(), problem: e.to_string().trim().to_owned() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        cfg.validate().map_err(|problem| ConfigError { file: path.to_owned(), problem })?;
+        Ok(cfg)
     }
 
-    /// Writes the config atomically. Fails on I/O errors.
+    /// Checks every value a call or the TUI would otherwise reject later. Fails with a message naming the
+    /// key and the allowed values.
+    pub fn validate(&self) -> Result<(), String> {
+        check_registry_url(&self.registry.url).map_err(|e| format!("[registry] url: {e}"))?;
+        if let Some(name) = &self.registry.username {
+            qvoice_proto::Username::parse(name).map_err(|_| {
+                format!(
+                    "[registry] username = {name:?} is not a valid username: use 1-32 characters from a-z 0-9 _ . - \
+                     starting with a letter or digit"
+                )
+            })?;
+        }
+        let codec = qvoice_proto::Codec::from_name(&self.audio.codec).ok_or_else(|| {
+            format!("[audio] codec = {:?} is not a known codec; use \"opus\" or \"pcm\"", self.audio.codec)
+        })?;
+        let durations = frame_durations(codec);
+        if !durations.contains(&self.audio.frame_ms) {
+            return Err(format!(
+                "[audio] frame_ms = {} is not supported with codec {:?}; use {}",
+                self.audio.frame_ms,
+                self.audio.codec,
+                list(&durations)
+            ));
+        }
+        for (key, value) in [("input", &self.audio.input), ("output", &self.audio.output)] {
+            if value.trim().is_empty() {
+                return Err(format!(
+                    "[audio] {key} is empty; use \"default\", a device name from `qvoice devices`, or a .wav file"
+                ));
+            }
+        }
+        if self.media.peer_timeout_s == 0 {
+            return Err("[media] peer_timeout_s = 0: use at least 1 (seconds; default 10)".into());
+        }
+        if self.recording.enabled && self.recording.dir.is_none() {
+            return Err(
+                "[recording] enabled = true needs a folder: set [recording] dir = \"/path/to/recordings\"".into()
+            );
+        }
+        self.tui.validate().map_err(|e| format!("[tui] {e}"))?;
+        Ok(())
+    }
+
+    /// Writes the config atomically, readable by its owner only. Fails on I/O errors.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let text = toml::to_string_pretty(self).context("serializing config")?;
-        crate::session::store::write_atomic(path, text.as_bytes(), 0o644)
+        crate::session::store::write_atomic(path, text.as_bytes(), 0o600)
     }
 }
 
@@ -154,5 +260,68 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors() {
         assert!(toml::from_str::<Config>("[audio]\ncodek = \"opus\"\n").is_err());
+    }
+
+    /// Writes `text` as a config file and loads it; returns the error message.
+    fn load_error(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        let err = Config::load(&path).unwrap_err();
+        assert!(err.downcast_ref::<ConfigError>().is_some(), "not a ConfigError: {err:#}");
+        err.to_string()
+    }
+
+    #[test]
+    fn bad_values_are_refused_at_load_naming_key_and_allowed_values() {
+        let e = load_error("[audio]\nframe_ms = 25\n");
+        assert!(e.contains("[audio] frame_ms = 25") && e.contains("10, 20, 40 or 60"), "{e}");
+        let e = load_error("[audio]\ncodec = \"pcm\"\nframe_ms = 60\n");
+        assert!(e.contains("frame_ms = 60") && e.contains("10, 20 or 40"), "{e}");
+        let e = load_error("[audio]\ncodec = \"mp3\"\n");
+        assert!(e.contains("[audio] codec = \"mp3\"") && e.contains("\"opus\" or \"pcm\""), "{e}");
+        let e = load_error("[registry]\nurl = \"127.0.0.1:5001\"\n");
+        assert!(e.contains("[registry] url") && e.contains("did you mean http://127.0.0.1:5001?"), "{e}");
+        let e = load_error("[registry]\nusername = \"Alice!\"\n");
+        assert!(e.contains("[registry] username"), "{e}");
+        let e = load_error("[media]\npeer_timeout_s = 0\n");
+        assert!(e.contains("[media] peer_timeout_s"), "{e}");
+        let e = load_error("[recording]\nenabled = true\n");
+        assert!(e.contains("[recording] dir"), "{e}");
+        let e = load_error("[audio]\nframe_ms = \"twenty\"\n");
+        assert!(e.contains("frame_ms"), "{e}");
+    }
+
+    #[test]
+    fn good_values_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[audio]\ncodec = \"pcm\"\nframe_ms = 40\n[registry]\nurl = \"https://r.example/\"\n")
+            .unwrap();
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.audio.frame_ms, 40);
+        assert!(Config::load(&dir.path().join("missing.toml")).is_ok());
+    }
+
+    #[test]
+    fn registry_urls_are_checked_with_a_suggestion() {
+        assert_eq!(check_registry_url("http://127.0.0.1:5001/").unwrap(), "http://127.0.0.1:5001");
+        assert_eq!(check_registry_url("https://registry.example").unwrap(), "https://registry.example");
+        let e = check_registry_url("registry.example").unwrap_err();
+        assert!(e.contains("did you mean http://registry.example:5001?"), "{e}");
+        let e = check_registry_url("localhost:5001").unwrap_err();
+        assert!(e.contains("did you mean http://localhost:5001?"), "{e}");
+        assert!(check_registry_url("ftp://x:1").unwrap_err().contains("http://HOST:PORT"));
+        assert!(check_registry_url("http://:5001").is_err());
+        assert!(check_registry_url("").is_err());
+    }
+
+    #[test]
+    fn saved_config_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        Config::default().save(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

@@ -103,12 +103,18 @@ impl Keystore {
                 path.display()
             );
         }
+        let ks = Self::generate(data_dir, username, now_ms);
+        ks.save()?;
+        Ok(ks)
+    }
+
+    /// New keys for `username`, in memory only: [`Keystore::save`] writes them into `data_dir` (`qvoice init`
+    /// saves them only once the registry has accepted the registration).
+    pub fn generate(data_dir: &Path, username: Username, now_ms: u64) -> Self {
         let mut rng = rand::rng();
         let identity = IdentitySecret::generate(&mut rng);
         let prekey = PrekeySecret::generate(&mut rng, 1);
-        let ks = Self { path, username, identity, prekeys: vec![(prekey, now_ms)] };
-        ks.save()?;
-        Ok(ks)
+        Self { path: Self::path_in(data_dir), username, identity, prekeys: vec![(prekey, now_ms)] }
     }
 
     /// Loads the keys. Fails with a hint to run `qvoice init` when there are none.

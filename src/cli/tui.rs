@@ -1,0 +1,64 @@
+//! `qvoice` / `qvoice tui`: the session driver with the TUI in front of it.
+
+use anyhow::Context as _;
+use qvoice::config::{Config, Paths};
+use qvoice::session::{SessionCommand, SessionEvent, SessionOptions};
+use tokio::sync::mpsc;
+
+use super::args::IoArgs;
+use super::options::session_options;
+
+/// Runs the TUI against a session driver; returns when the user quits.
+pub async fn run_tui(
+    opts: SessionOptions,
+    cfg: &Config,
+    log: Option<mpsc::Receiver<String>>,
+    log_file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let _stderr = qvoice::logging::StderrToFile::new(log_file).context("sending stderr to the log file")?;
+    let username = opts.keystore.username.to_string();
+    let (cmd_tx, cmd_rx) = mpsc::channel(32);
+    let (ev_tx, mut driver_rx) = mpsc::channel(512);
+    let driver = tokio::spawn(qvoice::session::run(opts, cmd_rx, ev_tx));
+    // Call events go to the log file too, so it tells what happened after the screen is gone.
+    let (ui_tx, ev_rx) = mpsc::channel(512);
+    tokio::spawn(async move {
+        while let Some(ev) = driver_rx.recv().await {
+            log_call_event(&ev);
+            if ui_tx.send(ev).await.is_err() {
+                break;
+            }
+        }
+    });
+    let ui = qvoice::tui::run(cfg.tui.clone(), username, ev_rx, cmd_tx.clone(), log).await;
+    let _ = cmd_tx.send(SessionCommand::Shutdown).await;
+    let session = driver.await.context("session task panicked")?;
+    ui?;
+    session
+}
+
+/// Logs the events that make up a call's story at info.
+fn log_call_event(ev: &SessionEvent) {
+    match ev {
+        SessionEvent::Dialing { to, .. } => tracing::info!("calling {to}"),
+        SessionEvent::Ringing { to, .. } => tracing::info!("{to} is ringing"),
+        SessionEvent::IncomingCall { from, trust, .. } => tracing::info!("incoming call from {from} ({trust:?})"),
+        SessionEvent::CallWaiting { from, .. } => tracing::info!("{from} is calling (call waiting)"),
+        SessionEvent::Active { peer, codec, .. } => tracing::info!("in call with {peer} ({codec})"),
+        SessionEvent::Ended { peer, reason, duration_s, .. } => {
+            tracing::info!("call with {peer} ended after {duration_s:.1} s: {}", reason.label())
+        }
+        SessionEvent::KeyWarning { username, .. } => {
+            tracing::warn!("{username}'s identity key changed; calls are blocked until `qvoice verify {username}`")
+        }
+        _ => {}
+    }
+}
+
+pub async fn tui(paths: &Paths) -> anyhow::Result<u8> {
+    let cfg = Config::load(&paths.config_file)?;
+    let opts = session_options(paths, &cfg, &IoArgs::default())?;
+    let log = qvoice::logging::to_file_and_pane(&paths.log_file)?;
+    run_tui(opts, &cfg, Some(log), &paths.log_file).await?;
+    Ok(0)
+}
