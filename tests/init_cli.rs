@@ -166,6 +166,13 @@ async fn record_dir_records_the_call_into_a_new_folder_and_says_where() {
     let rec = tempfile::tempdir().unwrap();
     let rec_dir = rec.path().join("not-yet-created");
     let speech = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/assets/speech16k.wav");
+    // bob records through his config file, alice with the flag.
+    let bob_rec = rec.path().join("bob-recordings");
+    let bob_config = bob.home().join("config.toml");
+    let mut cfg = qvoice::config::Config::load(&bob_config).unwrap();
+    cfg.recording.dir = Some(bob_rec.clone());
+    cfg.recording.enabled = true;
+    cfg.save(&bob_config).unwrap();
     let mut b = bob.spawn(&["listen", "--auto-answer", "--once", "--input", "silence", "--output", "null"]);
     b.wait_for("connection", SHORT, |v| v["connected"] == true).await;
     let mut a = alice.spawn(&[
@@ -194,5 +201,12 @@ async fn record_dir_records_the_call_into_a_new_folder_and_says_where() {
     let peak = r.samples::<i16>().map(|s| s.unwrap().unsigned_abs()).max().unwrap_or(0);
     assert!(peak > 1000, "sent.wav is silent (peak {peak})");
     assert!(hound::WavReader::open(call_dir.join("received.wav")).is_ok());
+    // bob's recording, from his config: what he received is alice's speech.
+    let ev = b.seen.iter().find(|v| v["event"] == "recording" && v["on"] == true).expect("bob: no recording event");
+    let bob_call = std::path::PathBuf::from(ev["dir"].as_str().unwrap());
+    assert!(bob_call.starts_with(&bob_rec), "{ev}");
+    let mut r = hound::WavReader::open(bob_call.join("received.wav")).unwrap();
+    let peak = r.samples::<i16>().map(|s| s.unwrap().unsigned_abs()).max().unwrap_or(0);
+    assert!(peak > 1000, "bob's received.wav is silent (peak {peak})");
     reg.stop().await;
 }

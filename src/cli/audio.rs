@@ -11,17 +11,17 @@ const PROBE_FRAME: usize = 960;
 /// What went wrong with a device, without the advice the media engine appends.
 pub fn detail(e: &AudioError) -> String {
     match e {
-        AudioError::NoDevice(d) => d.clone(),
-        other => other.to_string(),
+        AudioError::NoDevice(d) => d.trim_end_matches('.').to_owned(),
+        other => other.to_string().trim_end_matches('.').to_owned(),
     }
 }
 
 /// What to do instead of a sound card, for `call` and `listen` (which have `--input` / `--output`).
 pub fn no_sound_card_advice(config_file: &Path) -> String {
     format!(
-        "without a sound card, send a WAV file (or silence) and write what you hear to a file (or nowhere): \
+        "Without a sound card, send a WAV file (or silence) and write what you hear to a file (or nowhere): \
          `--input FILE.wav --output FILE.wav` (or `--input silence --output null`); to make it the default, set \
-         `input = \"FILE.wav\"` and `output = \"null\"` under [audio] in {}",
+         `input = \"FILE.wav\"` and `output = \"null\"` under [audio] in {}.",
         config_file.display()
     )
 }
@@ -35,7 +35,7 @@ pub fn check_devices(input: &AudioIn, output: &AudioOut, config_file: &Path) -> 
     {
         let which = name.as_deref().unwrap_or("default");
         return Err(format!(
-            "the microphone ({which}) cannot be opened: {}; {}",
+            "the microphone ({which}) cannot be opened: {}.\n{}",
             detail(&e),
             no_sound_card_advice(config_file)
         ));
@@ -45,7 +45,7 @@ pub fn check_devices(input: &AudioIn, output: &AudioOut, config_file: &Path) -> 
     {
         let which = name.as_deref().unwrap_or("default");
         return Err(format!(
-            "the speaker ({which}) cannot be opened: {}; {}",
+            "the speaker ({which}) cannot be opened: {}.\n{}",
             detail(&e),
             no_sound_card_advice(config_file)
         ));

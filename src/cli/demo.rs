@@ -30,14 +30,19 @@ pub async fn demo(dir: Option<PathBuf>) -> anyhow::Result<u8> {
     let result = run_tui(you, &Config::default(), Some(log), &log_file).await;
     demo.stop().await?;
     result?;
-    println!("qvoice demo finished; {notice}");
     match temp {
         Some(t) => {
             let shown = t.path().display().to_string();
             t.close().with_context(|| format!("removing the demo folder {shown}"))?;
-            println!("the demo's temporary files ({shown}) were removed; pass --dir DIR to keep them");
+            println!(
+                "qvoice demo finished; its temporary files ({shown}) were removed. Pass --dir DIR to keep the \
+                 registry database, keys, log and what came back from echo."
+            );
         }
-        None => println!("demo files (registry database, keys, recordings, log) are in {}", dir.display()),
+        None => {
+            println!("qvoice demo finished; {notice}");
+            println!("demo files (registry database, keys, recordings, log) are in {}", dir.display());
+        }
     }
     Ok(0)
 }

@@ -32,11 +32,11 @@ pub fn devices(config_file: &Path) -> anyhow::Result<u8> {
             }
         }
         Ok(_) => {
-            println!("no audio devices found; {}", no_sound_card_advice(config_file));
+            println!("no audio devices found.\n{}", no_sound_card_advice(config_file));
             Ok(5)
         }
         Err(e) => {
-            println!("cannot list audio devices ({}); {}", detail(&e), no_sound_card_advice(config_file));
+            println!("cannot list audio devices ({}).\n{}", detail(&e), no_sound_card_advice(config_file));
             Ok(5)
         }
     }

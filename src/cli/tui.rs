@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use qvoice::config::{Config, Paths};
 use qvoice::session::{SessionCommand, SessionEvent, SessionOptions};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use super::args::IoArgs;
@@ -30,12 +31,32 @@ pub async fn run_tui(
             }
         }
     });
-    let ui = qvoice::tui::run(cfg.tui.clone(), username, ev_rx, cmd_tx.clone(), log).await;
+    // SIGTERM, or SIGHUP when the terminal (an ssh session) goes away, ends the TUI like `q` does: the
+    // terminal is restored (the TUI's guard drops), the call is hung up, and the demo removes its files.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let ui = tokio::select! {
+        r = qvoice::tui::run(cfg.tui.clone(), username, ev_rx, cmd_tx.clone(), log) => r,
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: quitting");
+            Ok(())
+        }
+        _ = hup.recv() => {
+            tracing::info!("the terminal went away (SIGHUP): quitting");
+            Ok(())
+        }
+    };
     let _ = cmd_tx.send(SessionCommand::Shutdown).await;
-    let session = driver.await.context("session task panicked")?;
+    let session = match tokio::time::timeout(SHUTDOWN_WAIT, driver).await {
+        Ok(joined) => joined.context("session task panicked")?,
+        Err(_) => Err(anyhow::anyhow!("the session did not stop within {SHUTDOWN_WAIT:?}")),
+    };
     ui?;
     session
 }
+
+/// How long quitting waits for the session to hang up and sign off.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Logs the events that make up a call's story at info.
 fn log_call_event(ev: &SessionEvent) {
