@@ -107,6 +107,10 @@ async fn usage_and_config_mistakes_exit_2_naming_what_to_fix() {
 
     let out = qvoice(h, &["call", "--no-such-flag"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // The TUI's options before another command: refused, saying where they go.
+    let out = qvoice(h, &["--input", "x.wav", "call", "bob"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("put them after the command"), "{}", stderr(&out));
 
     std::fs::write(h.join("config.toml"), "[audio]\nframe_ms = 25\n").unwrap();
     let out = qvoice(h, &["whoami"]).await;

@@ -12,6 +12,7 @@ Examples:
   qvoice demo                                           try it: a local registry and an echo contact
   qvoice init --username alice --registry http://registry.example:5001
   qvoice                                                the TUI (same as `qvoice tui`)
+  qvoice --input speech.wav --output null               the TUI on a machine without a sound card
   qvoice call bob --duration 30 --input in.wav --output heard.wav --record-dir rec/
   qvoice listen --auto-answer --once --input silence --output null --json
 
@@ -70,15 +71,52 @@ pub struct Cli {
     /// Keep config, keys and logs under this folder instead of the XDG directories.
     #[arg(long, env = "QVOICE_HOME", global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
+    /// The TUI's options, without a command.
+    #[command(flatten)]
+    pub tui: TuiArgs,
     /// Without a command, opens the TUI.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
+/// Options of the TUI (`qvoice` or `qvoice tui`); each overrides its config key for this run.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TuiArgs {
+    /// Microphone: `default`, a device name from `qvoice devices`, `silence`, or a .wav file to send
+    /// [default: [audio] input in config.toml].
+    #[arg(long, value_name = "DEVICE|FILE.wav")]
+    pub input: Option<String>,
+    /// Speaker: `default`, a device name, `null`, or a .wav file to write what you hear
+    /// [default: [audio] output in config.toml].
+    #[arg(long, value_name = "DEVICE|FILE.wav")]
+    pub output: Option<String>,
+    /// Record every call from its start into this folder: one subfolder per call with sent.wav and
+    /// received.wav [default: [recording] dir; the record key toggles it].
+    #[arg(long, value_name = "DIR")]
+    pub record_dir: Option<PathBuf>,
+}
+
+impl TuiArgs {
+    /// Whether any option was given.
+    pub fn any(&self) -> bool {
+        self.input.is_some() || self.output.is_some() || self.record_dir.is_some()
+    }
+
+    /// The same overrides in the shape the session options are built from.
+    pub fn io(&self) -> IoArgs {
+        IoArgs {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            record_dir: self.record_dir.clone(),
+            ..IoArgs::default()
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// The terminal UI: contacts, one-key dialing, call control and live gauges (the default).
-    Tui,
+    Tui(TuiArgs),
     /// Try qvoice in one process: a local registry, an `echo` contact that plays back what it hears,
     /// and the TUI logged in as `you`.
     #[cfg(feature = "demo")]

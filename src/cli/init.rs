@@ -47,7 +47,7 @@ pub async fn init(
     let client = RegistryClient::new(&url, username.clone(), identity)?;
     let resp = match client.register(&ks.signed_prekey(), display_name.as_deref(), None).await {
         Ok(r) => r,
-        Err(e) => return Err(register_failed(e, &username, &url)),
+        Err(e) => return Err(register_failed(e, &username, &url, force)),
     };
     ks.save().context("the registry accepted the registration, but saving the new keys failed")?;
     cfg.registry.url = url;
@@ -63,11 +63,15 @@ pub async fn init(
 
 /// The error of a refused or failed registration, saying that nothing was written and what to do next
 /// (the [`ClientError`] stays in the chain, so an unreachable registry still exits 3).
-fn register_failed(e: ClientError, username: &Username, url: &str) -> anyhow::Error {
+fn register_failed(e: ClientError, username: &Username, url: &str, force: bool) -> anyhow::Error {
     let next = match (&e, e.code()) {
         (ClientError::Unreachable { .. }, _) => {
             "nothing was written; run the same command again when the registry is up (check the URL)".to_owned()
         }
+        (_, Some(ErrorCode::UsernameTaken)) if force => format!(
+            "the registry at {url} keeps {username} bound to the identity key that registered it first, so a new \
+             key cannot take it over; nothing was written (your old identity is unchanged): pick another --username"
+        ),
         (_, Some(ErrorCode::UsernameTaken)) => format!(
             "the username {username} is already registered at {url} with another identity key; nothing was \
              written: pick another --username"

@@ -54,7 +54,7 @@ pub(crate) fn grouped_hex(bytes: &[u8]) -> String {
 /// Whether the command draws the TUI (and so must not log to stderr).
 pub fn uses_terminal(command: Option<&Command>) -> bool {
     match command {
-        None | Some(Command::Tui) => true,
+        None | Some(Command::Tui(_)) => true,
         #[cfg(feature = "demo")]
         Some(Command::Demo { .. }) => true,
         Some(_) => false,
@@ -67,9 +67,18 @@ pub fn uses_terminal(command: Option<&Command>) -> bool {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let paths = Paths::resolve(cli.home.as_deref())?;
     let home = cli.home.clone();
-    let Some(command) = cli.command else { return tui::tui(&paths).await };
+    let Some(command) = cli.command else { return tui::tui(&paths, &cli.tui).await };
+    // clap's args_conflicts_with_subcommands would also refuse the global --home before a command.
+    if cli.tui.any() && !matches!(command, Command::Tui(_)) {
+        return Err(UsageError(
+            "--input, --output and --record-dir before a command are the TUI's; put them after the command \
+             (e.g. `qvoice call bob --input speech.wav`)"
+                .into(),
+        )
+        .into());
+    }
     match command {
-        Command::Tui => tui::tui(&paths).await,
+        Command::Tui(args) => tui::tui(&paths, &args).await,
         #[cfg(feature = "demo")]
         Command::Demo { dir } => demo::demo(dir).await,
         Command::Init { username, registry, display_name, force } => {

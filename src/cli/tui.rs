@@ -1,12 +1,13 @@
 //! `qvoice` / `qvoice tui`: the session driver with the TUI in front of it.
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use qvoice::config::{Config, Paths};
+use qvoice::session::store::Keystore;
 use qvoice::session::{SessionCommand, SessionEvent, SessionOptions};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use super::args::IoArgs;
+use super::args::TuiArgs;
 use super::options::session_options;
 
 /// Runs the TUI against a session driver; returns when the user quits.
@@ -76,9 +77,15 @@ fn log_call_event(ev: &SessionEvent) {
     }
 }
 
-pub async fn tui(paths: &Paths) -> anyhow::Result<u8> {
+pub async fn tui(paths: &Paths, args: &TuiArgs) -> anyhow::Result<u8> {
     let cfg = Config::load(&paths.config_file)?;
-    let opts = session_options(paths, &cfg, &IoArgs::default())?;
+    if !Keystore::path_in(&paths.data_dir).exists() {
+        bail!(
+            "no identity yet: run `qvoice init --username NAME --registry URL` first, or `qvoice demo` to try \
+             qvoice with a local registry and an echo contact"
+        );
+    }
+    let opts = session_options(paths, &cfg, &args.io())?;
     let log = qvoice::logging::to_file_and_pane(&paths.log_file)?;
     run_tui(opts, &cfg, Some(log), &paths.log_file).await?;
     Ok(0)
