@@ -90,7 +90,8 @@ impl Default for RegistryConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AudioConfig {
-    /// Microphone: `default`, a device name from `qvoice devices`, or a path to a `.wav` file.
+    /// Microphone: `default`, a device name from `qvoice devices`, `silence`, a path to a `.wav` file, or
+    /// `loop:FILE.wav` (the file over and over).
     pub input: String,
     /// Speaker: `default`, a device name, or a path to a `.wav` file to write.
     pub output: String,
@@ -164,6 +165,12 @@ pub fn check_registry_url(url: &str) -> Result<String, String> {
     Ok(url.to_owned())
 }
 
+/// The file a microphone spelling (`x.wav`, `loop:x.wav`) reads, if it names one.
+pub fn wav_input_file(spec: &str) -> Option<&Path> {
+    let path = spec.strip_prefix("loop:").unwrap_or(spec);
+    path.ends_with(".wav").then(|| Path::new(path))
+}
+
 /// The frame durations the media engine runs `codec` at (every protocol duration it can carry).
 fn frame_durations(codec: qvoice_proto::Codec) -> Vec<u8> {
     let kind = match codec {
@@ -217,6 +224,15 @@ impl Config {
                 self.audio.frame_ms,
                 self.audio.codec,
                 list(&durations)
+            ));
+        }
+        if let Some(file) = wav_input_file(&self.audio.input)
+            && !file.is_file()
+        {
+            return Err(format!(
+                "[audio] input = {:?}: there is no such file (a microphone file must exist; use \"silence\" to send \
+                 nothing)",
+                self.audio.input
             ));
         }
         for (key, value) in [("input", &self.audio.input), ("output", &self.audio.output)] {
@@ -288,6 +304,10 @@ mod tests {
         assert!(e.contains("[media] peer_timeout_s"), "{e}");
         let e = load_error("[recording]\nenabled = true\n");
         assert!(e.contains("[recording] dir"), "{e}");
+        let e = load_error("[audio]\ninput = \"/no/such/speech.wav\"\n");
+        assert!(e.contains("[audio] input") && e.contains("no such file"), "{e}");
+        let e = load_error("[audio]\ninput = \"loop:/no/such/speech.wav\"\n");
+        assert!(e.contains("[audio] input"), "{e}");
         let e = load_error("[audio]\nframe_ms = \"twenty\"\n");
         assert!(e.contains("frame_ms"), "{e}");
     }

@@ -112,6 +112,10 @@ async fn usage_and_config_mistakes_exit_2_naming_what_to_fix() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("put them after the command"), "{}", stderr(&out));
 
+    let out = qvoice(h, &["call", "bob", "--input", "/no/such/speech.wav"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no such file"), "{}", stderr(&out));
+
     std::fs::write(h.join("config.toml"), "[audio]\nframe_ms = 25\n").unwrap();
     let out = qvoice(h, &["whoami"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

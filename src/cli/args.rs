@@ -82,8 +82,8 @@ pub struct Cli {
 /// Options of the TUI (`qvoice` or `qvoice tui`); each overrides its config key for this run.
 #[derive(Args, Debug, Clone, Default)]
 pub struct TuiArgs {
-    /// Microphone: `default`, a device name from `qvoice devices`, `silence`, or a .wav file to send
-    /// [default: [audio] input in config.toml].
+    /// Microphone: `default`, a device name from `qvoice devices`, `silence`, a .wav file to send, or
+    /// `loop:FILE.wav` to send it over and over [default: [audio] input in config.toml].
     #[arg(long, value_name = "DEVICE|FILE.wav")]
     pub input: Option<String>,
     /// Speaker: `default`, a device name, `null`, or a .wav file to write what you hear
@@ -191,8 +191,8 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct IoArgs {
-    /// Microphone: `default`, a device name from `qvoice devices`, `silence`, or a .wav file to send
-    /// [default: [audio] input in config.toml].
+    /// Microphone: `default`, a device name from `qvoice devices`, `silence`, a .wav file to send, or
+    /// `loop:FILE.wav` to send it over and over [default: [audio] input in config.toml].
     #[arg(long, value_name = "DEVICE|FILE.wav")]
     pub input: Option<String>,
     /// Speaker: `default`, a device name, `null`, or a .wav file to write what you hear

@@ -88,6 +88,11 @@ fn print_event(ev: &SessionEvent, json: bool) {
 /// Runs `call` or `listen` without a TUI: events go to stdout, commands come from stdin lines
 /// (`accept`, `reject`, `hangup`, `mute`, `unmute`) and signals.
 pub async fn headless(paths: &Paths, io: IoArgs, mode: Mode) -> anyhow::Result<u8> {
+    if let Some(file) = io.input.as_deref().and_then(qvoice::config::wav_input_file)
+        && !file.is_file()
+    {
+        return Err(UsageError(format!("--input {}: there is no such file", file.display())).into());
+    }
     let cfg = Config::load(&paths.config_file)?;
     if cfg.registry.username.is_none() && !Keystore::path_in(&paths.data_dir).exists() {
         bail!("no identity yet; run `qvoice init --username NAME --registry URL` first");
