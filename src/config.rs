@@ -337,6 +337,15 @@ mod tests {
     }
 
     #[test]
+    fn home_keeps_config_data_and_logs_in_one_folder() {
+        let p = Paths::resolve(Some(Path::new("/h"))).unwrap();
+        assert_eq!(p.config_file, Path::new("/h/config.toml"));
+        assert_eq!(p.data_dir, Path::new("/h/data"));
+        assert_eq!(p.state_dir, Path::new("/h/state"));
+        assert_eq!(p.log_file, Path::new("/h/state/qvoice.log"));
+    }
+
+    #[test]
     fn saved_config_is_owner_only() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
