@@ -211,6 +211,15 @@ impl Throttle {
     }
 }
 
+/// The tail of a throttled line: how many times it happened unlogged since the previous one.
+pub fn repeats(skipped: u64) -> String {
+    match skipped {
+        0 => String::new(),
+        1 => " (once more since the last such line)".into(),
+        n => format!(" ({n} more times since the last such line)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -278,7 +278,7 @@ async fn event_stream(client: RegistryClient, tx: mpsc::Sender<Internal>, poll_f
             break;
         }
         if let Some(skipped) = quiet.check(std::time::Instant::now()) {
-            tracing::info!(error = %err, "event stream down; retrying (every {backoff:?}; {skipped} more failures since the last line)");
+            tracing::info!(error = %err, "event stream down; retrying in {backoff:?}{}", crate::logging::repeats(skipped));
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -304,7 +304,7 @@ async fn poll_pending(client: &RegistryClient, tx: &mpsc::Sender<RegistryEvent>)
             }
             Err(e) => {
                 if let Some(skipped) = quiet.check(std::time::Instant::now()) {
-                    tracing::info!(error = %e, "polling failed; retrying every 2 s ({skipped} more failures since the last line)");
+                    tracing::info!(error = %e, "polling failed; retrying every 2 s{}", crate::logging::repeats(skipped));
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
