@@ -1,7 +1,7 @@
 //! The `qvoice` command line: argument definitions ([`args`]) and one module per subcommand group. `main.rs`
 //! only builds the runtime and maps the result to an exit code; [`run`] dispatches.
 //!
-//! Exit codes: 0 success (the call happened and ended normally); 1 other error; 2 bad command line;
+//! Exit codes: 0 success (the call happened and ended normally); 1 other error; 2 bad command line or config;
 //! 3 registry unreachable; 4 the call did not happen (rejected, busy, missed, offline, cancelled, unknown
 //! user); 5 no usable audio device; 6 security check failed (identity key changed, handshake verification);
 //! 7 the call dropped (peer vanished, media failure).
