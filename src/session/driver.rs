@@ -338,6 +338,20 @@ fn local_ip_towards(registry_url: &str) -> Option<IpAddr> {
     Some(probe.local_addr().ok()?.ip())
 }
 
+/// What the user reads when the call's audio cannot start: the device's problem and the flags and config
+/// keys that replace a sound card (every front end has `--input` / `--output`).
+fn no_audio_text(e: &crate::media::AudioError) -> String {
+    match e {
+        crate::media::AudioError::NoDevice(detail) => format!(
+            "no usable audio device ({}); without a sound card use a WAV file as microphone and a file or \
+             nothing as speaker: `--input FILE.wav --output null`, or `input = \"FILE.wav\"` and \
+             `output = \"null\"` under [audio] in config.toml",
+            detail.trim_end_matches('.')
+        ),
+        other => other.to_string(),
+    }
+}
+
 fn codec_kind(c: Codec) -> CodecKind {
     match c {
         Codec::Opus => CodecKind::Opus,
@@ -1125,7 +1139,7 @@ impl Driver {
                 let text = Some("media failed to start");
                 let _ = self.client.end(EndRequest::Hangup, &call_id, Some(EndKind::MediaFailed), text).await;
                 let reason = match e {
-                    crate::media::MediaError::Audio(a) => EndReason::NoAudio(a.to_string()),
+                    crate::media::MediaError::Audio(a) => EndReason::NoAudio(no_audio_text(&a)),
                     other => EndReason::Failed(other.to_string()),
                 };
                 self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s: 0.0 }).await;
@@ -1316,6 +1330,13 @@ fn fingerprint(key_b64: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_audio_text_names_flags_and_config_keys_not_types() {
+        let t = no_audio_text(&crate::media::AudioError::NoDevice("no default device.".into()));
+        assert!(t.contains("(no default device)") && t.contains("--input FILE.wav") && t.contains("[audio]"), "{t}");
+        assert!(!t.contains("AudioIn") && !t.contains("AudioOut"), "{t}");
+    }
 
     #[test]
     fn what_the_other_party_sees_follows_the_end_kind_not_the_text() {
