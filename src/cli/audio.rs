@@ -16,7 +16,7 @@ pub fn detail(e: &AudioError) -> String {
     }
 }
 
-/// What to do instead of a sound card, for `call` and `listen` (which have `--input` / `--output`).
+/// What to do instead of a sound card (`qvoice`, `call` and `listen` all have `--input` / `--output`).
 pub fn no_sound_card_advice(config_file: &Path) -> String {
     format!(
         "Without a sound card, send a WAV file (or silence) and write what you hear to a file (or nowhere): \
@@ -26,29 +26,57 @@ pub fn no_sound_card_advice(config_file: &Path) -> String {
     )
 }
 
+/// A device that cannot be opened.
+#[derive(Debug)]
+pub struct DeviceProblem {
+    /// `microphone` or `speaker`.
+    pub what: &'static str,
+    /// The device's name (`default` for the default one).
+    pub name: String,
+    /// What the audio backend said.
+    pub detail: String,
+}
+
+impl DeviceProblem {
+    /// The full text for a terminal: the problem, then what to use instead.
+    pub fn message(&self, config_file: &Path) -> String {
+        format!(
+            "the {} ({}) cannot be opened: {}.\n{}",
+            self.what,
+            self.name,
+            self.detail,
+            no_sound_card_advice(config_file)
+        )
+    }
+
+    /// One line for the TUI's log pane, the advice first so a narrow pane shows it.
+    pub fn line(&self) -> String {
+        format!(
+            "no usable {} ({}): start qvoice with --input FILE.wav --output null, or set [audio] input/output \
+             in config.toml ({})",
+            self.what, self.name, self.detail
+        )
+    }
+}
+
 /// Opens and closes the devices among `input` and `output` (files, silence and null need no check).
 ///
-/// Fails with a message naming the device that cannot be opened and what to use instead.
-pub fn check_devices(input: &AudioIn, output: &AudioOut, config_file: &Path) -> Result<(), String> {
+/// Fails with the first device that cannot be opened.
+pub fn check_devices(input: &AudioIn, output: &AudioOut) -> Result<(), DeviceProblem> {
+    let problem = |what, name: &Option<String>, e: &AudioError| DeviceProblem {
+        what,
+        name: name.clone().unwrap_or_else(|| "default".into()),
+        detail: detail(e),
+    };
     if let AudioIn::Device(name) = input
         && let Err(e) = CpalSource::open(name.as_deref(), PROBE_FRAME)
     {
-        let which = name.as_deref().unwrap_or("default");
-        return Err(format!(
-            "the microphone ({which}) cannot be opened: {}.\n{}",
-            detail(&e),
-            no_sound_card_advice(config_file)
-        ));
+        return Err(problem("microphone", name, &e));
     }
     if let AudioOut::Device(name) = output
         && let Err(e) = CpalSink::open(name.as_deref(), PROBE_FRAME)
     {
-        let which = name.as_deref().unwrap_or("default");
-        return Err(format!(
-            "the speaker ({which}) cannot be opened: {}.\n{}",
-            detail(&e),
-            no_sound_card_advice(config_file)
-        ));
+        return Err(problem("speaker", name, &e));
     }
     Ok(())
 }

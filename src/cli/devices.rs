@@ -20,13 +20,13 @@ pub fn devices(config_file: &Path) -> anyhow::Result<u8> {
                 println!("{:<7} {}", caps, d.name);
             }
             // cpal lists `default` on a machine without a sound card; only opening it tells.
-            match check_devices(&AudioIn::Device(None), &AudioOut::Device(None), config_file) {
+            match check_devices(&AudioIn::Device(None), &AudioOut::Device(None)) {
                 Ok(()) => {
                     println!("the default microphone and speaker open; pick another with [audio] input / output");
                     Ok(0)
                 }
-                Err(message) => {
-                    println!("{message}");
+                Err(problem) => {
+                    println!("{}", problem.message(config_file));
                     Ok(5)
                 }
             }

@@ -112,12 +112,12 @@ pub async fn headless(paths: &Paths, io: IoArgs, mode: Mode) -> anyhow::Result<u
         opts.auto_answer = auto_answer;
     }
     // Refuse before dialling or answering, not after the peer has picked up.
-    let (input, output, config_file) = (opts.input.clone(), opts.output.clone(), paths.config_file.clone());
-    let checked = tokio::task::spawn_blocking(move || super::audio::check_devices(&input, &output, &config_file))
+    let (input, output) = (opts.input.clone(), opts.output.clone());
+    let checked = tokio::task::spawn_blocking(move || super::audio::check_devices(&input, &output))
         .await
         .context("audio device check panicked")?;
-    if let Err(message) = checked {
-        eprintln!("qvoice: {message}");
+    if let Err(problem) = checked {
+        eprintln!("qvoice: {}", problem.message(&paths.config_file));
         return Ok(5);
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(32);

@@ -87,6 +87,11 @@ pub async fn tui(paths: &Paths, args: &TuiArgs) -> anyhow::Result<u8> {
     }
     let opts = session_options(paths, &cfg, &args.io())?;
     let log = qvoice::logging::to_file_and_pane(&paths.log_file)?;
+    // Said at start, in the log pane, rather than after a peer has answered.
+    let (input, output) = (opts.input.clone(), opts.output.clone());
+    if let Ok(Err(problem)) = tokio::task::spawn_blocking(move || super::audio::check_devices(&input, &output)).await {
+        tracing::warn!("{}", problem.line());
+    }
     run_tui(opts, &cfg, Some(log), &paths.log_file).await?;
     Ok(0)
 }
