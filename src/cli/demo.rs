@@ -8,6 +8,9 @@ use qvoice::config::Config;
 
 use super::tui::run_tui;
 
+/// Runs the demo until the user quits (or SIGTERM/SIGHUP); exit 0.
+///
+/// Fails when the demo registry or echo contact cannot start, or the folder cannot be created or removed.
 pub async fn demo(dir: Option<PathBuf>) -> anyhow::Result<u8> {
     // Dropping the guard removes the folder, on every return path below.
     let (dir, temp) = match dir {

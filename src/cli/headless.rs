@@ -14,11 +14,13 @@ use super::UsageError;
 use super::args::IoArgs;
 use super::options::session_options;
 
+/// What a headless session does.
 pub enum Mode {
     Call { name: String, duration: Option<f64> },
     Listen { auto_answer: bool, once: bool },
 }
 
+/// The exit code of a call that ended with `reason` (the table in `qvoice --help`).
 pub fn exit_code(reason: &EndReason) -> u8 {
     match reason {
         EndReason::LocalHangup | EndReason::RemoteHangup => 0,

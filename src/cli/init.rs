@@ -24,6 +24,10 @@ pub fn parse_username(name: &str) -> Result<Username, UsageError> {
     })
 }
 
+/// `qvoice init`: exit 0 once registered and saved.
+///
+/// Fails (writing nothing) on an invalid username or URL (exit 2), an existing identity without `force`, an
+/// unreachable registry (exit 3) or a refused registration.
 pub async fn init(
     paths: &Paths,
     username: &str,
@@ -81,6 +85,7 @@ fn register_failed(e: ClientError, username: &Username, url: &str, force: bool) 
     anyhow::Error::new(e).context(format!("registering {username} at {url} failed: {next}"))
 }
 
+/// `qvoice rotate-prekey`. Fails when the keys cannot be saved or the registry refuses or is unreachable.
 pub async fn rotate(paths: &Paths) -> anyhow::Result<u8> {
     let cfg = Config::load(&paths.config_file)?;
     let mut ks = Keystore::load(&paths.data_dir)?;

@@ -77,6 +77,9 @@ fn log_call_event(ev: &SessionEvent) {
     }
 }
 
+/// `qvoice` / `qvoice tui`: exit 0 when the user quits.
+///
+/// Fails without an identity, on an invalid config (exit 2), or when the terminal cannot be set up.
 pub async fn tui(paths: &Paths, args: &TuiArgs) -> anyhow::Result<u8> {
     let cfg = Config::load(&paths.config_file)?;
     if !Keystore::path_in(&paths.data_dir).exists() {

@@ -6,6 +6,7 @@ use qvoice_proto::{Username, safety_number};
 
 use super::grouped_hex;
 
+/// `qvoice whoami`. Fails without an identity or on an invalid config.
 pub fn whoami(paths: &Paths) -> anyhow::Result<u8> {
     let cfg = Config::load(&paths.config_file)?;
     let ks = Keystore::load(&paths.data_dir)?;
@@ -24,6 +25,7 @@ pub fn whoami(paths: &Paths) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// `qvoice contacts`. Fails without an identity or on a corrupt contact book.
 pub fn contacts(paths: &Paths) -> anyhow::Result<u8> {
     let ks = Keystore::load(&paths.data_dir)?;
     let book = ContactBook::load(&paths.data_dir)?;
@@ -46,6 +48,7 @@ pub fn contacts(paths: &Paths) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// `qvoice verify USER`. Fails when USER is not a pinned contact or the contact book cannot be saved.
 pub fn verify(paths: &Paths, name: &str) -> anyhow::Result<u8> {
     let ks = Keystore::load(&paths.data_dir)?;
     let mut book = ContactBook::load(&paths.data_dir)?;
