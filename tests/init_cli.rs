@@ -154,7 +154,10 @@ async fn a_microphone_that_cannot_open_is_reported_before_dialling() {
     let err = stderr(&out);
     assert!(err.contains("microphone") && err.contains("--input FILE.wav") && err.contains("[audio]"), "{err}");
     assert!(!err.contains("AudioIn"), "type names leak: {err}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("dialing"), "it dialled first");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("dialing"), "it dialled first: {stdout}");
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!((line["event"].as_str(), line["exit_code"].as_u64()), (Some("error"), Some(5)), "{line}");
     // bob never rang: a call that starts now reaches him as the first one.
     let carol = User::init("carol", &reg.url()).await;
     let mut c = carol.call("bob", &["--duration", "0.5"]);

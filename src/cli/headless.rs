@@ -119,7 +119,11 @@ pub async fn headless(paths: &Paths, io: IoArgs, mode: Mode) -> anyhow::Result<u
         .await
         .context("audio device check panicked")?;
     if let Err(problem) = checked {
-        eprintln!("qvoice: {}", problem.message(&paths.config_file));
+        let message = problem.message(&paths.config_file);
+        if io.json {
+            println!("{}", serde_json::json!({"event": "error", "message": message, "exit_code": 5}));
+        }
+        eprintln!("qvoice: {message}");
         return Ok(5);
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(32);
