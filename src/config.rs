@@ -172,7 +172,7 @@ pub fn wav_input_file(spec: &str) -> Option<&Path> {
 }
 
 /// The frame durations the media engine runs `codec` at (every protocol duration it can carry).
-fn frame_durations(codec: qvoice_proto::Codec) -> Vec<u8> {
+pub fn frame_durations(codec: qvoice_proto::Codec) -> Vec<u8> {
     let kind = match codec {
         qvoice_proto::Codec::Opus => crate::media::CodecKind::Opus,
         qvoice_proto::Codec::Pcm16 => crate::media::CodecKind::Pcm,
@@ -180,7 +180,8 @@ fn frame_durations(codec: qvoice_proto::Codec) -> Vec<u8> {
     [10, 20, 40, 60].into_iter().filter(|&ms| kind.frame_samples(ms).is_ok()).collect()
 }
 
-fn list(values: &[u8]) -> String {
+/// `10, 20 or 40`.
+pub fn list(values: &[u8]) -> String {
     let v: Vec<String> = values.iter().map(u8::to_string).collect();
     match v.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),

@@ -138,6 +138,16 @@ async fn calling_yourself_is_refused_and_whoami_has_no_safety_number_with_yourse
     let out = qvoice(alice.home(), &["whoami"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && !text.contains("with alice"), "{text}");
+    // A --codec that cannot run the configured frame duration is a usage error, before dialling.
+    let config = alice.home().join("config.toml");
+    let mut cfg = qvoice::config::Config::load(&config).unwrap();
+    cfg.audio.frame_ms = 60;
+    cfg.save(&config).unwrap();
+    let out = qvoice(alice.home(), &["call", "bob", "--codec", "pcm", "--input", "silence", "--output", "null"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("frame_ms = 60") && stderr(&out).contains("10, 20 or 40"), "{}", stderr(&out));
+    let out = qvoice(alice.home(), &["call", "bob", "--codec", "mp3"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     reg.stop().await;
 }
 

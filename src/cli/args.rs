@@ -207,7 +207,7 @@ pub struct IoArgs {
     #[arg(long)]
     pub json: bool,
     /// Codec preference: opus or pcm [default: [audio] codec in config.toml].
-    #[arg(long, value_name = "CODEC")]
+    #[arg(long, value_name = "CODEC", value_parser = ["opus", "pcm"])]
     pub codec: Option<String>,
     /// End the call after this many seconds without media from the peer [default: [media] peer_timeout_s].
     #[arg(long, value_name = "SECONDS")]

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use qvoice::config::{Config, Paths};
 use qvoice::media::{AudioIn, AudioOut, Impairment};
 use qvoice::session::SessionOptions;
 use qvoice::session::store::{ContactBook, Keystore};
 use qvoice_proto::Codec;
 
+use super::UsageError;
 use super::args::IoArgs;
 
 /// Builds session options from the config file and command-line overrides.
@@ -22,8 +22,18 @@ pub fn session_options(paths: &Paths, cfg: &Config, io: &IoArgs) -> anyhow::Resu
     opts.record_dir = io.record_dir.clone().or_else(|| cfg.recording.dir.clone());
     opts.record_on = io.record_dir.is_some() || cfg.recording.enabled;
     let codec_name = io.codec.as_deref().unwrap_or(&cfg.audio.codec);
-    let first =
-        Codec::from_name(codec_name).with_context(|| format!("unknown codec {codec_name:?}; use opus or pcm"))?;
+    let first = Codec::from_name(codec_name)
+        .ok_or_else(|| UsageError(format!("unknown codec {codec_name:?}; use opus or pcm")))?;
+    let durations = qvoice::config::frame_durations(first);
+    if !durations.contains(&cfg.audio.frame_ms) {
+        return Err(UsageError(format!(
+            "--codec {codec_name} cannot run [audio] frame_ms = {} from config.toml; use another codec or set \
+             frame_ms to {}",
+            cfg.audio.frame_ms,
+            qvoice::config::list(&durations)
+        ))
+        .into());
+    }
     opts.codecs = vec![first];
     opts.codecs.extend([Codec::Opus, Codec::Pcm16].into_iter().filter(|c| *c != first));
     opts.frame_ms = cfg.audio.frame_ms;
