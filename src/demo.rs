@@ -155,4 +155,38 @@ mod tests {
         let peak = r.samples::<i16>().map(|s| s.unwrap().unsigned_abs()).max().unwrap();
         assert!(peak > 1000, "echo came back silent (peak {peak})");
     }
+
+    /// The clip (6.7 s) loops: well after it first ends plus the echo delay, the echo still talks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_echo_keeps_talking_after_the_clip_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (demo, mut you) = Demo::start(dir.path(), false).await.unwrap();
+        you.metrics_interval = Duration::from_millis(200);
+        let (tx, rx) = mpsc::channel(8);
+        let (ev_tx, mut ev) = mpsc::channel(256);
+        let task = tokio::spawn(crate::session::run(you, rx, ev_tx));
+        tx.send(SessionCommand::Dial("echo".into())).await.unwrap();
+        // 20 ms frames: 500 received is 10 s of call.
+        let mut received = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        while received < 500 {
+            match tokio::time::timeout_at(deadline, ev.recv()).await.unwrap().unwrap() {
+                SessionEvent::Metrics { metrics, .. } => received = metrics.frames_received,
+                SessionEvent::Ended { reason, .. } => panic!("call ended: {reason:?}"),
+                _ => {}
+            }
+        }
+        tx.send(SessionCommand::Hangup).await.unwrap();
+        while !matches!(ev.recv().await.unwrap(), SessionEvent::Ended { .. }) {}
+        tx.send(SessionCommand::Shutdown).await.unwrap();
+        task.await.unwrap().unwrap();
+        demo.stop().await.unwrap();
+        let mut r = hound::WavReader::open(dir.path().join("heard-from-echo.wav")).unwrap();
+        let rate = r.spec().sample_rate as usize;
+        let samples: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
+        assert!(samples.len() > 9 * rate, "only {} s heard", samples.len() / rate);
+        // From 8.5 s on the clip has started over (6.7 s clip + 0.7 s echo delay + transport).
+        let peak = samples[rate * 17 / 2..].iter().map(|s| s.unsigned_abs()).max().unwrap();
+        assert!(peak > 1000, "the echo fell silent after the clip ended (peak {peak})");
+    }
 }
