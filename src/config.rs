@@ -193,14 +193,20 @@ impl Config {
     /// Reads `path`; a missing file gives the defaults. Fails with a [`ConfigError`] on invalid TOML or a
     /// value qvoice cannot use, and on an unreadable file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let cfg = match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str::<Self>(&text)
-                .map_err(|e| ConfigError { file: path.to_owned(), problem: e.to_string().trim().to_owned() })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
+        let cfg = Self::parse(path)?;
         cfg.validate().map_err(|problem| ConfigError { file: path.to_owned(), problem })?;
         Ok(cfg)
+    }
+
+    /// Reads `path` without checking the values (`qvoice init` replaces [registry] and then validates the
+    /// result). Fails with a [`ConfigError`] on invalid TOML, and on an unreadable file.
+    pub fn parse(path: &Path) -> anyhow::Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(toml::from_str::<Self>(&text)
+                .map_err(|e| ConfigError { file: path.to_owned(), problem: e.to_string().trim().to_owned() })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
     }
 
     /// Checks every value a call or the TUI would otherwise reject later. Fails with a message naming the

@@ -74,8 +74,9 @@ async fn init_with_a_taken_name_changes_nothing_and_another_name_works() {
     let mut reg = Registry::start(SHORT).await;
     let _alice = User::init("alice", &reg.url()).await;
     let home = tempfile::tempdir().unwrap();
-    // A config written by hand before init survives a refused init unchanged.
-    let before = "[audio]\ncodec = \"pcm\"\n";
+    // A config written by hand before init survives a refused init unchanged (its wrong URL is what init
+    // is there to fix, so it does not stop init).
+    let before = "[registry]\nurl = \"localhost:5001\"\n[audio]\ncodec = \"pcm\"\n";
     std::fs::write(home.path().join("config.toml"), before).unwrap();
     let out = qvoice(home.path(), &["init", "--username", "alice", "--registry", &reg.url()]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use qvoice::config::{Config, Paths, check_registry_url};
+use qvoice::config::{Config, ConfigError, Paths, check_registry_url};
 use qvoice::session::client::{ClientError, RegistryClient};
 use qvoice::session::store::Keystore;
 use qvoice_proto::{IdentitySecret, Username};
@@ -45,7 +45,13 @@ pub async fn init(
             key_file.display()
         );
     }
-    let mut cfg = Config::load(&paths.config_file)?;
+    // The new [registry] values replace the old ones before the file is checked, so init can repair a
+    // config whose URL was wrong.
+    let mut cfg = Config::parse(&paths.config_file)?;
+    cfg.registry.url = url.clone();
+    cfg.registry.username = Some(username.to_string());
+    cfg.registry.display_name = display_name.clone();
+    cfg.validate().map_err(|problem| ConfigError { file: paths.config_file.clone(), problem })?;
     let ks = Keystore::generate(&paths.data_dir, username.clone(), now_ms());
     let identity = Arc::new(IdentitySecret::from_bytes(&ks.identity.to_bytes()));
     let client = RegistryClient::new(&url, username.clone(), identity)?;
@@ -54,9 +60,6 @@ pub async fn init(
         Err(e) => return Err(register_failed(e, &username, &url, force)),
     };
     ks.save().context("the registry accepted the registration, but saving the new keys failed")?;
-    cfg.registry.url = url;
-    cfg.registry.username = Some(username.to_string());
-    cfg.registry.display_name = display_name;
     cfg.save(&paths.config_file)?;
     println!("registered {} at {} ({})", resp.username, cfg.registry.url, if resp.created { "new" } else { "updated" });
     println!("identity  {}", grouped_hex(ks.identity.public().as_bytes()));
