@@ -32,7 +32,7 @@ pub fn contacts(paths: &Paths) -> anyhow::Result<u8> {
     if book.contacts.is_empty() {
         println!("no contacts yet: they are pinned when you first call or are called");
     }
-    for name in book.contacts.keys() {
+    for name in book.contacts.keys().filter(|n| n.as_str() != ks.username.as_str()) {
         let trust = book.trust(name);
         let Ok(peer) = Username::parse(name) else { continue };
         let Some(key) = book.pinned(name) else { continue };
