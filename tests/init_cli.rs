@@ -136,9 +136,15 @@ async fn calling_yourself_is_refused_and_whoami_has_no_safety_number_with_yourse
     assert!(stderr(&out).contains("you cannot call yourself"), "{}", stderr(&out));
     let out = qvoice(alice.home(), &["call", "Bob!", "--input", "silence", "--output", "null"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // A contact book that holds our own name (an older version let a call to ourselves pin it) and bob.
+    let data = alice.home().join("data");
+    let own = qvoice::session::store::Keystore::load(&data).unwrap().identity.public();
+    let mut book = qvoice::session::store::ContactBook::load(&data).unwrap();
+    book.check("alice", &own, 1).unwrap();
+    book.check("bob", &own, 1).unwrap();
     let out = qvoice(alice.home(), &["whoami"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && !text.contains("with alice"), "{text}");
+    assert!(out.status.success() && !text.contains("with alice") && text.contains("with bob"), "{text}");
     // A --codec that cannot run the configured frame duration is a usage error, before dialling.
     let config = alice.home().join("config.toml");
     let mut cfg = qvoice::config::Config::load(&config).unwrap();
