@@ -79,7 +79,8 @@ async fn test_4_audio_configuration() {
     assert_eq!(b.wait("active", SHORT).await["codec"], "pcm");
     assert_eq!(a.exit_code(SHORT).await, 0);
     assert_eq!(b.exit_code(SHORT).await, 0);
-    // The default device: works where there is a sound card, else a clear "no audio" ending (exit 5).
+    // The default device: works where there is a sound card, else a clear refusal before dialling (exit 5)
+    // that names the flags and config keys to use instead.
     let mut b = bob.listen(&["--auto-answer", "--once"]).await;
     let mut a = alice.spawn(&["call", "bob", "--duration", "0.5", "--input", "default", "--output", "default"]);
     let code = a.exit_code(SHORT).await;
@@ -87,13 +88,17 @@ async fn test_4_audio_configuration() {
         qvoice::media::CpalSource::open(None, 960).is_ok() && qvoice::media::CpalSink::open(None, 960).is_ok();
     if sound_card {
         assert_eq!(code, 0);
+        let _ = b.exit_code(SHORT).await;
     } else {
         assert_eq!(code, 5);
-        assert_eq!(a.end_reason().as_deref(), Some("no_audio"));
-        let ended = a.seen.iter().find(|v| v["event"] == "ended").unwrap();
-        assert!(ended["reason"]["detail"].as_str().unwrap().contains("WAV"), "{ended}");
+        assert!(a.seen.iter().all(|v| v["event"] != "dialing"), "dialled before refusing: {:?}", a.seen);
+        let err = a.seen.iter().find(|v| v["event"] == "error").unwrap();
+        let message = err["message"].as_str().unwrap();
+        assert!(message.contains("--input FILE.wav") && message.contains("[audio]"), "{err}");
+        assert!(!message.contains("AudioIn"), "{err}");
+        // bob was never rung.
+        let _ = b.child.start_kill();
     }
-    let _ = b.exit_code(SHORT).await;
 }
 
 #[test]
