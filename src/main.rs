@@ -321,13 +321,14 @@ fn devices() -> anyhow::Result<u8> {
 
 /// Runs the TUI against a session driver; returns when the user quits.
 async fn run_tui(
-    opts: SessionOptions,
+    mut opts: SessionOptions,
     cfg: &Config,
     log: Option<mpsc::Receiver<String>>,
     log_file: &std::path::Path,
 ) -> anyhow::Result<()> {
     let _stderr = qvoice::logging::StderrToFile::new(log_file).context("sending stderr to the log file")?;
     let username = opts.keystore.username.to_string();
+    opts.start_offline = true;
     let (cmd_tx, cmd_rx) = mpsc::channel(32);
     let (ev_tx, ev_rx) = mpsc::channel(512);
     let driver = tokio::spawn(qvoice::session::run(opts, cmd_rx, ev_tx));

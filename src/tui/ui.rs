@@ -47,12 +47,15 @@ impl Widget for &App {
         match self.overlay {
             Some(Overlay::Help) => render_help(self, area, buf),
             Some(Overlay::Devices) => render_devices(self, area, buf),
-            Some(Overlay::ConfirmQuit) => render_confirm_quit(self, area, buf),
-            None => {}
+            Some(Overlay::DialPrompt) => render_dial_prompt(self, area, buf),
+            Some(Overlay::ConfirmQuit) | None => {}
         }
-        // Drawn last: nothing may cover an incoming call.
+        // Nothing but the quit question may cover an incoming call.
         if self.incoming.is_some() {
             render_incoming(self, area, buf);
+        }
+        if self.overlay == Some(Overlay::ConfirmQuit) {
+            render_confirm_quit(self, area, buf);
         }
     }
 }
@@ -102,12 +105,12 @@ fn render_header(app: &App, area: Rect, buf: &mut Buffer) {
     }
     match &app.connected {
         Some((true, _)) => left.push(Span::from("  ● online").fg(Color::LightGreen)),
-        Some((false, _)) => left.push(Span::from("  ○ reconnecting").fg(Color::LightRed)),
+        Some((false, _)) => left.push(Span::from("  ○ offline").fg(Color::LightRed)),
         None => left.push(Span::from("  ○ connecting").fg(Color::Gray)),
     }
     let mut right = Vec::new();
-    if let Some((msg, _)) = &app.status {
-        right.push(Span::from(format!(" {msg} ")).bg(Color::Red).fg(Color::White));
+    if app.audio_problem.is_some() {
+        right.push(Span::from(" NO AUDIO DEVICE ").bg(Color::Red).fg(Color::White).bold());
         right.push(Span::from(" "));
     }
     if app.muted {
@@ -125,8 +128,14 @@ fn render_header(app: &App, area: Rect, buf: &mut Buffer) {
     right_line.render(r, buf);
 }
 
+/// The line under the header: a key-change warning first, else a status message, else the audio problem.
 fn banner_text(app: &App) -> Option<String> {
-    let w = app.key_warnings.last()?;
+    let Some(w) = app.key_warnings.last() else {
+        if let Some((msg, _)) = &app.status {
+            return Some(format!(" {msg}"));
+        }
+        return app.audio_problem.as_ref().map(|p| format!(" ⚠ {p}"));
+    };
     let more = match app.key_warnings.len() {
         1 => String::new(),
         n => format!(" (+{} more)", n - 1),
@@ -136,52 +145,26 @@ fn banner_text(app: &App) -> Option<String> {
 
 fn render_banner(app: &App, area: Rect, buf: &mut Buffer) {
     let Some(text) = banner_text(app) else { return };
-    buf.set_style(area, Style::new().bg(Color::Red).fg(Color::White).add_modifier(Modifier::BOLD));
+    let style = if app.key_warnings.is_empty() {
+        Style::new().bg(Color::Yellow).fg(Color::Black)
+    } else {
+        Style::new().bg(Color::Red).fg(Color::White).add_modifier(Modifier::BOLD)
+    };
+    buf.set_style(area, style);
     Paragraph::new(text).wrap(Wrap { trim: false }).render(area, buf);
 }
 
+/// The footer lists exactly the hinted bindings of the current mode ([`App::mode`]): nothing else.
 fn render_footer(app: &App, area: Rect, buf: &mut Buffer) {
-    let k = &app.config.keys;
-    let pairs: Vec<(String, &str)> = if app.incoming.is_some() {
-        vec![(k.accept.primary(), "accept"), (k.reject.primary(), "reject"), (k.help.primary(), "help")]
-    } else if app.overlay == Some(Overlay::ConfirmQuit) {
-        vec![(k.yes.primary(), "hang up & quit"), (k.no.primary(), "stay")]
-    } else if app.overlay.is_some() {
-        vec![(k.cancel.primary(), "close")]
-    } else if app.filter_editing {
-        vec![("type".into(), "filter"), ("enter".into(), "keep"), ("esc".into(), "clear")]
-    } else if app.sas_question() {
-        vec![
-            (k.yes.primary(), "keys match"),
-            (k.no.primary(), "mismatch"),
-            (k.hangup.primary(), "hang up"),
-            (k.mute.primary(), "mute"),
-            (k.record.primary(), "rec"),
-            (k.help.primary(), "help"),
-        ]
-    } else if app.live_call().is_some() {
-        vec![
-            (k.hangup.primary(), "hang up"),
-            (k.mute.primary(), if app.muted { "unmute" } else { "mute" }),
-            (k.record.primary(), if app.recording { "stop rec" } else { "rec" }),
-            (k.devices.primary(), "devices"),
-            (k.help.primary(), "help"),
-            (k.quit.primary(), "quit"),
-        ]
-    } else {
-        vec![
-            (k.dial.primary(), "dial"),
-            (k.filter.primary(), "filter"),
-            (k.mute.primary(), if app.muted { "unmute" } else { "mute" }),
-            (k.devices.primary(), "devices"),
-            (k.help.primary(), "help"),
-            (k.quit.primary(), "quit"),
-        ]
-    };
+    let mode = app.mode();
     let mut spans = vec![Span::from(" ")];
-    for (key, what) in pairs {
-        spans.push(Span::from(format!(" {key} ")).bg(Color::DarkGray).fg(Color::White).bold());
-        spans.push(Span::from(format!(" {what}  ")));
+    if mode.takes_text() {
+        spans.push(Span::from("type  ").dim());
+    }
+    for b in mode.bindings(app) {
+        let Some(hint) = &b.hint else { continue };
+        spans.push(Span::from(format!(" {} ", b.primary())).bg(Color::DarkGray).fg(Color::White).bold());
+        spans.push(Span::from(format!(" {hint}  ")));
     }
     Line::from(spans).render(area, buf);
 }
@@ -192,6 +175,7 @@ fn trust_mark(t: Trust) -> Span<'static> {
         Trust::Unverified => Span::from("?").fg(Color::Yellow),
         Trust::KeyChanged => Span::from("⚠").fg(Color::Red).bold(),
         Trust::New => Span::from("new").fg(Color::Cyan),
+        Trust::Suspicious => Span::from("✗").fg(Color::Red).bold(),
     }
 }
 
@@ -201,6 +185,7 @@ fn trust_text(t: Trust) -> Span<'static> {
         Trust::Unverified => Span::from("? unverified").fg(Color::Yellow),
         Trust::KeyChanged => Span::from("⚠ KEY CHANGED").fg(Color::Red).bold(),
         Trust::New => Span::from("new contact (first call)").fg(Color::Cyan),
+        Trust::Suspicious => Span::from("✗ SUSPICIOUS (SAS mismatch)").fg(Color::Red).bold(),
     }
 }
 
@@ -220,10 +205,21 @@ fn render_contacts(app: &App, area: Rect, buf: &mut Buffer) {
                 if c.online { Span::from("● ").fg(Color::Green) } else { Span::from("○ ").fg(Color::DarkGray) };
             let mark = trust_mark(c.trust);
             let name_w = inner_w.saturating_sub(2 + 2 + 4);
-            let name = truncate(c.display_name.as_deref().unwrap_or(&c.username), name_w);
-            let pad = name_w.saturating_sub(name.chars().count()) + 4 - mark.width().min(4);
+            // Usernames everywhere (they are what calls, history and the SAS refer to); a display name
+            // follows, dimmed, where there is room. A name that imitates a contact says so.
+            let look = app.lookalike_of(&c.username);
+            let extra = match (look, c.display_name.as_deref()) {
+                (Some(other), _) => format!(" ≈{other}!"),
+                (None, Some(d)) if d != c.username => format!(" {d}"),
+                _ => String::new(),
+            };
+            let name = truncate(&c.username, name_w);
+            let extra = truncate(&extra, name_w.saturating_sub(name.chars().count()));
+            let pad = name_w.saturating_sub(name.chars().count() + extra.chars().count()) + 4 - mark.width().min(4);
             let name_span = if c.online { Span::from(name) } else { Span::from(name).fg(Color::DarkGray) };
-            ListItem::new(Line::from(vec![dot, name_span, Span::from(" ".repeat(pad)), mark]))
+            let extra_span =
+                if look.is_some() { Span::from(extra).fg(Color::Red).bold() } else { Span::from(extra).dim() };
+            ListItem::new(Line::from(vec![dot, name_span, extra_span, Span::from(" ".repeat(pad)), mark]))
         })
         .collect();
     let empty = items.is_empty();
@@ -253,13 +249,7 @@ fn render_history(app: &App, area: Rect, buf: &mut Buffer) {
                 Direction::Outgoing => "↗ ",
                 Direction::Incoming => "↙ ",
             };
-            let detail = if h.missed {
-                "missed".to_string()
-            } else if h.duration_s > 0.0 {
-                clock(h.duration_s)
-            } else {
-                h.reason.label()
-            };
+            let detail = h.outcome();
             let name_w = inner_w.saturating_sub(2 + detail.chars().count() + 1).max(1);
             let name = truncate(&h.peer, name_w);
             let pad = name_w.saturating_sub(name.chars().count()) + 1;
@@ -532,7 +522,9 @@ fn render_incoming(app: &App, area: Rect, buf: &mut Buffer) {
             .centered(),
         Line::from(trust_text(inc.trust)).centered(),
     ];
-    if inc.trust == Trust::KeyChanged {
+    if let Some(p) = &app.audio_problem {
+        lines.push(Line::from(format!("cannot answer: {p}")).fg(Color::Red).centered());
+    } else if inc.trust == Trust::KeyChanged {
         lines.push(Line::from("their key is not the one you pinned").fg(Color::Red).centered());
     } else {
         lines.push(Line::from("compare the SAS once connected").dim().centered());
@@ -552,10 +544,11 @@ fn render_incoming(app: &App, area: Rect, buf: &mut Buffer) {
 
 fn render_help(app: &App, area: Rect, buf: &mut Buffer) {
     let k = &app.config.keys;
-    let rows: [(&str, String); 13] = [
+    let rows: [(&str, String); 14] = [
         ("dial selected contact", k.dial.to_string()),
-        ("accept incoming call", k.accept.to_string()),
-        ("reject incoming call", k.reject.to_string()),
+        ("call any username", k.dial_any.to_string()),
+        ("accept incoming call", format!("{} {}", k.accept, k.dial)),
+        ("reject incoming call", format!("{} {}", k.reject, k.hangup)),
         ("hang up / cancel", k.hangup.to_string()),
         ("mute / unmute", k.mute.to_string()),
         ("record on / off", k.record.to_string()),
@@ -580,7 +573,7 @@ fn render_help(app: &App, area: Rect, buf: &mut Buffer) {
         })
         .collect();
     lines.push(Line::from(""));
-    lines.push(Line::from(" ● online  ○ offline  ✔ verified  ? unverified  ⚠ key changed").dim());
+    lines.push(Line::from(" ● online  ○ offline  ✔ verified  ? unverified  ⚠ key changed  ✗ suspicious").dim());
     Paragraph::new(lines).block(block).render(r, buf);
 }
 
@@ -613,6 +606,17 @@ fn render_devices(app: &App, area: Rect, buf: &mut Buffer) {
         item(&mut lines, d.inputs.len() + i, name, &d.output);
     }
     lines.push(Line::from(format!("{} choose · {} close", k.dial.primary(), k.cancel.primary())).dim());
+    Paragraph::new(lines).block(block).render(r, buf);
+}
+
+fn render_dial_prompt(app: &App, area: Rect, buf: &mut Buffer) {
+    let r = centered(area, 44, 5);
+    Clear.render(r, buf);
+    let block = Block::bordered().border_type(BorderType::Rounded).title(" Call a username ");
+    let lines = vec![
+        Line::from(vec![Span::from("name: "), Span::from(format!("{}▏", app.prompt)).bold()]),
+        Line::from("enter to call · esc to cancel").dim(),
+    ];
     Paragraph::new(lines).block(block).render(r, buf);
 }
 

@@ -1,0 +1,205 @@
+//! The one table of TUI modes. [`App::mode`] computes which mode the screen is in; [`Mode::bindings`] lists
+//! the keys that mode answers to, each with the action it produces and the hint the footer shows for it. Key
+//! dispatch ([`App::action_for`]) and the footer both read this table, so the footer can only advertise a
+//! key that does something, and a key does nothing unless its mode lists it (gitui's `commands()` beside
+//! `event()`). Overlays (help, devices, quit question, dial prompt, incoming call) are modes of their own.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use super::app::{Action, App, CallPhase, Overlay};
+use super::keys::{KeyChord, KeySpec};
+
+/// What the screen is doing, from the most to the least urgent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// "Hang up and quit?" (drawn above everything, the incoming call included).
+    ConfirmQuit,
+    /// Someone is calling: accept or reject.
+    Incoming,
+    /// The key list.
+    Help,
+    /// The audio device picker.
+    Devices,
+    /// Typing a username to call.
+    DialPrompt,
+    /// Typing a contacts filter.
+    Filter,
+    /// In a call whose SAS the user has not compared yet.
+    SasQuestion,
+    /// Dialing, ringing, connecting or active.
+    InCall,
+    /// No call in progress.
+    Idle,
+}
+
+/// One key binding of a mode: the keys, what they do, and the footer hint (none: works but not advertised).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Binding {
+    pub keys: Vec<KeyChord>,
+    pub action: Action,
+    pub hint: Option<String>,
+}
+
+impl Binding {
+    fn new(keys: &[&KeySpec], action: Action, hint: Option<&str>) -> Self {
+        let keys = keys.iter().flat_map(|k| k.chords().iter().copied()).collect();
+        Self { keys, action, hint: hint.map(str::to_owned) }
+    }
+
+    fn named(code: KeyCode, action: Action, hint: Option<&str>) -> Self {
+        Self { keys: vec![KeyChord { code, ctrl: false, alt: false }], action, hint: hint.map(str::to_owned) }
+    }
+
+    pub fn matches(&self, key: &KeyEvent) -> bool {
+        self.keys.iter().any(|c| c.matches(key))
+    }
+
+    /// The first key, as the footer shows it.
+    pub fn primary(&self) -> String {
+        self.keys.first().map(ToString::to_string).unwrap_or_default()
+    }
+}
+
+impl Mode {
+    /// Whether printable keys that no binding takes are typed text.
+    pub fn takes_text(self) -> bool {
+        matches!(self, Self::Filter | Self::DialPrompt)
+    }
+
+    /// The keys this mode answers to, in priority order, with their hints.
+    pub fn bindings(self, app: &App) -> Vec<Binding> {
+        let k = &app.config.keys;
+        let b = Binding::new;
+        let ctrl_quit: Vec<KeyChord> = k.quit.chords().iter().copied().filter(|c| c.ctrl || c.alt).collect();
+        let text_quit = Binding { keys: ctrl_quit, action: Action::Quit, hint: None };
+        match self {
+            Self::ConfirmQuit => vec![
+                b(&[&k.yes], Action::Yes, Some("hang up & quit")),
+                b(&[&k.no, &k.cancel], Action::No, Some("stay")),
+                // A second ctrl-c (or q) means it.
+                b(&[&k.quit], Action::Yes, None),
+            ],
+            Self::Incoming => {
+                let mut v = vec![
+                    b(&[&k.accept, &k.dial], Action::Accept, Some("accept")),
+                    b(&[&k.reject, &k.hangup], Action::Reject, Some("reject")),
+                ];
+                if !app.filter.is_empty() {
+                    v.push(b(&[&k.cancel], Action::Cancel, Some("clear filter")));
+                }
+                v.push(b(&[&k.quit], Action::Quit, Some("quit")));
+                v
+            }
+            Self::Help => vec![
+                b(&[&k.cancel, &k.help], Action::Cancel, Some("close")),
+                b(&[&k.quit], Action::Quit, None),
+            ],
+            Self::Devices => vec![
+                b(&[&k.dial], Action::Dial, Some("use for the next call")),
+                b(&[&k.up], Action::Up, None),
+                b(&[&k.down], Action::Down, None),
+                b(&[&k.cancel, &k.devices], Action::Cancel, Some("close")),
+                b(&[&k.quit], Action::Quit, None),
+            ],
+            Self::DialPrompt => vec![
+                Binding::named(KeyCode::Enter, Action::PromptSubmit, Some("call")),
+                Binding::named(KeyCode::Esc, Action::Cancel, Some("cancel")),
+                Binding::named(KeyCode::Backspace, Action::PromptBackspace, None),
+                text_quit,
+            ],
+            Self::Filter => vec![
+                Binding::named(KeyCode::Enter, Action::FilterDone, Some("keep filter")),
+                Binding::named(KeyCode::Esc, Action::Cancel, Some("clear")),
+                Binding::named(KeyCode::Backspace, Action::FilterBackspace, None),
+                Binding::named(KeyCode::Up, Action::Up, None),
+                Binding::named(KeyCode::Down, Action::Down, None),
+                text_quit,
+            ],
+            Self::SasQuestion | Self::InCall => {
+                let mut v = Vec::new();
+                if self == Self::SasQuestion {
+                    v.push(b(&[&k.yes], Action::Yes, Some("keys match")));
+                    v.push(b(&[&k.no], Action::No, Some("mismatch")));
+                }
+                let call = app.live_call();
+                let setup = call.is_some_and(|c| matches!(c.phase, CallPhase::Dialing | CallPhase::Ringing));
+                v.push(b(&[&k.hangup], Action::Hangup, Some(if setup { "cancel" } else { "hang up" })));
+                v.push(b(&[&k.mute], Action::ToggleMute, Some(if app.muted { "unmute" } else { "mute" })));
+                if app.media_running() {
+                    v.push(b(&[&k.record], Action::ToggleRecord, Some(if app.recording { "stop rec" } else { "rec" })));
+                }
+                v.push(b(&[&k.help], Action::ToggleHelp, Some("help")));
+                v.push(b(&[&k.quit], Action::Quit, Some("quit")));
+                v.push(b(&[&k.devices], Action::Devices, None));
+                v.push(b(&[&k.filter], Action::StartFilter, None));
+                v.push(b(&[&k.up], Action::Up, None));
+                v.push(b(&[&k.down], Action::Down, None));
+                v.push(b(&[&k.cancel], Action::Cancel, None));
+                v
+            }
+            Self::Idle => {
+                let mut v = Vec::new();
+                if app.selected_contact().is_some() {
+                    v.push(b(&[&k.dial], Action::Dial, Some("dial")));
+                }
+                v.push(b(&[&k.dial_any], Action::DialAny, Some("call name")));
+                v.push(b(&[&k.filter], Action::StartFilter, Some("filter")));
+                v.push(b(&[&k.devices], Action::Devices, Some("devices")));
+                v.push(b(&[&k.help], Action::ToggleHelp, Some("help")));
+                v.push(b(&[&k.quit], Action::Quit, Some("quit")));
+                v.push(b(&[&k.up], Action::Up, None));
+                v.push(b(&[&k.down], Action::Down, None));
+                let dismiss = if !app.filter.is_empty() {
+                    Some("clear filter")
+                } else if !app.key_warnings.is_empty() || app.call.is_some() {
+                    Some("dismiss")
+                } else {
+                    None
+                };
+                v.push(b(&[&k.cancel], Action::Cancel, dismiss));
+                v
+            }
+        }
+    }
+
+    /// Maps a key press to this mode's action (typed text in text modes); [`Action::Noop`] when unbound.
+    pub fn action_for(self, app: &App, key: &KeyEvent) -> Action {
+        if key.kind == KeyEventKind::Release {
+            return Action::Noop;
+        }
+        if let Some(b) = self.bindings(app).into_iter().find(|b| b.matches(key)) {
+            return b.action;
+        }
+        match key.code {
+            KeyCode::Char(c)
+                if self.takes_text() && !key.modifiers.intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) =>
+            {
+                if self == Self::Filter { Action::FilterInput(c) } else { Action::PromptInput(c) }
+            }
+            _ => Action::Noop,
+        }
+    }
+}
+
+impl App {
+    /// The mode the screen is in now (see [`Mode`]).
+    pub fn mode(&self) -> Mode {
+        match self.overlay {
+            Some(Overlay::ConfirmQuit) => return Mode::ConfirmQuit,
+            _ if self.incoming.is_some() => return Mode::Incoming,
+            Some(Overlay::Help) => return Mode::Help,
+            Some(Overlay::Devices) => return Mode::Devices,
+            Some(Overlay::DialPrompt) => return Mode::DialPrompt,
+            None => {}
+        }
+        if self.filter_editing {
+            Mode::Filter
+        } else if self.sas_question() {
+            Mode::SasQuestion
+        } else if self.live_call().is_some() {
+            Mode::InCall
+        } else {
+            Mode::Idle
+        }
+    }
+}
