@@ -418,7 +418,7 @@ fn exit_code(reason: &EndReason) -> u8 {
         | EndReason::Incompatible(_)
         | EndReason::PrekeyExpired(_) => 4,
         EndReason::NoAudio(_) => 5,
-        EndReason::SecurityFailure(_) => 6,
+        EndReason::SecurityFailure(_) | EndReason::SasMismatch => 6,
         EndReason::PeerVanished | EndReason::MediaFailed(_) | EndReason::NoMediaPath(_) => 7,
         EndReason::Failed(_) => 1,
     }
@@ -434,7 +434,12 @@ fn print_event(ev: &SessionEvent, json: bool) {
     match ev {
         SessionEvent::Registered { username, registry, .. } => println!("registered as {username} at {registry}"),
         SessionEvent::Connection { detail, .. } => println!("{detail}"),
-        SessionEvent::Contacts { .. } | SessionEvent::Metrics { .. } | SessionEvent::Presence { .. } => {}
+        SessionEvent::Contacts { .. }
+        | SessionEvent::Metrics { .. }
+        | SessionEvent::Presence { .. }
+        | SessionEvent::History { .. }
+        | SessionEvent::Audio { message: None, .. } => {}
+        SessionEvent::Audio { message: Some(m), .. } => eprintln!("qvoice: {m}"),
         SessionEvent::AudioFlowing { .. } => println!("audio flowing"),
         SessionEvent::IncomingCall { from, call_id, trust } => {
             println!("incoming call from {from} ({trust:?}); type `accept` or `reject` (call {call_id})")

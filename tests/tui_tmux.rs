@@ -16,13 +16,22 @@ struct Pane {
 
 impl Pane {
     fn start(session: &str, user: &User) -> Self {
+        Self::start_with(session, user, "silence", None)
+    }
+
+    /// Starts a TUI whose microphone is `input` (no sound card here; the speaker discards), recording
+    /// into `record_dir` when given.
+    fn start_with(session: &str, user: &User, input: &str, record_dir: Option<&std::path::Path>) -> Self {
         let cfg = user.home().join("config.toml");
         let text = std::fs::read_to_string(&cfg).unwrap();
-        // No sound card here: the TUI's microphone is silence and its speaker discards.
-        let text = text
-            .replace("input = \"default\"", "input = \"silence\"")
+        let mut text = text
+            .replace("input = \"default\"", &format!("input = {input:?}"))
             .replace("output = \"default\"", "output = \"null\"");
-        assert!(text.contains("input = \"silence\""), "unexpected config layout:\n{text}");
+        assert!(text.contains(&format!("input = {input:?}")), "unexpected config layout:\n{text}");
+        if let Some(dir) = record_dir {
+            assert!(text.contains("[recording]\n"), "unexpected config layout:\n{text}");
+            text = text.replace("[recording]\n", &format!("[recording]\ndir = {:?}\n", dir.display().to_string()));
+        }
         std::fs::write(&cfg, text).unwrap();
         let cmd = format!("{BIN} --home {} tui", user.home().display());
         let ok = Command::new("tmux")
@@ -102,4 +111,68 @@ async fn two_tuis_dial_accept_same_sas_and_hang_up() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!a.alive() && !b.alive(), "both TUIs quit on q");
+}
+
+/// RMS of a 16-bit WAV file's samples.
+fn wav_rms(path: &std::path::Path) -> (f64, usize) {
+    let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let samples: Vec<i16> = r.samples::<i16>().map(Result::unwrap).collect();
+    let n = samples.len().max(1);
+    ((samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / n as f64).sqrt(), samples.len())
+}
+
+/// `R` records the call in progress (not "from the next call"): both WAV files carry the speech.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_records_the_current_call_into_two_non_silent_wavs() {
+    let reg = Registry::start(Duration::from_secs(45)).await;
+    let alice = User::init("alice", &reg.url()).await;
+    let bob = User::init("bob", &reg.url()).await;
+    let speech = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/assets/speech16k.wav");
+    let speech = speech.to_str().unwrap();
+    let rec = tempfile::tempdir().unwrap();
+    let tag = std::process::id();
+    let b = Pane::start_with(&format!("qv-rec-bob-{tag}"), &bob, speech, None);
+    b.wait_for("online status", |s| s.contains("online") && s.contains("alice"));
+    let a = Pane::start_with(&format!("qv-rec-alice-{tag}"), &alice, speech, Some(rec.path()));
+    a.wait_for("bob in contacts", |s| s.contains("bob") && s.contains("online"));
+    assert!(!a.screen().contains("REC"), "no REC before any recording");
+
+    a.keys("d");
+    b.wait_for("incoming call", |s| s.to_lowercase().contains("incoming"));
+    b.keys("Enter");
+    a.wait_for("ACTIVE", |s| s.contains("ACTIVE"));
+    b.wait_for("ACTIVE", |s| s.contains("ACTIVE"));
+    a.keys("R");
+    let s = a.wait_for("REC and the file paths", |s| s.contains("● REC") && s.contains("sent.wav"));
+    assert!(s.contains("online"), "the header keeps its online state while recording:\n{s}");
+    // Let two seconds of the call reach both files (waiting on the files, not on a clock).
+    let call_dir = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let dirs: Vec<_> = std::fs::read_dir(rec.path()).unwrap().map(|e| e.unwrap().path()).collect();
+            let grown = dirs.iter().find(|d| {
+                ["sent.wav", "received.wav"]
+                    .iter()
+                    .all(|f| std::fs::metadata(d.join(f)).is_ok_and(|m| m.len() > 48_000 * 2 * 2))
+            });
+            if let Some(d) = grown {
+                break d.clone();
+            }
+            assert!(Instant::now() < deadline, "recordings did not grow: {dirs:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    a.keys("h");
+    a.wait_for("ENDED", |s| s.contains("ENDED"));
+    b.wait_for("ENDED", |s| s.contains("ENDED"));
+    let s = a.screen();
+    assert!(!s.contains("● REC"), "REC goes with the call:\n{s}");
+    for f in ["sent.wav", "received.wav"] {
+        let (rms, n) = wav_rms(&call_dir.join(f));
+        assert!(n >= 96_000, "{f}: only {n} samples");
+        assert!(rms > 100.0, "{f} is silent (RMS {rms:.1} over {n} samples)");
+    }
+    for p in [&a, &b] {
+        p.keys("q");
+    }
 }

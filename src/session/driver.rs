@@ -23,7 +23,6 @@ use tokio::sync::mpsc;
 
 use super::client::{ClientError, EndRequest, RegistryClient};
 use super::events::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};
-use super::events::CallRecord;
 use super::store::{CallHistory, ContactBook, Keystore};
 use super::waiting::SeenCalls;
 use crate::media::transport::{RelayAllocation, TurnServer, net as media_net};
@@ -462,7 +461,11 @@ impl Driver {
     /// The registry could not be reached: say so, show the pinned contacts (presence unknown, shown offline).
     async fn offline(&mut self, e: &anyhow::Error, retry_in: Duration) {
         tracing::info!(error = %format!("{e:#}"), "registry unreachable; retrying in {retry_in:?}");
-        let detail = format!("registry unreachable; retrying in {} s", retry_in.as_secs());
+        let why = match e.downcast_ref::<ClientError>() {
+            Some(ClientError::Unreachable { .. }) | None => "registry unreachable".to_owned(),
+            Some(other) => other.to_string(),
+        };
+        let detail = format!("{why}; retrying in {} s", retry_in.as_secs());
         self.emit(SessionEvent::Connection { connected: false, detail }).await;
         let contacts = self
             .opts
@@ -1232,11 +1235,10 @@ impl Driver {
         let record_dir = self.call_record_dir(&call_id, &peer);
         if self.recording
             && let Some(d) = &record_dir
+            && let Err(e) = create_private_dir(d)
         {
-            if let Err(e) = create_private_dir(d) {
-                self.error(format!("cannot record this call: {e}")).await;
-                self.recording = false;
-            }
+            self.error(format!("cannot record this call: {e}")).await;
+            self.recording = false;
         }
         cfg.record_dir = record_dir.clone();
         cfg.record_paused = !self.recording;

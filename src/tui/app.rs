@@ -887,6 +887,8 @@ impl App {
 
 #[cfg(test)]
 mod tests {
+    use crossterm::event::{KeyCode, KeyModifiers};
+
     use super::*;
 
     fn key(c: char) -> Event {
@@ -1038,9 +1040,216 @@ mod tests {
 
         let (mut a, t) = app();
         active(&mut a, t);
-        assert_eq!(a.handle(t, key('n')), cmd(SessionCommand::Hangup));
+        assert_eq!(a.handle(t, key('n')), cmd(SessionCommand::SasMismatch));
         assert_eq!(a.call.as_ref().unwrap().sas_check, SasCheck::Mismatch);
         assert!(a.log.back().unwrap().error);
+    }
+
+    fn ended(call_id: &str, peer: &str, reason: EndReason) -> Event {
+        Event::Session(SessionEvent::Ended { call_id: call_id.into(), peer: peer.into(), reason, duration_s: 0.0 })
+    }
+    fn ring(id: &str, from: &str) -> Event {
+        Event::Session(SessionEvent::IncomingCall { call_id: id.into(), from: from.into(), trust: Trust::Unverified })
+    }
+
+    #[test]
+    fn every_footer_hint_is_a_key_that_works() {
+        let (mut a, t) = app();
+        let mut states: Vec<(&str, App)> = Vec::new();
+        let snap = |a: &App| {
+            let mut b = App::new(a.config.clone(), a.username.clone(), a.now);
+            b.contacts = a.contacts.clone();
+            b.filter = a.filter.clone();
+            b.filter_editing = a.filter_editing;
+            b.call = a.call.clone();
+            b.incoming = a.incoming.clone();
+            b.overlay = a.overlay;
+            b.muted = a.muted;
+            b.recording = a.recording;
+            b.key_warnings = a.key_warnings.clone();
+            b
+        };
+        states.push(("idle", snap(&a)));
+        a.handle(t, key('/'));
+        states.push(("filter", snap(&a)));
+        a.handle(t, ring("c9", "dave"));
+        states.push(("incoming over filter", snap(&a)));
+        a.handle(t, key('r'));
+        a.handle(t, key(':'));
+        states.push(("dial prompt", snap(&a)));
+        a.handle(t, code(KeyCode::Esc));
+        a.handle(t, key('?'));
+        states.push(("help", snap(&a)));
+        a.handle(t, code(KeyCode::Esc));
+        a.handle(t, Event::Session(SessionEvent::Dialing { call_id: "c1".into(), to: "bob".into() }));
+        states.push(("dialing", snap(&a)));
+        active(&mut a, t);
+        states.push(("sas question", snap(&a)));
+        a.handle(t, key('y'));
+        states.push(("active", snap(&a)));
+        a.handle(t, key('q'));
+        states.push(("confirm quit", snap(&a)));
+        for (name, st) in states {
+            let mode = st.mode();
+            for b in mode.bindings(&st) {
+                let Some(hint) = &b.hint else { continue };
+                let k = b.keys[0];
+                let mods = if k.ctrl { KeyModifiers::CONTROL } else { KeyModifiers::NONE };
+                let got = st.action_for(Event::Key(KeyEvent::new(k.code, mods)));
+                assert_eq!(got, b.action, "{name}: footer says {} {hint}", b.primary());
+                assert_ne!(got, Action::Noop, "{name}: {hint}");
+                // And the action changes the state or asks the session for something.
+                let mut probe = snap(&st);
+                let before = format!("{:?}{:?}{:?}{:?}{}", probe.overlay, probe.incoming, probe.call, probe.filter_editing, probe.filter);
+                let effect = probe.update(got);
+                let after = format!("{:?}{:?}{:?}{:?}{}", probe.overlay, probe.incoming, probe.call, probe.filter_editing, probe.filter);
+                assert!(effect.is_some() || before != after, "{name}: `{}` ({hint}) did nothing", b.primary());
+            }
+        }
+    }
+
+    #[test]
+    fn incoming_call_while_filtering_can_be_answered() {
+        let (mut a, t) = app();
+        a.handle(t, key('/'));
+        a.handle(t, key('e'));
+        assert_eq!(a.handle(t, ring("c1", "carol")), Some(Effect::Bell));
+        assert_eq!(a.mode(), super::super::mode::Mode::Incoming);
+        // Esc clears the filter behind the prompt; the call keeps ringing.
+        assert_eq!(a.handle(t, code(KeyCode::Esc)), None);
+        assert_eq!(a.filter, "");
+        assert!(a.incoming.is_some());
+        assert_eq!(a.handle(t, key('a')), cmd(SessionCommand::Accept("c1".into())));
+
+        let (mut a, t) = app();
+        a.handle(t, key('/'));
+        a.handle(t, ring("c2", "carol"));
+        assert_eq!(a.handle(t, key('r')), cmd(SessionCommand::Reject("c2".into())));
+        assert!(!a.filter_editing, "the filter is no longer capturing keys");
+    }
+
+    #[test]
+    fn enter_and_h_answer_and_decline_a_ringing_call() {
+        let (mut a, t) = app();
+        a.handle(t, ring("c1", "carol"));
+        assert_eq!(a.handle(t, code(KeyCode::Enter)), cmd(SessionCommand::Accept("c1".into())));
+        let (mut a, t) = app();
+        a.handle(t, ring("c2", "carol"));
+        assert_eq!(a.handle(t, key('h')), cmd(SessionCommand::Reject("c2".into())));
+        // And h cancels our own ringing call.
+        let (mut a, t) = app();
+        a.handle(t, Event::Session(SessionEvent::Dialing { call_id: "c3".into(), to: "bob".into() }));
+        a.handle(t, Event::Session(SessionEvent::Ringing { call_id: "c3".into(), to: "bob".into() }));
+        assert_eq!(a.handle(t, key('h')), cmd(SessionCommand::Hangup));
+    }
+
+    #[test]
+    fn mute_is_per_call() {
+        let (mut a, t) = app();
+        assert_eq!(a.handle(t, key('m')), None, "no mute while idle");
+        a.handle(t, Event::Session(SessionEvent::Muted { on: true }));
+        assert!(!a.muted, "a stray mute event outside a call is not shown");
+        active(&mut a, t);
+        assert_eq!(a.handle(t, key('m')), cmd(SessionCommand::SetMute(true)));
+        a.handle(t, Event::Session(SessionEvent::Muted { on: true }));
+        assert!(a.muted);
+        a.handle(t, ended("c1", "bob", EndReason::LocalHangup));
+        assert!(!a.muted);
+        a.handle(t, Event::Session(SessionEvent::Dialing { call_id: "c2".into(), to: "echo".into() }));
+        assert!(!a.muted);
+    }
+
+    #[test]
+    fn sas_mismatch_marks_suspicious_and_blocks_dialling() {
+        let (mut a, t) = app();
+        active(&mut a, t);
+        assert_eq!(a.handle(t, key('n')), cmd(SessionCommand::SasMismatch));
+        assert_eq!(a.contacts.iter().find(|c| c.username == "bob").unwrap().trust, Trust::Suspicious);
+        let saved = a.handle(t, ended("c1", "bob", EndReason::SasMismatch));
+        assert!(matches!(saved, Some(Effect::Command(SessionCommand::SaveHistory(_)))));
+        a.handle(t, code(KeyCode::Esc));
+        assert_eq!(a.selected_contact().unwrap().username, "bob");
+        assert_eq!(a.handle(t, key('d')), None, "dialling a suspicious contact is refused");
+        assert!(a.status.as_ref().unwrap().0.contains("qvoice verify bob"));
+    }
+
+    #[test]
+    fn failed_and_unanswered_dials_are_outgoing() {
+        let (mut a, t) = app();
+        for _ in 0..2 {
+            a.handle(t, key('j'));
+        }
+        assert_eq!(a.handle(t, key('d')), cmd(SessionCommand::Dial("carol".into())));
+        let saved = a.handle(t, ended("", "carol", EndReason::Offline));
+        let h = &a.history[0];
+        assert_eq!((h.direction, h.missed, h.outcome().as_str()), (Direction::Outgoing, false, "offline"));
+        assert_eq!(saved, cmd(SessionCommand::SaveHistory(h.clone())));
+        a.handle(t, Event::Session(SessionEvent::Dialing { call_id: "c2".into(), to: "echo".into() }));
+        a.handle(t, Event::Session(SessionEvent::Ringing { call_id: "c2".into(), to: "echo".into() }));
+        a.handle(t, ended("c2", "echo", EndReason::Missed));
+        let h = &a.history[0];
+        assert_eq!((h.direction, h.missed, h.outcome().as_str()), (Direction::Outgoing, false, "no answer"));
+        // Someone else's call that nobody answered is a missed incoming one.
+        a.handle(t, ring("c3", "carol"));
+        a.handle(t, ended("c3", "carol", EndReason::Cancelled));
+        assert!(a.history[0].missed);
+    }
+
+    #[test]
+    fn recording_is_for_the_current_call_only() {
+        let (mut a, t) = app();
+        assert_eq!(a.handle(t, key('R')), None, "no recording key while idle");
+        a.handle(t, Event::Session(SessionEvent::Recording { on: true, dir: Some("/r".into()) }));
+        assert!(!a.recording, "REC is never shown without a call");
+        active(&mut a, t);
+        assert_eq!(a.handle(t, key('R')), cmd(SessionCommand::SetRecording(true)));
+        a.handle(t, Event::Session(SessionEvent::Recording { on: true, dir: Some("/r/c1-bob".into()) }));
+        assert!(a.recording);
+        assert!(a.status.as_ref().unwrap().0.contains("/r/c1-bob/sent.wav"));
+        a.handle(t, ended("c1", "bob", EndReason::LocalHangup));
+        assert!(!a.recording);
+    }
+
+    #[test]
+    fn cursor_stays_on_the_same_person_when_the_list_resorts() {
+        let (mut a, t) = app();
+        a.handle(t, key('j'));
+        assert_eq!(a.selected_contact().unwrap().username, "echo");
+        // carol comes online and sorts above echo: the cursor follows echo.
+        a.handle(t, Event::Session(SessionEvent::Presence { username: "carol".into(), online: true }));
+        assert_eq!(a.selected_contact().unwrap().username, "echo");
+        a.handle(
+            t,
+            Event::Session(SessionEvent::Contacts {
+                contacts: vec![
+                    contact("aaron", true, Trust::New),
+                    contact("echo", true, Trust::New),
+                    contact("bob", true, Trust::Verified),
+                ],
+            }),
+        );
+        assert_eq!(a.selected_contact().unwrap().username, "echo");
+    }
+
+    #[test]
+    fn dial_any_username_and_no_audio_refusal() {
+        let (mut a, t) = app();
+        assert_eq!(a.handle(t, key(':')), None);
+        for c in "zoe".chars() {
+            a.handle(t, key(c));
+        }
+        a.handle(t, code(KeyCode::Backspace));
+        a.handle(t, key('e'));
+        assert_eq!(a.handle(t, code(KeyCode::Enter)), cmd(SessionCommand::Dial("zoe".into())));
+        let (mut a, t) = app();
+        a.handle(
+            t,
+            Event::Session(SessionEvent::Audio { usable: false, message: Some("set [audio] input".into()) }),
+        );
+        assert_eq!(a.handle(t, key('d')), None);
+        assert!(a.status.as_ref().unwrap().0.contains("[audio] input"));
+        a.handle(t, Event::Session(SessionEvent::Audio { usable: true, message: None }));
+        assert_eq!(a.handle(t, key('d')), cmd(SessionCommand::Dial("bob".into())));
     }
 
     #[test]
@@ -1055,7 +1264,8 @@ mod tests {
         };
         assert_eq!(a.handle(t, ring("c1")), Some(Effect::Bell));
         // The modal swallows other keys.
-        assert_eq!(a.handle(t, key('d')), None);
+        assert_eq!(a.handle(t, key('m')), None);
+        assert_eq!(a.handle(t, key('j')), None);
         assert_eq!(a.handle(t, key('a')), cmd(SessionCommand::Accept("c1".into())));
         assert!(a.incoming.is_none());
         assert_eq!(a.call.as_ref().unwrap().phase, CallPhase::Connecting);

@@ -102,7 +102,11 @@ impl Mode {
                 b(&[&k.quit], Action::Quit, None),
             ],
             Self::DialPrompt => vec![
-                Binding::named(KeyCode::Enter, Action::PromptSubmit, Some("call")),
+                Binding::named(
+                    KeyCode::Enter,
+                    Action::PromptSubmit,
+                    (!app.prompt.trim().is_empty()).then_some("call"),
+                ),
                 Binding::named(KeyCode::Esc, Action::Cancel, Some("cancel")),
                 Binding::named(KeyCode::Backspace, Action::PromptBackspace, None),
                 text_quit,
