@@ -346,8 +346,12 @@ impl App {
     }
 
     /// If `username` looks like another contact without being them, the contact it imitates.
+    /// A verified contact is who they are: only the others are marked.
     pub fn lookalike_of(&self, username: &str) -> Option<&str> {
         let me = self.contacts.iter().find(|c| c.username == username);
+        if me.is_some_and(|c| c.trust == Trust::Verified) {
+            return None;
+        }
         let display = me.and_then(|c| c.display_name.as_deref());
         let known = self
             .contacts
@@ -535,6 +539,10 @@ impl App {
         }
         if let Some(problem) = &self.audio_problem {
             self.set_status(format!("cannot call: {problem}"));
+            return None;
+        }
+        if let Some((false, detail)) = &self.connected {
+            self.set_status(format!("offline: calls need the registry ({detail})"));
             return None;
         }
         if to == self.username {
@@ -980,8 +988,8 @@ mod tests {
         assert_eq!(a.handle(t, key('d')), cmd(SessionCommand::Dial("echo".into())));
         assert_eq!(a.handle(t, code(KeyCode::Enter)), cmd(SessionCommand::Dial("echo".into())));
         active(&mut a, t);
-        assert_eq!(a.handle(t, key('d')), None, "no second call while in one");
-        assert!(a.status.as_ref().unwrap().0.contains("hang up first"));
+        assert_eq!(a.handle(t, key('d')), None, "no second call while in one (and no footer hint for it)");
+        assert_eq!(a.action_for(key('d')), Action::Noop);
         assert_eq!(a.handle(t, key('h')), cmd(SessionCommand::Hangup));
         assert_eq!(a.handle(t, key('m')), cmd(SessionCommand::SetMute(true)));
         a.handle(t, Event::Session(SessionEvent::Muted { on: true }));

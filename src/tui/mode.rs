@@ -142,11 +142,12 @@ impl Mode {
                 v
             }
             Self::Idle => {
+                // Offline or without audio the dial keys only explain why not: bound, not advertised.
+                let can_call = app.audio_problem.is_none() && !matches!(app.connected, Some((false, _)));
                 let mut v = Vec::new();
-                if app.selected_contact().is_some() {
-                    v.push(b(&[&k.dial], Action::Dial, Some("dial")));
-                }
-                v.push(b(&[&k.dial_any], Action::DialAny, Some("call name")));
+                let dial_hint = (can_call && app.selected_contact().is_some()).then_some("dial");
+                v.push(b(&[&k.dial], Action::Dial, dial_hint));
+                v.push(b(&[&k.dial_any], Action::DialAny, can_call.then_some("call name")));
                 v.push(b(&[&k.filter], Action::StartFilter, Some("filter")));
                 v.push(b(&[&k.devices], Action::Devices, Some("devices")));
                 v.push(b(&[&k.help], Action::ToggleHelp, Some("help")));

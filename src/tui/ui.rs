@@ -161,10 +161,19 @@ fn render_footer(app: &App, area: Rect, buf: &mut Buffer) {
     if mode.takes_text() {
         spans.push(Span::from("type  ").dim());
     }
+    // Whole hints only, in the table's order (most important first): a cut-off hint would lie.
+    let mut width: usize = spans.iter().map(Span::width).sum();
     for b in mode.bindings(app) {
         let Some(hint) = &b.hint else { continue };
-        spans.push(Span::from(format!(" {} ", b.primary())).bg(Color::DarkGray).fg(Color::White).bold());
-        spans.push(Span::from(format!(" {hint}  ")));
+        let key = format!(" {} ", b.primary());
+        let what = format!(" {hint}  ");
+        let w = key.chars().count() + what.trim_end().chars().count() + 1;
+        if width + w > area.width as usize {
+            break;
+        }
+        width += key.chars().count() + what.chars().count();
+        spans.push(Span::from(key).bg(Color::DarkGray).fg(Color::White).bold());
+        spans.push(Span::from(what));
     }
     Line::from(spans).render(area, buf);
 }
@@ -342,7 +351,7 @@ fn render_call(app: &App, area: Rect, buf: &mut Buffer) {
         lines.push(sas_line(app, c, sas));
     }
     if !c.is_live() {
-        lines.push(Line::from(format!("{} dismiss · {} call again", k.cancel.primary(), k.dial.primary())).dim());
+        lines.push(Line::from(format!("{} dismiss", k.cancel.primary())).dim());
     }
     Paragraph::new(lines).wrap(Wrap { trim: false }).render(info, buf);
 
@@ -560,7 +569,7 @@ fn render_help(app: &App, area: Rect, buf: &mut Buffer) {
         ("this help", k.help.to_string()),
         ("quit", k.quit.to_string()),
     ];
-    let r = centered(area, 64, rows.len() as u16 + 4);
+    let r = centered(area, 64, rows.len() as u16 + 5);
     Clear.render(r, buf);
     let block = Block::bordered()
         .border_type(BorderType::Rounded)
@@ -573,7 +582,8 @@ fn render_help(app: &App, area: Rect, buf: &mut Buffer) {
         })
         .collect();
     lines.push(Line::from(""));
-    lines.push(Line::from(" ● online  ○ offline  ✔ verified  ? unverified  ⚠ key changed  ✗ suspicious").dim());
+    lines.push(Line::from(" ● online  ○ offline  ✔ verified  ? unverified  new: first call").dim());
+    lines.push(Line::from(" ⚠ key changed  ✗ suspicious (SAS mismatch)  ≈bob! looks like bob").dim());
     Paragraph::new(lines).block(block).render(r, buf);
 }
 
