@@ -582,7 +582,7 @@ fn render_help(app: &App, area: Rect, buf: &mut Buffer) {
         })
         .collect();
     lines.push(Line::from(""));
-    lines.push(Line::from(" ● online  ○ offline  ✔ verified  ? unverified  new: not pinned").dim());
+    lines.push(Line::from(" ● online  ○ offline  ✔ verified  ? unverified  new: unpinned").dim());
     lines.push(Line::from(" ⚠ key changed  ✗ SAS mismatch  ≈bob! name imitates bob").dim());
     Paragraph::new(lines).block(block).render(r, buf);
 }
