@@ -111,6 +111,30 @@ async fn two_tuis_dial_accept_same_sas_and_hang_up() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!a.alive() && !b.alive(), "both TUIs quit on q");
+    // A normal hang-up is posted once: neither log has the registry's 409 for a second one.
+    for u in [&alice, &bob] {
+        let logs = log_files(u.home());
+        assert!(!logs.is_empty(), "no *.log under {}", u.home().display());
+        for l in logs {
+            let text = std::fs::read_to_string(&l).unwrap_or_default();
+            assert!(!text.contains("wrong_state"), "{}:\n{text}", l.display());
+            assert!(text.contains("call ended"), "the call's end is logged at info in {}:\n{text}", l.display());
+        }
+    }
+}
+
+/// Log files anywhere under a user's home.
+fn log_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(log_files(&p));
+        } else if p.extension().is_some_and(|x| x == "log") {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// RMS of a 16-bit WAV file's samples.
