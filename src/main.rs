@@ -574,6 +574,7 @@ fn spawn_stdin_commands(tx: mpsc::Sender<SessionCommand>) {
                 (Some("unmute"), _) => Some(SessionCommand::SetMute(false)),
                 (Some("dial" | "call"), Some(name)) => Some(SessionCommand::Dial(name.to_owned())),
                 (Some("verify"), Some(name)) => Some(SessionCommand::Verify(name.to_owned())),
+                (Some("mismatch"), _) => Some(SessionCommand::SasMismatch),
                 _ => None,
             };
             if let Some(c) = cmd
