@@ -234,7 +234,13 @@ impl CallHistory {
     /// Appends one record (the file is created owner-only); compacts when the file has grown to
     /// 2 x [`CallHistory::KEEP`] lines. Fails on I/O errors.
     pub fn append(&self, rec: &CallRecord) -> anyhow::Result<()> {
-        let mut line = serde_json::to_vec(rec)?;
+        // The file is small (bounded): read it to finish a line torn by a crash before appending.
+        let before = std::fs::read(&self.path).unwrap_or_default();
+        let mut line = Vec::new();
+        if before.last().is_some_and(|&b| b != b'\n') {
+            line.push(b'\n');
+        }
+        line.extend(serde_json::to_vec(rec)?);
         line.push(b'\n');
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -245,7 +251,7 @@ impl CallHistory {
         f.write_all(&line).with_context(|| format!("writing {}", self.path.display()))?;
         f.sync_data().with_context(|| format!("syncing {}", self.path.display()))?;
         drop(f);
-        let lines = std::fs::read_to_string(&self.path).map(|t| t.lines().count()).unwrap_or(0);
+        let lines = before.iter().filter(|&&b| b == b'\n').count() + 1;
         if lines >= 2 * Self::KEEP {
             let kept = self.load()?;
             let mut out = Vec::new();
@@ -439,5 +445,60 @@ mod tests {
         assert_eq!(book.pinned("bob"), Some(k2));
         assert_eq!(book.check("bob", &k2, 3).unwrap(), Trust::Verified);
         assert!(book.verify("nobody").is_err());
+    }
+
+    #[test]
+    fn suspicious_survives_restarts_until_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut book = ContactBook::load(dir.path()).unwrap();
+        let k = IdentitySecret::generate(&mut rand::rng()).public();
+        book.check("bob", &k, 1).unwrap();
+        book.verify("bob").unwrap();
+        book.mark_suspicious("bob").unwrap();
+        let mut book = ContactBook::load(dir.path()).unwrap();
+        assert_eq!(book.trust("bob"), Trust::Suspicious);
+        assert_eq!(book.check("bob", &k, 2).unwrap(), Trust::Suspicious, "the same key does not clear it");
+        book.verify("bob").unwrap();
+        assert_eq!(ContactBook::load(dir.path()).unwrap().trust("bob"), Trust::Verified);
+        assert!(book.mark_suspicious("nobody").is_err());
+        // Files written before the field existed still load.
+        let old = r#"{"carol":{"identity_key":"AA","first_seen_ms":1,"verified":true}}"#;
+        std::fs::write(dir.path().join("contacts.json"), old).unwrap();
+        assert_eq!(ContactBook::load(dir.path()).unwrap().trust("carol"), Trust::Verified);
+    }
+
+    #[test]
+    fn history_appends_survives_a_torn_line_and_stays_bounded() {
+        use crate::session::events::{CallRecord, Direction, EndReason};
+        let dir = tempfile::tempdir().unwrap();
+        let h = CallHistory::in_dir(dir.path());
+        assert!(h.load().unwrap().is_empty());
+        let rec = |i: u64| CallRecord {
+            at_ms: i,
+            peer: "carol".into(),
+            direction: Direction::Outgoing,
+            reason: if i % 2 == 0 { EndReason::Offline } else { EndReason::NoAudio("x".into()) },
+            duration_ms: 0,
+            missed: false,
+        };
+        h.append(&rec(1)).unwrap();
+        h.append(&rec(2)).unwrap();
+        let path = dir.path().join("history.jsonl");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        // A crash mid-append leaves half a line: it is skipped, the rest loads, appending goes on.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"at_ms\":3,\"pee").unwrap();
+        drop(f);
+        assert_eq!(h.load().unwrap(), vec![rec(1), rec(2)]);
+        h.append(&rec(4)).unwrap();
+        assert_eq!(h.load().unwrap(), vec![rec(1), rec(2), rec(4)]);
+        for i in 5..(2 * CallHistory::KEEP as u64 + 10) {
+            h.append(&rec(i)).unwrap();
+        }
+        let all = h.load().unwrap();
+        assert_eq!(all.len(), CallHistory::KEEP);
+        assert_eq!(all.last(), Some(&rec(2 * CallHistory::KEEP as u64 + 9)));
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert!(lines < 2 * CallHistory::KEEP, "compacted: {lines} lines");
     }
 }
