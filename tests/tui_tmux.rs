@@ -200,3 +200,46 @@ async fn r_records_the_current_call_into_two_non_silent_wavs() {
         p.keys("q");
     }
 }
+
+/// History survives a restart, and the TUI opens while the registry is down: `○ offline`, the pinned
+/// contacts and the saved history from disk, then `● online` by itself once the registry is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_offline_with_history_from_disk_and_connects_later() {
+    let mut reg = Registry::start(Duration::from_secs(45)).await;
+    let alice = User::init("alice", &reg.url()).await;
+    let bob = User::init("bob", &reg.url()).await;
+    let tag = std::process::id();
+    let b = Pane::start(&format!("qv-off-bob-{tag}"), &bob);
+    b.wait_for("online status", |s| s.contains("● online"));
+    let a = Pane::start(&format!("qv-off-alice-{tag}"), &alice);
+    a.wait_for("bob online", |s| s.contains("● bob"));
+    a.keys("d");
+    b.wait_for("incoming call", |s| s.to_lowercase().contains("incoming"));
+    b.keys("h");
+    a.wait_for("declined attempt in history", |s| s.contains("↗ bob") && s.contains("declined"));
+    a.keys("q");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!a.alive(), "alice quit");
+    drop(a);
+
+    reg.stop().await;
+    let a = Pane::start(&format!("qv-off-alice2-{tag}"), &alice);
+    let s = a.wait_for("offline start", |s| s.contains("○ offline") && s.contains("declined"));
+    assert!(s.contains("○ bob"), "pinned contact shown from disk:\n{s}");
+    assert!(!s.contains("d  dial"), "no dial hint while offline:\n{s}");
+    reg.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let s = a.screen();
+        if s.contains("● online") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reconnected:\n{s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    a.keys("q");
+    b.keys("q");
+}
