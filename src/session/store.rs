@@ -477,7 +477,7 @@ mod tests {
             at_ms: i,
             peer: "carol".into(),
             direction: Direction::Outgoing,
-            reason: if i % 2 == 0 { EndReason::Offline } else { EndReason::NoAudio("x".into()) },
+            reason: if i.is_multiple_of(2) { EndReason::Offline } else { EndReason::NoAudio("x".into()) },
             duration_ms: 0,
             missed: false,
         };

@@ -579,9 +579,7 @@ impl App {
             }
             Action::Hangup => self.live_call().map(|_| Effect::Command(SessionCommand::Hangup)),
             Action::ToggleMute => {
-                if self.live_call().is_none() {
-                    return None;
-                }
+                self.live_call()?;
                 Some(Effect::Command(SessionCommand::SetMute(!self.muted)))
             }
             Action::ToggleRecord => {
@@ -719,7 +717,13 @@ impl App {
             }
             SessionEvent::SasReady { call_id, peer, sas, trust } => {
                 if self.call_mut(&call_id).is_none() {
-                    self.start_call(Call::new(call_id.clone(), peer, Direction::Incoming, CallPhase::Connecting, trust));
+                    self.start_call(Call::new(
+                        call_id.clone(),
+                        peer,
+                        Direction::Incoming,
+                        CallPhase::Connecting,
+                        trust,
+                    ));
                 }
                 if let Some(c) = self.call_mut(&call_id) {
                     if matches!(c.phase, CallPhase::Dialing | CallPhase::Ringing) {
@@ -765,7 +769,9 @@ impl App {
                     c.metrics = Some(metrics);
                 }
             }
-            SessionEvent::Ended { call_id, peer, reason, duration_s } => return self.on_ended(call_id, peer, reason, duration_s),
+            SessionEvent::Ended { call_id, peer, reason, duration_s } => {
+                return self.on_ended(call_id, peer, reason, duration_s);
+            }
             SessionEvent::KeyWarning { username, pinned, offered } => {
                 if let Some(c) = self.contacts.iter_mut().find(|c| c.username == username) {
                     c.trust = Trust::KeyChanged;
@@ -812,7 +818,8 @@ impl App {
                 }
             }
             SessionEvent::Audio { usable, message } => {
-                self.audio_problem = if usable { None } else { message.or_else(|| Some("no usable audio device".into())) };
+                self.audio_problem =
+                    if usable { None } else { message.or_else(|| Some("no usable audio device".into())) };
             }
         }
         None
@@ -842,7 +849,8 @@ impl App {
             }
             None if ours => {
                 let trust = self.trust_of(&peer);
-                let mut c = Call::new(call_id, peer.clone(), Direction::Outgoing, CallPhase::Ended(reason.clone()), trust);
+                let mut c =
+                    Call::new(call_id, peer.clone(), Direction::Outgoing, CallPhase::Ended(reason.clone()), trust);
                 c.ended_duration_s = Some(0.0);
                 self.call = Some(c);
                 (Direction::Outgoing, false)
@@ -1108,9 +1116,15 @@ mod tests {
                 assert_ne!(got, Action::Noop, "{name}: {hint}");
                 // And the action changes the state or asks the session for something.
                 let mut probe = snap(&st);
-                let before = format!("{:?}{:?}{:?}{:?}{}", probe.overlay, probe.incoming, probe.call, probe.filter_editing, probe.filter);
+                let before = format!(
+                    "{:?}{:?}{:?}{:?}{}",
+                    probe.overlay, probe.incoming, probe.call, probe.filter_editing, probe.filter
+                );
                 let effect = probe.update(got);
-                let after = format!("{:?}{:?}{:?}{:?}{}", probe.overlay, probe.incoming, probe.call, probe.filter_editing, probe.filter);
+                let after = format!(
+                    "{:?}{:?}{:?}{:?}{}",
+                    probe.overlay, probe.incoming, probe.call, probe.filter_editing, probe.filter
+                );
                 assert!(effect.is_some() || before != after, "{name}: `{}` ({hint}) did nothing", b.primary());
             }
         }
@@ -1250,10 +1264,7 @@ mod tests {
         a.handle(t, key('e'));
         assert_eq!(a.handle(t, code(KeyCode::Enter)), cmd(SessionCommand::Dial("zoe".into())));
         let (mut a, t) = app();
-        a.handle(
-            t,
-            Event::Session(SessionEvent::Audio { usable: false, message: Some("set [audio] input".into()) }),
-        );
+        a.handle(t, Event::Session(SessionEvent::Audio { usable: false, message: Some("set [audio] input".into()) }));
         assert_eq!(a.handle(t, key('d')), None);
         assert!(a.status.as_ref().unwrap().0.contains("[audio] input"));
         a.handle(t, Event::Session(SessionEvent::Audio { usable: true, message: None }));

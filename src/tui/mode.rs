@@ -90,10 +90,9 @@ impl Mode {
                 v.push(b(&[&k.quit], Action::Quit, Some("quit")));
                 v
             }
-            Self::Help => vec![
-                b(&[&k.cancel, &k.help], Action::Cancel, Some("close")),
-                b(&[&k.quit], Action::Quit, None),
-            ],
+            Self::Help => {
+                vec![b(&[&k.cancel, &k.help], Action::Cancel, Some("close")), b(&[&k.quit], Action::Quit, None)]
+            }
             Self::Devices => vec![
                 b(&[&k.dial], Action::Dial, Some("use for the next call")),
                 b(&[&k.up], Action::Up, None),
@@ -102,11 +101,7 @@ impl Mode {
                 b(&[&k.quit], Action::Quit, None),
             ],
             Self::DialPrompt => vec![
-                Binding::named(
-                    KeyCode::Enter,
-                    Action::PromptSubmit,
-                    (!app.prompt.trim().is_empty()).then_some("call"),
-                ),
+                Binding::named(KeyCode::Enter, Action::PromptSubmit, (!app.prompt.trim().is_empty()).then_some("call")),
                 Binding::named(KeyCode::Esc, Action::Cancel, Some("cancel")),
                 Binding::named(KeyCode::Backspace, Action::PromptBackspace, None),
                 text_quit,

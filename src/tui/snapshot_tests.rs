@@ -303,7 +303,12 @@ fn sas_rejected_marks_contact_suspicious() {
     ev(
         &mut app,
         t,
-        SessionEvent::Ended { call_id: "c1".into(), peer: "bob".into(), reason: EndReason::SasMismatch, duration_s: 83.0 },
+        SessionEvent::Ended {
+            call_id: "c1".into(),
+            peer: "bob".into(),
+            reason: EndReason::SasMismatch,
+            duration_s: 83.0,
+        },
     );
     insta::assert_snapshot!(draw(&app, 80, 24));
 }
@@ -317,11 +322,24 @@ fn offline_and_unanswered_attempts_in_history() {
         key(&mut app, t, KeyCode::Char(c));
     }
     key(&mut app, t, KeyCode::Enter);
-    ev(&mut app, t, SessionEvent::Ended { call_id: String::new(), peer: "carol".into(), reason: EndReason::Offline, duration_s: 0.0 });
+    ev(
+        &mut app,
+        t,
+        SessionEvent::Ended {
+            call_id: String::new(),
+            peer: "carol".into(),
+            reason: EndReason::Offline,
+            duration_s: 0.0,
+        },
+    );
     key(&mut app, t, KeyCode::Esc);
     ev(&mut app, t, SessionEvent::Dialing { call_id: "c2".into(), to: "dave".into() });
     ev(&mut app, t, SessionEvent::Ringing { call_id: "c2".into(), to: "dave".into() });
-    ev(&mut app, t, SessionEvent::Ended { call_id: "c2".into(), peer: "dave".into(), reason: EndReason::Missed, duration_s: 0.0 });
+    ev(
+        &mut app,
+        t,
+        SessionEvent::Ended { call_id: "c2".into(), peer: "dave".into(), reason: EndReason::Missed, duration_s: 0.0 },
+    );
     insta::assert_snapshot!(draw(&app, 80, 24));
 }
 
@@ -358,7 +376,11 @@ fn no_sound_card_said_before_dialling() {
 fn offline_start_with_cached_contacts_and_history() {
     let t = Instant::now();
     let mut app = App::new(TuiConfig::default(), "alice".into(), t);
-    ev(&mut app, t, SessionEvent::Connection { connected: false, detail: "registry unreachable; retrying in 2 s".into() });
+    ev(
+        &mut app,
+        t,
+        SessionEvent::Connection { connected: false, detail: "registry unreachable; retrying in 2 s".into() },
+    );
     ev(
         &mut app,
         t,
@@ -377,7 +399,10 @@ fn offline_start_with_cached_contacts_and_history() {
         &mut app,
         t,
         SessionEvent::Contacts {
-            contacts: vec![contact("bob", None, false, Trust::Verified), contact("b0b", None, false, Trust::Unverified)],
+            contacts: vec![
+                contact("bob", None, false, Trust::Verified),
+                contact("b0b", None, false, Trust::Unverified),
+            ],
         },
     );
     insta::assert_snapshot!(draw(&app, 80, 24));
@@ -398,7 +423,16 @@ fn mute_does_not_carry_into_the_next_call() {
     let (mut app, t) = active_call();
     key(&mut app, t, KeyCode::Char('m'));
     ev(&mut app, t, SessionEvent::Muted { on: true });
-    ev(&mut app, t, SessionEvent::Ended { call_id: "c1".into(), peer: "bob".into(), reason: EndReason::LocalHangup, duration_s: 83.0 });
+    ev(
+        &mut app,
+        t,
+        SessionEvent::Ended {
+            call_id: "c1".into(),
+            peer: "bob".into(),
+            reason: EndReason::LocalHangup,
+            duration_s: 83.0,
+        },
+    );
     ev(&mut app, t, SessionEvent::Dialing { call_id: "c2".into(), to: "dave".into() });
     ev(&mut app, t, SessionEvent::Ringing { call_id: "c2".into(), to: "dave".into() });
     assert!(!app.muted);
