@@ -243,3 +243,27 @@ async fn opens_offline_with_history_from_disk_and_connects_later() {
     a.keys("q");
     b.keys("q");
 }
+
+/// Someone who registers while the TUI is open shows up without a restart, and `c` calls any username.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_registration_appears_live_and_c_calls_any_name() {
+    let reg = Registry::start(Duration::from_secs(45)).await;
+    let alice = User::init("alice", &reg.url()).await;
+    let tag = std::process::id();
+    let a = Pane::start(&format!("qv-live-alice-{tag}"), &alice);
+    let s = a.wait_for("online", |s| s.contains("● online"));
+    assert!(s.contains("Contacts 0/0"), "{s}");
+    let carol = User::init("carol", &reg.url()).await;
+    let c = Pane::start(&format!("qv-live-carol-{tag}"), &carol);
+    c.wait_for("online", |s| s.contains("● online"));
+    a.wait_for("carol listed live", |s| s.contains("● carol"));
+    a.keys("c");
+    a.wait_for("dial prompt", |s| s.contains("Call a username"));
+    a.keys("carol");
+    a.keys("Enter");
+    c.wait_for("incoming call from alice", |s| s.to_lowercase().contains("incoming") && s.contains("alice"));
+    c.keys("r");
+    a.wait_for("declined", |s| s.contains("declined"));
+    a.keys("q");
+    c.keys("q");
+}
