@@ -22,6 +22,11 @@ impl Pane {
     /// Starts a TUI whose microphone is `input` (no sound card here; the speaker discards), recording
     /// into `record_dir` when given.
     fn start_with(session: &str, user: &User, input: &str, record_dir: Option<&std::path::Path>) -> Self {
+        Self::start_env(session, user, input, record_dir, "")
+    }
+
+    /// As [`Pane::start_with`], with `env` (`NAME=value ...`) set for the TUI.
+    fn start_env(session: &str, user: &User, input: &str, record_dir: Option<&std::path::Path>, env: &str) -> Self {
         let cfg = user.home().join("config.toml");
         let text = std::fs::read_to_string(&cfg).unwrap();
         let mut text = text
@@ -33,7 +38,7 @@ impl Pane {
             text = text.replace("[recording]\n", &format!("[recording]\ndir = {:?}\n", dir.display().to_string()));
         }
         std::fs::write(&cfg, text).unwrap();
-        let cmd = format!("{BIN} --home {} tui", user.home().display());
+        let cmd = format!("env {env} {BIN} --home {} tui", user.home().display());
         let ok = Command::new("tmux")
             .args(["new-session", "-d", "-s", session, "-x", "80", "-y", "24", &cmd])
             .status()
@@ -266,4 +271,43 @@ async fn a_new_registration_appears_live_and_c_calls_any_name() {
     a.wait_for("declined", |s| s.contains("declined"));
     a.keys("q");
     c.keys("q");
+}
+
+/// No sound card: the TUI says so before dialling (header, banner with the config keys), refuses to dial,
+/// and the device picker offers what works here (the bundled clip as microphone); picking it clears the
+/// warning and the call rings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_sound_card_is_said_before_dialling_and_the_picker_offers_the_clip() {
+    let reg = Registry::start(Duration::from_secs(45)).await;
+    let alice = User::init("alice", &reg.url()).await;
+    let bob = User::init("bob", &reg.url()).await;
+    let tag = std::process::id();
+    let b = Pane::start(&format!("qv-nocard-bob-{tag}"), &bob);
+    b.wait_for("online", |s| s.contains("● online"));
+    // The default microphone, with any sound server out of reach (a machine with neither card nor server).
+    let env = "PULSE_SERVER=unix:/nonexistent/qvoice-test JACK_NO_START_SERVER=1";
+    let a = Pane::start_env(&format!("qv-nocard-alice-{tag}"), &alice, "default", None, env);
+    let s = a.wait_for("no-audio note", |s| s.contains("NO AUDIO DEVICE") && s.contains("● bob"));
+    assert!(!s.contains("d  dial"), "no dial hint without audio:\n{s}");
+    a.keys("d");
+    a.wait_for("refusal naming the config keys", |s| s.contains("cannot call") && s.contains("[audio] input"));
+    a.keys("s");
+    a.wait_for("device picker", |s| s.contains("Microphone") && s.contains("test-clip.wav"));
+    for _ in 0..30 {
+        if a.screen().lines().any(|l| l.contains('›') && l.contains("test-clip.wav")) {
+            break;
+        }
+        a.keys("j");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.keys("Enter");
+    a.keys("Escape");
+    let s = a.wait_for("warning cleared", |s| !s.contains("NO AUDIO DEVICE") && s.contains("d  dial"));
+    assert!(!s.contains("AudioIn") && !s.contains("AudioOut"), "{s}");
+    a.keys("d");
+    b.wait_for("incoming call", |s| s.to_lowercase().contains("incoming"));
+    b.keys("r");
+    a.wait_for("declined", |s| s.contains("declined"));
+    a.keys("q");
+    b.keys("q");
 }

@@ -193,7 +193,8 @@ const REGISTER_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::
 /// What a user without a sound card can set instead, in config keys that exist.
 fn no_audio_hint(what: &str) -> String {
     format!(
-        "no sound card ({what}): press s to pick the test clip or a WAV file as microphone and `null` or a file          as speaker, or set [audio] input = \"FILE.wav\" (or \"silence\") and output = \"null\" (or \"FILE.wav\")          in config.toml"
+        "no sound card ({what}): press s to pick a WAV file or the test clip, or set [audio] input = \"FILE.wav\" \
+         (or \"silence\") and output = \"null\" (or \"FILE.wav\") in config.toml"
     )
 }
 

@@ -27,7 +27,9 @@ impl Widget for &App {
         if area.width < 24 || area.height < 6 {
             tiny(self, area, buf);
         } else {
-            let banner_h = banner_text(self).map_or(0, |t| if t.chars().count() > area.width as usize { 2 } else { 1 });
+            // Up to three lines, so a message with the settings to change is read whole.
+            let banner_h = banner_text(self)
+                .map_or(0, |t| (t.chars().count().div_ceil(area.width.max(1) as usize)).clamp(1, 3) as u16);
             let [header, banner, body, footer] = Layout::vertical([
                 Constraint::Length(1),
                 Constraint::Length(banner_h),
