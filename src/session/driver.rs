@@ -275,6 +275,10 @@ pub async fn run(
                 }
             },
         }
+        if d.call.is_none() {
+            // Some failures end a call without end_call (the call was taken to advance it).
+            d.reset_call_state(None).await;
+        }
         if d.call.is_none() && !d.waiting.is_empty() {
             d.offer_waiting().await;
         }
@@ -1410,14 +1414,7 @@ impl Driver {
             Call::Active { since, .. } => since.elapsed().as_secs_f64(),
             _ => 0.0,
         };
-        // Per-call state does not carry into the next call.
-        if std::mem::take(&mut self.muted) {
-            self.emit(SessionEvent::Muted { on: false }).await;
-        }
-        if std::mem::replace(&mut self.recording, self.opts.record_on) {
-            let dir = self.call_record_dir(&call_id, &peer).map(|d| d.display().to_string());
-            self.emit(SessionEvent::Recording { on: false, dir }).await;
-        }
+        self.reset_call_state(self.call_record_dir(&call_id, &peer)).await;
         // A hang-up with a reason the peer must see goes to the registry before media stops (and sends
         // BYE), so the peer finds it when it asks on BYE.
         let tell_first = notify && reason == EndReason::SasMismatch;
@@ -1445,6 +1442,21 @@ impl Driver {
         self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s }).await;
     }
 
+    /// Per-call state (mute, recording) does not carry into the next call: back to the configured defaults,
+    /// telling front ends. `record_dir` is the ended call's recordings folder, if known.
+    async fn reset_call_state(&mut self, record_dir: Option<PathBuf>) {
+        if std::mem::take(&mut self.muted) {
+            self.emit(SessionEvent::Muted { on: false }).await;
+        }
+        if self.recording != self.opts.record_on {
+            let was = std::mem::replace(&mut self.recording, self.opts.record_on);
+            if was {
+                let dir = record_dir.map(|d| d.display().to_string());
+                self.emit(SessionEvent::Recording { on: false, dir }).await;
+            }
+        }
+    }
+
     /// Tells the registry that we end the call, and why.
     async fn tell_registry(&self, what: EndRequest, call_id: &str, reason: &EndReason) {
         let text = match reason {
@@ -1469,7 +1481,7 @@ impl Driver {
         self.opts.record_dir.as_ref().map(|d| d.join(format!("{short}-{peer}")))
     }
 
-    /// Starts or stops recording the current call (or, with no call, every call from now on).
+    /// Starts or stops recording the call in progress.
     async fn set_recording(&mut self, on: bool) {
         if on && self.opts.record_dir.is_none() {
             self.error(
@@ -1481,7 +1493,14 @@ impl Driver {
             return;
         }
         let Some(Call::Active { call_id, peer, media, .. }) = &self.call else {
-            self.recording = on;
+            if on {
+                self.error(
+                    "no call to record yet: record during a call, or set [recording] enabled = true to record every \
+                     call"
+                        .into(),
+                )
+                .await;
+            }
             return;
         };
         let Some(dir) = self.call_record_dir(call_id, peer) else { return };
