@@ -121,7 +121,7 @@ pub struct Call {
 }
 
 impl Call {
-    fn new(call_id: String, peer: String, direction: Direction, phase: CallPhase, trust: Trust) -> Self {
+    pub(super) fn new(call_id: String, peer: String, direction: Direction, phase: CallPhase, trust: Trust) -> Self {
         Self {
             call_id,
             peer,
@@ -218,12 +218,12 @@ pub struct DeviceList {
 }
 
 impl DeviceList {
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.inputs.len() + self.outputs.len()
     }
 
     /// The command that selects the entry under the cursor.
-    fn choose(&self) -> Option<SessionCommand> {
+    pub(super) fn choose(&self) -> Option<SessionCommand> {
         if let Some(i) = self.inputs.get(self.cursor) {
             return Some(SessionCommand::SetDevices { input: Some(i.clone()), output: None });
         }
@@ -336,7 +336,7 @@ impl App {
 
     /// Runs `change` (which may re-sort or refilter the list) and keeps the cursor on the same username
     /// if it is still listed, so a presence change never moves the cursor to someone else.
-    fn keeping_selection(&mut self, change: impl FnOnce(&mut Self)) {
+    pub(super) fn keeping_selection(&mut self, change: impl FnOnce(&mut Self)) {
         let before = self.selected_contact().map(|c| c.username.clone());
         change(self);
         let visible = self.visible_contacts();
@@ -409,121 +409,16 @@ impl App {
         }
     }
 
-    /// A user action, interpreted in the current mode (an action the mode does not bind does nothing).
+    /// A user action, interpreted in the current mode: overlays ([`super::overlays`]) first, else the main
+    /// screen. An action the mode does not bind does nothing.
     fn on_user(&mut self, action: Action) -> Option<Effect> {
-        match self.mode() {
-            super::mode::Mode::ConfirmQuit => match action {
-                Action::Yes | Action::Quit => Some(Effect::Quit),
-                Action::No | Action::Cancel => {
-                    self.overlay = None;
-                    None
-                }
-                _ => None,
-            },
-            super::mode::Mode::Incoming => self.on_incoming(action),
-            super::mode::Mode::Help => match action {
-                Action::Cancel | Action::ToggleHelp => {
-                    self.overlay = None;
-                    None
-                }
-                Action::Quit => {
-                    self.overlay = None;
-                    self.quit()
-                }
-                _ => None,
-            },
-            super::mode::Mode::Devices => match action {
-                Action::Cancel | Action::Devices => {
-                    self.overlay = None;
-                    None
-                }
-                Action::Up | Action::Down => {
-                    if let Some(d) = &mut self.devices {
-                        let n = d.len().max(1);
-                        d.cursor = if action == Action::Up { (d.cursor + n - 1) % n } else { (d.cursor + 1) % n };
-                    }
-                    None
-                }
-                Action::Dial => self.devices.as_ref().and_then(DeviceList::choose).map(Effect::Command),
-                Action::Quit => {
-                    self.overlay = None;
-                    self.quit()
-                }
-                _ => None,
-            },
-            super::mode::Mode::DialPrompt => match action {
-                Action::PromptInput(c) => {
-                    self.prompt.push(c);
-                    None
-                }
-                Action::PromptBackspace => {
-                    self.prompt.pop();
-                    None
-                }
-                Action::PromptSubmit => {
-                    let name = self.prompt.trim().to_owned();
-                    if name.is_empty() {
-                        return None;
-                    }
-                    self.overlay = None;
-                    self.prompt.clear();
-                    self.dial(name)
-                }
-                Action::Cancel => {
-                    self.overlay = None;
-                    self.prompt.clear();
-                    None
-                }
-                Action::Quit => Some(Effect::Quit),
-                _ => None,
-            },
-            super::mode::Mode::Filter
-            | super::mode::Mode::SasQuestion
-            | super::mode::Mode::InCall
-            | super::mode::Mode::Idle => self.on_main(action),
+        match super::overlays::for_mode(self.mode()) {
+            Some(overlay) => overlay.update(self, action),
+            None => self.on_main(action),
         }
     }
 
-    /// Keys while a call rings for us: accept, reject, clear the filter behind the prompt, quit (asks).
-    fn on_incoming(&mut self, action: Action) -> Option<Effect> {
-        let inc = self.incoming.clone()?;
-        match action {
-            Action::Accept => {
-                if let Some(problem) = &self.audio_problem {
-                    self.set_status(format!("cannot answer: {problem}"));
-                    return None;
-                }
-                self.incoming = None;
-                self.filter_editing = false;
-                self.call = Some(Call::new(
-                    inc.call_id.clone(),
-                    inc.from,
-                    Direction::Incoming,
-                    CallPhase::Connecting,
-                    inc.trust,
-                ));
-                Some(Effect::Command(SessionCommand::Accept(inc.call_id)))
-            }
-            Action::Reject => {
-                self.incoming = None;
-                Some(Effect::Command(SessionCommand::Reject(inc.call_id)))
-            }
-            Action::Cancel => {
-                self.keeping_selection(|a| {
-                    a.filter.clear();
-                    a.filter_editing = false;
-                });
-                None
-            }
-            Action::Quit => {
-                self.overlay = Some(Overlay::ConfirmQuit);
-                None
-            }
-            _ => None,
-        }
-    }
-
-    fn quit(&mut self) -> Option<Effect> {
+    pub(super) fn quit(&mut self) -> Option<Effect> {
         if self.live_call().is_some() || self.incoming.is_some() {
             self.overlay = Some(Overlay::ConfirmQuit);
             None
@@ -532,7 +427,7 @@ impl App {
         }
     }
 
-    fn dial(&mut self, to: String) -> Option<Effect> {
+    pub(super) fn dial(&mut self, to: String) -> Option<Effect> {
         if let Some(c) = self.live_call() {
             self.set_status(format!("already in a call with {}: hang up first", c.peer));
             return None;
@@ -885,15 +780,15 @@ impl App {
         self.call.as_mut().filter(|c| c.call_id == call_id)
     }
 
-    fn trust_of(&self, user: &str) -> Trust {
+    pub(super) fn trust_of(&self, user: &str) -> Trust {
         self.contacts.iter().find(|c| c.username == user).map_or(Trust::New, |c| c.trust)
     }
 
-    fn set_status(&mut self, msg: String) {
+    pub(super) fn set_status(&mut self, msg: String) {
         self.status = Some((msg, self.now));
     }
 
-    fn push_log(&mut self, text: String, error: bool) {
+    pub(super) fn push_log(&mut self, text: String, error: bool) {
         if self.log.len() >= self.config.log_lines.max(1) {
             self.log.pop_front();
         }

@@ -7,6 +7,7 @@ mod app;
 mod bigtext;
 mod keys;
 mod mode;
+mod overlays;
 mod ui;
 
 #[cfg(test)]

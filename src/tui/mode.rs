@@ -2,12 +2,14 @@
 //! the keys that mode answers to, each with the action it produces and the hint the footer shows for it. Key
 //! dispatch ([`App::action_for`]) and the footer both read this table, so the footer can only advertise a
 //! key that does something, and a key does nothing unless its mode lists it (gitui's `commands()` beside
-//! `event()`). Overlays (help, devices, quit question, dial prompt, incoming call) are modes of their own.
+//! `event()`). Overlay modes (help, devices, quit question, dial prompt, incoming call) take their bindings
+//! from the overlay's component ([`super::overlays`]), which also handles those keys and draws itself.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::app::{Action, App, CallPhase, Overlay};
 use super::keys::{KeyChord, KeySpec};
+use super::overlays;
 
 /// What the screen is doing, from the most to the least urgent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,12 +43,12 @@ pub struct Binding {
 }
 
 impl Binding {
-    fn new(keys: &[&KeySpec], action: Action, hint: Option<&str>) -> Self {
+    pub(super) fn new(keys: &[&KeySpec], action: Action, hint: Option<&str>) -> Self {
         let keys = keys.iter().flat_map(|k| k.chords().iter().copied()).collect();
         Self { keys, action, hint: hint.map(str::to_owned) }
     }
 
-    fn named(code: KeyCode, action: Action, hint: Option<&str>) -> Self {
+    pub(super) fn named(code: KeyCode, action: Action, hint: Option<&str>) -> Self {
         Self { keys: vec![KeyChord { code, ctrl: false, alt: false }], action, hint: hint.map(str::to_owned) }
     }
 
@@ -60,6 +62,12 @@ impl Binding {
     }
 }
 
+/// While typing, only the ctrl/alt quit keys quit (`q` is a letter then).
+pub(super) fn text_quit(app: &App) -> Binding {
+    let keys = app.config.keys.quit.chords().iter().copied().filter(|c| c.ctrl || c.alt).collect();
+    Binding { keys, action: Action::Quit, hint: None }
+}
+
 impl Mode {
     /// Whether printable keys that no binding takes are typed text.
     pub fn takes_text(self) -> bool {
@@ -70,49 +78,17 @@ impl Mode {
     pub fn bindings(self, app: &App) -> Vec<Binding> {
         let k = &app.config.keys;
         let b = Binding::new;
-        let ctrl_quit: Vec<KeyChord> = k.quit.chords().iter().copied().filter(|c| c.ctrl || c.alt).collect();
-        let text_quit = Binding { keys: ctrl_quit, action: Action::Quit, hint: None };
         match self {
-            Self::ConfirmQuit => vec![
-                b(&[&k.yes], Action::Yes, Some("hang up & quit")),
-                b(&[&k.no, &k.cancel], Action::No, Some("stay")),
-                // A second ctrl-c (or q) means it.
-                b(&[&k.quit], Action::Yes, None),
-            ],
-            Self::Incoming => {
-                let mut v = vec![
-                    b(&[&k.accept, &k.dial], Action::Accept, Some("accept")),
-                    b(&[&k.reject, &k.hangup], Action::Reject, Some("reject")),
-                ];
-                if !app.filter.is_empty() {
-                    v.push(b(&[&k.cancel], Action::Cancel, Some("clear filter")));
-                }
-                v.push(b(&[&k.quit], Action::Quit, Some("quit")));
-                v
+            Self::ConfirmQuit | Self::Incoming | Self::Help | Self::Devices | Self::DialPrompt => {
+                overlays::for_mode(self).map_or_else(Vec::new, |c| c.bindings(app))
             }
-            Self::Help => {
-                vec![b(&[&k.cancel, &k.help], Action::Cancel, Some("close")), b(&[&k.quit], Action::Quit, None)]
-            }
-            Self::Devices => vec![
-                b(&[&k.dial], Action::Dial, Some("use for the next call")),
-                b(&[&k.up], Action::Up, None),
-                b(&[&k.down], Action::Down, None),
-                b(&[&k.cancel, &k.devices], Action::Cancel, Some("close")),
-                b(&[&k.quit], Action::Quit, None),
-            ],
-            Self::DialPrompt => vec![
-                Binding::named(KeyCode::Enter, Action::PromptSubmit, (!app.prompt.trim().is_empty()).then_some("call")),
-                Binding::named(KeyCode::Esc, Action::Cancel, Some("cancel")),
-                Binding::named(KeyCode::Backspace, Action::PromptBackspace, None),
-                text_quit,
-            ],
             Self::Filter => vec![
                 Binding::named(KeyCode::Enter, Action::FilterDone, Some("keep filter")),
                 Binding::named(KeyCode::Esc, Action::Cancel, Some("clear")),
                 Binding::named(KeyCode::Backspace, Action::FilterBackspace, None),
                 Binding::named(KeyCode::Up, Action::Up, None),
                 Binding::named(KeyCode::Down, Action::Down, None),
-                text_quit,
+                text_quit(app),
             ],
             Self::SasQuestion | Self::InCall => {
                 let mut v = Vec::new();

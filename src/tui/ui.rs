@@ -3,15 +3,14 @@
 //! the incoming-call prompt is drawn at any size.
 
 use ratatui::buffer::Buffer;
-use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{
-    Block, BorderType, Borders, Clear, List, ListItem, ListState, Paragraph, Sparkline, StatefulWidget, Widget, Wrap,
-};
+use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph, Sparkline, StatefulWidget, Widget, Wrap};
 
-use super::app::{App, Call, CallPhase, Overlay, SasCheck};
+use super::app::{App, Call, CallPhase, SasCheck};
 use super::bigtext;
+use super::overlays::{Component, ConfirmQuit, Devices, DialPrompt, Help, IncomingCall};
 use crate::media::MetricsSnapshot;
 use crate::session::{Direction, Trust};
 
@@ -46,18 +45,12 @@ impl Widget for &App {
                 compact_body(self, body, buf);
             }
         }
-        match self.overlay {
-            Some(Overlay::Help) => render_help(self, area, buf),
-            Some(Overlay::Devices) => render_devices(self, area, buf),
-            Some(Overlay::DialPrompt) => render_dial_prompt(self, area, buf),
-            Some(Overlay::ConfirmQuit) | None => {}
-        }
-        // Nothing but the quit question may cover an incoming call.
-        if self.incoming.is_some() {
-            render_incoming(self, area, buf);
-        }
-        if self.overlay == Some(Overlay::ConfirmQuit) {
-            render_confirm_quit(self, area, buf);
+        // Overlays draw themselves; nothing but the quit question may cover an incoming call.
+        let overlays: [&dyn Component; 5] = [&Help, &Devices, &DialPrompt, &IncomingCall, &ConfirmQuit];
+        for o in overlays {
+            if o.shown(self) {
+                o.render(self, area, buf);
+            }
         }
     }
 }
@@ -190,7 +183,7 @@ fn trust_mark(t: Trust) -> Span<'static> {
     }
 }
 
-fn trust_text(t: Trust) -> Span<'static> {
+pub(super) fn trust_text(t: Trust) -> Span<'static> {
     match t {
         Trust::Verified => Span::from("✔ verified").fg(Color::Green),
         Trust::Unverified => Span::from("? unverified").fg(Color::Yellow),
@@ -511,141 +504,13 @@ fn render_log(app: &App, area: Rect, buf: &mut Buffer) {
 }
 
 /// A centred rectangle of at most `w` x `h`, clamped to `area`.
-fn centered(area: Rect, w: u16, h: u16) -> Rect {
+pub(super) fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
     Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
 }
 
-fn render_incoming(app: &App, area: Rect, buf: &mut Buffer) {
-    let Some(inc) = &app.incoming else { return };
-    let k = &app.config.keys;
-    let r = centered(area, 50, 10);
-    Clear.render(r, buf);
-    let block = Block::bordered()
-        .border_type(BorderType::Double)
-        .border_style(Style::new().fg(Color::Yellow).bold())
-        .title(Line::from(" ☎ INCOMING CALL ").bold().centered())
-        .style(Style::new().bg(Color::Black));
-    let mut lines = vec![
-        Line::from(""),
-        Line::from(vec![Span::from(inc.from.as_str()).bold().fg(Color::White), Span::from(" is calling you")])
-            .centered(),
-        Line::from(trust_text(inc.trust)).centered(),
-    ];
-    if let Some(p) = &app.audio_problem {
-        lines.push(Line::from(format!("cannot answer: {p}")).fg(Color::Red).centered());
-    } else if inc.trust == Trust::KeyChanged {
-        lines.push(Line::from("their key is not the one you pinned").fg(Color::Red).centered());
-    } else {
-        lines.push(Line::from("compare the SAS once connected").dim().centered());
-    }
-    lines.push(Line::from(""));
-    lines.push(
-        Line::from(vec![
-            Span::from(format!(" {} ", k.accept.primary())).bg(Color::Green).fg(Color::Black).bold(),
-            Span::from(" accept      "),
-            Span::from(format!(" {} ", k.reject.primary())).bg(Color::Red).fg(Color::White).bold(),
-            Span::from(" reject"),
-        ])
-        .centered(),
-    );
-    Paragraph::new(lines).block(block).wrap(Wrap { trim: false }).render(r, buf);
-}
-
-fn render_help(app: &App, area: Rect, buf: &mut Buffer) {
-    let k = &app.config.keys;
-    let rows: [(&str, String); 14] = [
-        ("dial selected contact", k.dial.to_string()),
-        ("call any username", k.dial_any.to_string()),
-        ("accept incoming call", format!("{} {}", k.accept, k.dial)),
-        ("reject incoming call", format!("{} {}", k.reject, k.hangup)),
-        ("hang up / cancel", k.hangup.to_string()),
-        ("mute / unmute", k.mute.to_string()),
-        ("record on / off", k.record.to_string()),
-        ("audio devices", k.devices.to_string()),
-        ("filter contacts", k.filter.to_string()),
-        ("move selection", format!("{} / {}", k.up, k.down)),
-        ("SAS matches / not", format!("{} / {}", k.yes, k.no)),
-        ("close / clear / dismiss", k.cancel.to_string()),
-        ("this help", k.help.to_string()),
-        ("quit", k.quit.to_string()),
-    ];
-    let r = centered(area, 64, rows.len() as u16 + 5);
-    Clear.render(r, buf);
-    let block = Block::bordered()
-        .border_type(BorderType::Rounded)
-        .title(Line::from(" Keys ").bold().centered())
-        .title_bottom(Line::from(format!(" {} to close · rebind in [tui.keys] ", k.cancel.primary())).centered());
-    let mut lines: Vec<Line> = rows
-        .iter()
-        .map(|(what, key)| {
-            Line::from(vec![Span::from(format!(" {key:>16}  ")).fg(Color::Yellow).bold(), Span::from(*what)])
-        })
-        .collect();
-    lines.push(Line::from(""));
-    lines.push(Line::from(" ● online  ○ offline  ✔ verified  ? unverified  new: unpinned").dim());
-    lines.push(Line::from(" ⚠ key changed  ✗ SAS mismatch  ≈bob! name imitates bob").dim());
-    Paragraph::new(lines).block(block).render(r, buf);
-}
-
-fn render_devices(app: &App, area: Rect, buf: &mut Buffer) {
-    let k = &app.config.keys;
-    let Some(d) = &app.devices else {
-        let r = centered(area, 40, 3);
-        Clear.render(r, buf);
-        let block = Block::bordered().border_type(BorderType::Rounded).title(" Audio devices ");
-        Paragraph::new("looking for devices…").block(block).render(r, buf);
-        return;
-    };
-    let rows = (d.inputs.len() + d.outputs.len() + 5) as u16;
-    let r = centered(area, 60, rows.min(area.height));
-    Clear.render(r, buf);
-    let block = Block::bordered().border_type(BorderType::Rounded).title(" Audio devices (next call) ");
-    let mut lines = Vec::new();
-    let item = |lines: &mut Vec<Line<'static>>, idx: usize, name: &str, current: &str| {
-        let cursor = if idx == d.cursor { "›" } else { " " };
-        let mark = if name == current { "●" } else { "○" };
-        let line = Line::from(format!("{cursor} {mark} {name}"));
-        lines.push(if idx == d.cursor { line.bold() } else { line });
-    };
-    lines.push(Line::from("Microphone").bold());
-    for (i, name) in d.inputs.iter().enumerate() {
-        item(&mut lines, i, name, &d.input);
-    }
-    lines.push(Line::from("Speaker").bold());
-    for (i, name) in d.outputs.iter().enumerate() {
-        item(&mut lines, d.inputs.len() + i, name, &d.output);
-    }
-    lines.push(Line::from(format!("{} choose · {} close", k.dial.primary(), k.cancel.primary())).dim());
-    Paragraph::new(lines).block(block).render(r, buf);
-}
-
-fn render_dial_prompt(app: &App, area: Rect, buf: &mut Buffer) {
-    let r = centered(area, 44, 5);
-    Clear.render(r, buf);
-    let block = Block::bordered().border_type(BorderType::Rounded).title(" Call a username ");
-    let lines = vec![
-        Line::from(vec![Span::from("name: "), Span::from(format!("{}▏", app.prompt)).bold()]),
-        Line::from("enter to call · esc to cancel").dim(),
-    ];
-    Paragraph::new(lines).block(block).render(r, buf);
-}
-
-fn render_confirm_quit(app: &App, area: Rect, buf: &mut Buffer) {
-    let k = &app.config.keys;
-    let r = centered(area, 44, 5);
-    Clear.render(r, buf);
-    let block = Block::bordered().border_style(Style::new().fg(Color::Red)).title(" Quit? ");
-    let peer = app.live_call().map_or("a caller", |c| c.peer.as_str());
-    let lines = vec![
-        Line::from(format!("You are in a call with {peer}.")).centered(),
-        Line::from(format!("Hang up and quit? ({}/{})", k.yes.primary(), k.no.primary())).bold().centered(),
-    ];
-    Paragraph::new(lines).block(block).alignment(Alignment::Center).render(r, buf);
-}
-
-fn truncate(s: &str, max: usize) -> String {
+pub(super) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else if max == 0 {
