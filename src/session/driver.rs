@@ -967,6 +967,8 @@ impl Driver {
                 // Someone we have not listed yet came online: a new registration. Fetch the directory.
                 if username != self.client.username().as_str() && !self.known.contains(&username) {
                     self.refresh_contacts().await;
+                    // Once per name, even if the directory does not list it (no refresh storm).
+                    self.known.insert(username.clone());
                 }
                 self.emit(SessionEvent::Presence { username, online }).await;
             }
