@@ -181,6 +181,9 @@ struct Driver {
     seen: SeenCalls,
     /// Calls that rang while another call was in progress, oldest first.
     waiting: Vec<String>,
+    /// The last call that ended here on the peer's word (BYE) without our telling the registry: the peer
+    /// posts that hang-up, and until it lands the registry still counts us in that call.
+    ended_unposted: Option<String>,
     /// Usernames in the last directory listing: presence of anyone else means a new registration.
     known: std::collections::HashSet<String>,
 }
@@ -225,6 +228,7 @@ pub async fn run(
         progress: None,
         seen: SeenCalls::default(),
         waiting: Vec::new(),
+        ended_unposted: None,
         known: std::collections::HashSet::new(),
     };
     d.emit_saved_history().await;
@@ -1120,13 +1124,37 @@ impl Driver {
             Ok((callee, answer)) => {
                 self.call =
                     Some(Call::Answered { call_id: call_id.clone(), peer, callee, socket, since: Instant::now() });
-                if let Err(e) = self.client.accept(&call_id, answer.to_bytes()).await {
+                if let Err(e) = self.accept_at_registry(&call_id, answer.to_bytes()).await {
                     self.end_call(EndReason::Failed(e.to_string()), false).await;
                 }
             }
             Err(e) => {
                 self.call = Some(Call::Incoming { call_id, peer, offer, since });
                 self.end_call(EndReason::SecurityFailure(e.to_string()), true).await;
+            }
+        }
+    }
+
+    /// Posts ANSWER. A waiting call is accepted the moment the previous call ended on the peer's BYE, which
+    /// can be before the peer's hang-up reached the registry (`already_in_call`): we then end that call at
+    /// the registry ourselves (it is over for us too) and retry for up to two seconds.
+    async fn accept_at_registry(&mut self, call_id: &str, answer: impl AsRef<[u8]>) -> Result<(), ClientError> {
+        let mut tries = 0;
+        loop {
+            match self.client.accept(call_id, answer.as_ref()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.code() == Some(ErrorCode::AlreadyInCall) && tries < 10 => {
+                    tries += 1;
+                    if let Some(prev) = self.ended_unposted.take() {
+                        match self.client.end(EndRequest::Hangup, &prev, Some(EndKind::Hangup), None).await {
+                            Ok(_) => {}
+                            Err(e) if matches!(e.code(), Some(ErrorCode::WrongState | ErrorCode::UnknownCall)) => {}
+                            Err(e) => tracing::info!(error = %e, "could not end the previous call at the registry"),
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -1437,6 +1465,7 @@ impl Driver {
                 Err(e) => self.error(format!("media stop task failed: {e}")).await,
             }
         }
+        self.ended_unposted = (!notify && what == EndRequest::Hangup).then(|| call_id.clone());
         if notify && !tell_first {
             self.tell_registry(what, &call_id, &reason).await;
         }
