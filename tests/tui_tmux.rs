@@ -249,7 +249,8 @@ async fn opens_offline_with_history_from_disk_and_connects_later() {
     b.keys("q");
 }
 
-/// Someone who registers while the TUI is open shows up without a restart, and `c` calls any username.
+/// Someone who registers while the TUI is open shows up without a restart (then online with presence), and
+/// `c` calls any username.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_registration_appears_live_and_c_calls_any_name() {
     let reg = Registry::start(Duration::from_secs(45)).await;
@@ -259,6 +260,8 @@ async fn a_new_registration_appears_live_and_c_calls_any_name() {
     let s = a.wait_for("online", |s| s.contains("● online"));
     assert!(s.contains("Contacts 0/0"), "{s}");
     let carol = User::init("carol", &reg.url()).await;
+    // Listed as soon as the name is registered (the registry's user_registered event), offline for now.
+    a.wait_for("carol listed on registration", |s| s.contains("○ carol"));
     let c = Pane::start(&format!("qv-live-carol-{tag}"), &carol);
     c.wait_for("online", |s| s.contains("● online"));
     a.wait_for("carol listed live", |s| s.contains("● carol"));

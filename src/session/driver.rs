@@ -967,6 +967,11 @@ impl Driver {
     async fn registry_event(&mut self, ev: RegistryEvent) {
         match ev {
             RegistryEvent::Ready { .. } => {}
+            RegistryEvent::UserRegistered { username } => {
+                if !self.known.contains(&username) {
+                    self.refresh_contacts().await;
+                }
+            }
             RegistryEvent::Presence { username, online } => {
                 // Someone we have not listed yet came online: a new registration. Fetch the directory.
                 if username != self.client.username().as_str() && !self.known.contains(&username) {
