@@ -254,3 +254,29 @@ async fn a_call_ringing_when_the_registry_restarts_ends_on_both_sides() {
     b.wait("ended", LONG).await;
     assert_eq!(b.end_reason().as_deref(), Some("failed"));
 }
+
+/// The SAS did not match on alice's side (`mismatch`, the TUI's `n`): she hangs up, bob is told why (not
+/// "peer hung up"), and bob stays marked suspicious in alice's contacts, so calling him again is refused until
+/// `qvoice verify bob`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sas_mismatch_tells_the_peer_and_blocks_calls_until_verified() {
+    let (_reg, alice, bob) = alice_and_bob(Duration::from_secs(45)).await;
+    let mut b = bob.listen(&["--auto-answer", "--once"]).await;
+    let mut a = alice.call("bob", &[]);
+    a.wait("sas_ready", SHORT).await;
+    a.wait("active", SHORT).await;
+    a.send_line("mismatch").await;
+    assert_eq!(a.exit_code(SHORT).await, 6);
+    assert_eq!(a.end_reason().as_deref(), Some("sas_mismatch"));
+    let ended = b.wait("ended", SHORT).await;
+    assert_eq!(ended["reason"]["kind"], "security_failure", "{ended}");
+    let why = ended["reason"]["detail"].as_str().unwrap_or_default();
+    assert!(why.contains("SAS") && why.contains("did not match"), "{ended}");
+    let contacts = std::fs::read_to_string(alice.home().join("contacts.json"))
+        .or_else(|_| std::fs::read_to_string(alice.home().join("data/contacts.json")))
+        .unwrap_or_default();
+    let mut again = alice.call("bob", &[]);
+    assert_eq!(again.exit_code(SHORT).await, 6, "contacts: {contacts}");
+    let ended = again.wait("ended", SHORT).await;
+    assert!(ended["reason"]["detail"].as_str().unwrap_or_default().contains("qvoice verify bob"), "{ended}");
+}

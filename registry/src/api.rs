@@ -159,6 +159,10 @@ pub async fn register(State(state): State<AppState>, req: SignedRequest) -> ApiR
         RegisterOutcome::Updated => false,
     };
     tracing::info!(user = %username, created, "registered");
+    if created {
+        let name = username.to_string();
+        state.hub().broadcast(&Event::UserRegistered { username: name.clone() }, &name);
+    }
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     let resp =
         RegisterResponse { username: username.to_string(), created, observed_addr: req.peer.map(|p| p.to_string()) };

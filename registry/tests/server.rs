@@ -28,6 +28,10 @@ async fn callee_on_events_sees_the_whole_call_and_presence() {
     alice_ev.until("ready", WAIT).await;
     let p = bob_ev.until("presence", WAIT).await;
     assert_eq!((p["username"].as_str(), p["online"].as_bool()), (Some("alice"), Some(true)));
+    // A new registration is announced to those online (not to the new user), before it ever comes online.
+    h.register(&Party::new("carol")).await.ok(201);
+    let r = bob_ev.until("user_registered", WAIT).await;
+    assert_eq!(r["username"], "carol");
     assert_eq!(h.raw("GET", "/fetch/alice", vec![], vec![]).await.json["online"], true);
 
     let (caller, offer, id) = h.ring(&bob, &alice).await;

@@ -33,7 +33,7 @@ pub fn exit_code(reason: &EndReason) -> u8 {
         | EndReason::Incompatible(_)
         | EndReason::PrekeyExpired(_) => 4,
         EndReason::NoAudio(_) => 5,
-        EndReason::SecurityFailure(_) => 6,
+        EndReason::SecurityFailure(_) | EndReason::SasMismatch => 6,
         EndReason::PeerVanished | EndReason::MediaFailed(_) | EndReason::NoMediaPath(_) => 7,
         EndReason::Failed(_) => 1,
     }
@@ -49,7 +49,12 @@ fn print_event(ev: &SessionEvent, json: bool) {
     match ev {
         SessionEvent::Registered { username, registry, .. } => println!("registered as {username} at {registry}"),
         SessionEvent::Connection { detail, .. } => println!("{detail}"),
-        SessionEvent::Contacts { .. } | SessionEvent::Metrics { .. } | SessionEvent::Presence { .. } => {}
+        SessionEvent::Contacts { .. }
+        | SessionEvent::Metrics { .. }
+        | SessionEvent::Presence { .. }
+        | SessionEvent::History { .. }
+        | SessionEvent::Audio { message: None, .. } => {}
+        SessionEvent::Audio { message: Some(m), .. } => eprintln!("qvoice: {m}"),
         SessionEvent::AudioFlowing { .. } => println!("audio flowing"),
         SessionEvent::IncomingCall { from, call_id, trust } => {
             println!("incoming call from {from} ({trust:?}); type `accept` or `reject` (call {call_id})")
@@ -214,6 +219,7 @@ fn spawn_stdin_commands(tx: mpsc::Sender<SessionCommand>) {
                 (Some("unmute"), _) => Some(SessionCommand::SetMute(false)),
                 (Some("dial" | "call"), Some(name)) => Some(SessionCommand::Dial(name.to_owned())),
                 (Some("verify"), Some(name)) => Some(SessionCommand::Verify(name.to_owned())),
+                (Some("mismatch"), _) => Some(SessionCommand::SasMismatch),
                 _ => None,
             };
             if let Some(c) = cmd

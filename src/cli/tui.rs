@@ -12,13 +12,15 @@ use super::options::session_options;
 
 /// Runs the TUI against a session driver; returns when the user quits.
 pub async fn run_tui(
-    opts: SessionOptions,
+    mut opts: SessionOptions,
     cfg: &Config,
     log: Option<mpsc::Receiver<String>>,
     log_file: &std::path::Path,
 ) -> anyhow::Result<()> {
     let _stderr = qvoice::logging::StderrToFile::new(log_file).context("sending stderr to the log file")?;
     let username = opts.keystore.username.to_string();
+    // The TUI opens without the registry (offline header, cached contacts and history) and connects later.
+    opts.start_offline = true;
     let (cmd_tx, cmd_rx) = mpsc::channel(32);
     let (ev_tx, mut driver_rx) = mpsc::channel(512);
     let driver = tokio::spawn(qvoice::session::run(opts, cmd_rx, ev_tx));

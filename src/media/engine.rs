@@ -125,6 +125,8 @@ pub struct MediaConfig {
     pub output: AudioOut,
     /// When set, `sent.wav` and `received.wav` (48 kHz) are recorded here.
     pub record_dir: Option<PathBuf>,
+    /// Do not record until [`MediaHandle::set_recording`] (the files are created then).
+    pub record_paused: bool,
     /// Simulated network impairment applied to outgoing datagrams.
     pub impairment: Impairment,
     /// Clock origin for paced WAV I/O; engines sharing an epoch have sample-aligned files. Default: now.
@@ -155,6 +157,7 @@ impl MediaConfig {
             input: AudioIn::Device(None),
             output: AudioOut::Device(None),
             record_dir: None,
+            record_paused: false,
             impairment: Impairment::default(),
             epoch: None,
             silence_timeout: Duration::from_secs(5),
@@ -214,6 +217,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     pub(crate) stop: AtomicBool,
     pub(crate) mute: AtomicBool,
+    /// Record the call (see [`MediaHandle::set_recording`]).
+    pub(crate) recording: AtomicBool,
     /// Set by the net thread when the transport selected its first path (audio may flow).
     pub(crate) path_up: AtomicBool,
     pub(crate) start: Instant,
@@ -294,6 +299,7 @@ impl MediaEngine {
             counters: Arc::new(Counters::default()),
             stop: AtomicBool::new(false),
             mute: AtomicBool::new(false),
+            recording: AtomicBool::new(cfg.record_dir.is_some() && !cfg.record_paused),
             path_up: AtomicBool::new(false),
             start: Instant::now(),
             codec: cfg.codec,
@@ -326,11 +332,11 @@ impl MediaEngine {
         let (ready_tx, ready_rx) = sync_channel::<Result<(), MediaError>>(1);
         let s = shared.clone();
         let out = cfg.output.clone();
-        let rec = cfg.record_dir.clone();
+        let rec = cfg.record_dir.as_ref().map(|d| d.join("received.wav"));
         let out_epoch = epoch + cfg.output_phase;
         handle.playout = Some(spawn(format!("{}-playout", cfg.label), move || {
             let opened = open_sink(&out, out_rate, frame_samples, out_epoch).and_then(|sink| {
-                let recorder = rec.map(|d| WavRecorder::create(&d.join("received.wav"), SAMPLE_RATE)).transpose()?;
+                let recorder = Recording::open(rec, s.recording.load(Relaxed))?;
                 Ok((sink, recorder))
             });
             match opened {
@@ -349,10 +355,10 @@ impl MediaEngine {
         let (ready_tx, ready_rx) = sync_channel::<Result<(), MediaError>>(1);
         let s = shared.clone();
         let input = cfg.input.clone();
-        let rec = cfg.record_dir.clone();
+        let rec = cfg.record_dir.as_ref().map(|d| d.join("sent.wav"));
         handle.capture = Some(spawn(format!("{}-capture", cfg.label), move || {
             let opened = open_source(&input, frame, frame_samples, epoch).and_then(|src| {
-                let recorder = rec.map(|d| WavRecorder::create(&d.join("sent.wav"), SAMPLE_RATE)).transpose()?;
+                let recorder = Recording::open(rec, s.recording.load(Relaxed))?;
                 Ok((src, recorder))
             });
             match opened {
@@ -462,10 +468,47 @@ impl AudioSource for SilenceSource {
     }
 }
 
+/// A call's recording of one direction: the WAV file is created when recording first switches on (at
+/// start or mid-call, [`MediaHandle::set_recording`]) and gets frames while it is on.
+struct Recording {
+    path: Option<PathBuf>,
+    wav: Option<WavRecorder>,
+}
+
+impl Recording {
+    fn open(path: Option<PathBuf>, now: bool) -> Result<Self, AudioError> {
+        let wav = match (&path, now) {
+            (Some(p), true) => Some(WavRecorder::create(p, SAMPLE_RATE)?),
+            _ => None,
+        };
+        Ok(Self { path, wav })
+    }
+
+    /// Records `frame` when recording is on; false when a frame had to be dropped.
+    fn push(&mut self, on: bool, frame: &[i16]) -> bool {
+        if !on {
+            return true;
+        }
+        if self.wav.is_none()
+            && let Some(p) = self.path.take()
+        {
+            match WavRecorder::create(&p, SAMPLE_RATE) {
+                Ok(w) => self.wav = Some(w),
+                Err(_) => return false,
+            }
+        }
+        self.wav.as_mut().is_none_or(|w| w.push(frame))
+    }
+
+    fn finish(self) -> Result<(), AudioError> {
+        self.wav.map_or(Ok(()), WavRecorder::finish)
+    }
+}
+
 fn capture_loop(
     shared: &Shared,
     mut src: Box<dyn AudioSource>,
-    mut recorder: Option<WavRecorder>,
+    mut recorder: Recording,
     mut encoder: Encoder,
     tx: tokio::sync::mpsc::Sender<TxFrame>,
     frame_samples: usize,
@@ -497,9 +540,7 @@ fn capture_loop(
             encoder.set_peer_loss(u16::try_from(hint).unwrap_or(u16::MAX))?;
             Counters::set(&c.fec_enabled, u64::from(encoder.fec_enabled()));
         }
-        if let Some(r) = &mut recorder
-            && !r.push(&pcm[..frame_samples])
-        {
+        if !recorder.push(shared.recording.load(Relaxed), &pcm[..frame_samples]) {
             Counters::add(&c.record_drops, 1);
         }
         match encoder.encode(&pcm[..frame_samples], &mut frame.data) {
@@ -517,9 +558,7 @@ fn capture_loop(
         }
         timestamp = timestamp.wrapping_add(frame_samples as u32);
     }
-    if let Some(r) = recorder {
-        r.finish()?;
-    }
+    recorder.finish()?;
     Ok(())
 }
 
@@ -533,7 +572,7 @@ fn rms(x: &[i16]) -> f64 {
 fn playout_loop(
     shared: &Shared,
     mut sink: Box<dyn AudioSink>,
-    mut recorder: Option<WavRecorder>,
+    mut recorder: Recording,
     mut decoder: Decoder,
     rx: Receiver<RxFrame>,
     frame_samples: usize,
@@ -581,9 +620,7 @@ fn playout_loop(
             Counters::set(&c.jb_overflow, s.overflow_drops);
             Counters::set(&c.jb_depth_frames, jb.depth_frames());
             Counters::set(&c.jb_wait_us, (jb.mean_wait_ms() * 1000.0) as u64);
-            if let Some(r) = &mut recorder
-                && !r.push(out)
-            {
+            if !recorder.push(shared.recording.load(Relaxed), out) {
                 Counters::add(&c.record_drops, 1);
             }
         });
@@ -599,9 +636,7 @@ fn playout_loop(
         }
     }
     let finished = sink.finish();
-    if let Some(r) = recorder {
-        r.finish()?;
-    }
+    recorder.finish()?;
     if let Some(e) = failure {
         return Err(e.into());
     }
@@ -627,6 +662,11 @@ impl MediaHandle {
     /// Mutes or unmutes the microphone (silence is still sent, so the peer's playout keeps its timing).
     pub fn set_mute(&self, mute: bool) {
         self.shared.mute.store(mute, Relaxed);
+    }
+
+    /// Starts or pauses recording (needs [`MediaConfig::record_dir`]; the files are created on first start).
+    pub fn set_recording(&self, on: bool) {
+        self.shared.recording.store(on, Relaxed);
     }
 
     /// Whether the microphone is muted.

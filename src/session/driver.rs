@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use super::client::{ClientError, EndRequest, RegistryClient};
 use super::events::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};
-use super::store::{ContactBook, Keystore};
+use super::store::{CallHistory, ContactBook, Keystore};
 use super::waiting::SeenCalls;
 use crate::media::transport::{RelayAllocation, TurnServer, net as media_net};
 use crate::media::{AudioIn, AudioOut, CodecKind, Impairment, MediaConfig, MediaEngine, MediaEvent, MediaHandle};
@@ -57,6 +57,9 @@ pub struct SessionOptions {
     pub prekey_max_age: Option<Duration>,
     /// Interval of [`SessionEvent::Metrics`] during a call.
     pub metrics_interval: Duration,
+    /// Start even when the registry cannot be reached (the TUI): report `Connection { connected: false }`,
+    /// the pinned contacts and the saved history, and keep retrying the registration with backoff.
+    pub start_offline: bool,
 }
 
 impl SessionOptions {
@@ -82,6 +85,7 @@ impl SessionOptions {
             poll_only: false,
             prekey_max_age: None,
             metrics_interval: Duration::from_millis(500),
+            start_offline: false,
         }
     }
 }
@@ -180,6 +184,21 @@ struct Driver {
     /// The last call that ended here on the peer's word (BYE) without our telling the registry: the peer
     /// posts that hang-up, and until it lands the registry still counts us in that call.
     ended_unposted: Option<String>,
+    /// Usernames in the last directory listing: presence of anyone else means a new registration.
+    known: std::collections::HashSet<String>,
+}
+
+/// The bundled speech clip (espeak-ng, 16 kHz mono), offered as a microphone where there is no sound card.
+const BUNDLED_CLIP: &[u8] = include_bytes!("../../tests/assets/speech16k.wav");
+/// The first and the longest wait between registration attempts while the registry is unreachable.
+const REGISTER_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
+/// What a user without a sound card can set instead, in config keys that exist.
+fn no_audio_hint(what: &str) -> String {
+    format!(
+        "no sound card ({what}): press s to pick a WAV file or the test clip, or set [audio] input = \"FILE.wav\" \
+         (or \"silence\") and output = \"null\" (or \"FILE.wav\") in config.toml"
+    )
 }
 
 /// Runs the session until [`SessionCommand::Shutdown`] or until `commands` closes. Registers first.
@@ -210,10 +229,25 @@ pub async fn run(
         seen: SeenCalls::default(),
         waiting: Vec::new(),
         ended_unposted: None,
+        known: std::collections::HashSet::new(),
     };
-    d.register().await?;
-    let (client, tx) = (d.client.clone(), d.internal_tx.clone());
-    let stream_task = tokio::spawn(event_stream(client, tx, d.opts.poll_fallback, d.opts.poll_only));
+    d.emit_saved_history().await;
+    d.check_audio().await;
+    let mut stream_task = None;
+    let mut retry_in = REGISTER_RETRY.0;
+    let retry = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(retry);
+    match d.register().await {
+        Ok(()) => {
+            let (client, tx) = (d.client.clone(), d.internal_tx.clone());
+            stream_task = Some(tokio::spawn(event_stream(client, tx, d.opts.poll_fallback, d.opts.poll_only)));
+        }
+        Err(e) if d.opts.start_offline => {
+            d.offline(&e, retry_in).await;
+            retry.as_mut().reset(tokio::time::Instant::now() + retry_in);
+        }
+        Err(e) => return Err(e),
+    }
     let mut metrics_tick = tokio::time::interval(d.opts.metrics_interval);
     metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut status_poll = tokio::time::interval(Duration::from_millis(250));
@@ -232,14 +266,31 @@ pub async fn run(
             _ = metrics_tick.tick(), if matches!(d.call, Some(Call::Active { .. })) => d.emit_metrics().await,
             _ = status_poll.tick(), if !d.push_up && d.in_setup() => d.poll_status().await,
             _ = deadlines.tick(), if d.in_setup() => d.check_deadlines().await,
-            _ = prekey_check.tick() => d.renew_prekey().await,
+            _ = prekey_check.tick(), if stream_task.is_some() => d.renew_prekey().await,
+            () = &mut retry, if stream_task.is_none() => match d.register().await {
+                Ok(()) => {
+                    let (client, tx) = (d.client.clone(), d.internal_tx.clone());
+                    stream_task = Some(tokio::spawn(event_stream(client, tx, d.opts.poll_fallback, d.opts.poll_only)));
+                }
+                Err(e) => {
+                    retry_in = (retry_in * 2).min(REGISTER_RETRY.1);
+                    d.offline(&e, retry_in).await;
+                    retry.as_mut().reset(tokio::time::Instant::now() + retry_in);
+                }
+            },
+        }
+        if d.call.is_none() {
+            // Some failures end a call without end_call (the call was taken to advance it).
+            d.reset_call_state(None).await;
         }
         if d.call.is_none() && !d.waiting.is_empty() {
             d.offer_waiting().await;
         }
     };
     d.end_call(EndReason::LocalHangup, true).await;
-    stream_task.abort();
+    if let Some(t) = stream_task {
+        t.abort();
+    }
     result
 }
 
@@ -396,7 +447,7 @@ fn end_kind(reason: &EndReason) -> EndKind {
         EndReason::Incompatible(_) | EndReason::PrekeyExpired(_) => EndKind::Incompatible,
         EndReason::Missed => EndKind::Timeout,
         EndReason::PeerVanished => EndKind::PeerVanished,
-        EndReason::SecurityFailure(_) => EndKind::Security,
+        EndReason::SecurityFailure(_) | EndReason::SasMismatch => EndKind::Security,
         EndReason::NoAudio(_) | EndReason::MediaFailed(_) => EndKind::MediaFailed,
         EndReason::NoMediaPath(_) => EndKind::NoMediaPath,
         EndReason::Failed(_) => EndKind::Error,
@@ -437,6 +488,75 @@ fn map_end_state(state: CallState, reason: Option<String>, kind: Option<EndKind>
 }
 
 impl Driver {
+    /// The registry could not be reached: say so, show the pinned contacts (presence unknown, shown offline).
+    async fn offline(&mut self, e: &anyhow::Error, retry_in: Duration) {
+        tracing::info!(error = %format!("{e:#}"), "registry unreachable; retrying in {retry_in:?}");
+        let why = match e.downcast_ref::<ClientError>() {
+            Some(ClientError::Unreachable { .. }) | None => "registry unreachable".to_owned(),
+            Some(other) => other.to_string(),
+        };
+        let detail = format!("{why}; retrying in {} s", retry_in.as_secs());
+        self.emit(SessionEvent::Connection { connected: false, detail }).await;
+        let contacts = self
+            .opts
+            .contacts
+            .contacts
+            .keys()
+            .map(|name| ContactView {
+                trust: self.opts.contacts.trust(name),
+                username: name.clone(),
+                display_name: None,
+                online: false,
+            })
+            .collect();
+        self.emit(SessionEvent::Contacts { contacts }).await;
+    }
+
+    fn history(&self) -> Option<CallHistory> {
+        self.opts.contacts.data_dir().map(CallHistory::in_dir)
+    }
+
+    async fn emit_saved_history(&self) {
+        match self.history().map(|h| h.load()) {
+            Some(Ok(entries)) if !entries.is_empty() => self.emit(SessionEvent::History { entries }).await,
+            Some(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "could not read the call history"),
+            _ => {}
+        }
+    }
+
+    /// Opens the chosen sound devices for a moment (when they are devices, not files) and reports whether
+    /// a call could use them, so front ends can say so before dialling rather than after the peer answered.
+    async fn check_audio(&self) {
+        let (input, output) = (self.opts.input.clone(), self.opts.output.clone());
+        let probe = tokio::task::spawn_blocking(move || {
+            let mut missing = Vec::new();
+            if let AudioIn::Device(name) = &input
+                && crate::media::CpalSource::open(name.as_deref(), 960).is_err()
+            {
+                missing.push("no microphone");
+            }
+            if let AudioOut::Device(name) = &output
+                && crate::media::CpalSink::open(name.as_deref(), 960).is_err()
+            {
+                missing.push("no speaker");
+            }
+            missing
+        })
+        .await;
+        let missing = probe.unwrap_or_default();
+        let message = (!missing.is_empty()).then(|| no_audio_hint(&missing.join(", ")));
+        self.emit(SessionEvent::Audio { usable: missing.is_empty(), message }).await;
+    }
+
+    /// Writes the bundled clip into the data dir (once) and returns its path, for the device picker.
+    fn bundled_clip(&self) -> Option<String> {
+        let path = self.opts.contacts.data_dir()?.join("test-clip.wav");
+        if !path.exists() {
+            super::store::write_atomic(&path, BUNDLED_CLIP, 0o600).ok()?;
+        }
+        Some(path.display().to_string())
+    }
+
     async fn emit(&self, ev: SessionEvent) {
         // A front end that went away is handled by the command channel closing.
         let _ = self.events.send(ev).await;
@@ -507,7 +627,8 @@ impl Driver {
                             .filter(|d| qvoice_proto::names::check_display_name(d).is_ok() && !d.is_empty()),
                         online: u.online,
                     })
-                    .collect();
+                    .collect::<Vec<ContactView>>();
+                self.known = contacts.iter().map(|c| c.username.clone()).collect();
                 self.emit(SessionEvent::Contacts { contacts }).await;
             }
             Err(e) => self.error(format!("could not load contacts: {e}")).await,
@@ -605,19 +726,22 @@ impl Driver {
                 }
                 self.emit(SessionEvent::Muted { on }).await;
             }
-            SessionCommand::SetRecording(on) => {
-                if on && self.opts.record_dir.is_none() {
-                    self.error(
-                        "recording needs a folder: set [recording] dir in config.toml or pass --record-dir".into(),
-                    )
-                    .await;
-                    return;
+            SessionCommand::SetRecording(on) => self.set_recording(on).await,
+            SessionCommand::SasMismatch => {
+                let Some(peer) = self.call.as_ref().map(|c| c.peer().to_owned()) else { return };
+                if let Err(e) = self.opts.contacts.mark_suspicious(&peer) {
+                    self.error(format!("could not mark {peer} suspicious: {e:#}")).await;
                 }
-                self.recording = on;
-                let dir = self.opts.record_dir.as_ref().map(|d| d.display().to_string());
-                self.emit(SessionEvent::Recording { on, dir }).await;
-                if matches!(self.call, Some(Call::Active { .. })) {
-                    self.error("recording takes effect from the next call".into()).await;
+                tracing::warn!(%peer, "SAS mismatch: hanging up and marking the contact suspicious");
+                self.end_call(EndReason::SasMismatch, true).await;
+                self.refresh_contacts().await;
+            }
+            SessionCommand::SaveHistory(mut rec) => {
+                if rec.at_ms == 0 {
+                    rec.at_ms = now_ms();
+                }
+                if let Some(Err(e)) = self.history().map(|h| h.append(&rec)) {
+                    tracing::warn!(error = %format!("{e:#}"), "could not save the call history");
                 }
             }
             SessionCommand::Verify(name) => match self.opts.contacts.verify(&name) {
@@ -635,6 +759,7 @@ impl Driver {
                 }
                 tracing::info!(input = %self.opts.input.spec(), output = %self.opts.output.spec(), "audio devices for the next call");
                 self.list_devices().await;
+                self.check_audio().await;
             }
             SessionCommand::Shutdown => {}
         }
@@ -673,7 +798,9 @@ impl Driver {
             Err(e) => self.error(format!("device listing failed: {e}")).await,
         }
         inputs.push("silence".into());
+        inputs.extend(self.bundled_clip());
         outputs.push("null".into());
+        outputs.extend(self.opts.contacts.data_dir().map(|d| d.join("speaker.wav").display().to_string()));
         let (input, output) = (self.opts.input.spec(), self.opts.output.spec());
         for (list, cur) in [(&mut inputs, &input), (&mut outputs, &output)] {
             if !list.contains(cur) {
@@ -716,6 +843,14 @@ impl Driver {
             }
         };
         match self.opts.contacts.check(&name, &bundle.identity_key, now_ms()) {
+            Ok(Trust::Suspicious) => {
+                let reason = EndReason::SecurityFailure(format!(
+                    "{name} is marked suspicious after a SAS mismatch; compare safety numbers, then run \
+                     `qvoice verify {name}`"
+                ));
+                self.end_unstarted(&name, reason).await;
+                return;
+            }
             Ok(Trust::KeyChanged) => {
                 self.key_warning(&name).await;
                 let reason = EndReason::SecurityFailure(format!(
@@ -853,7 +988,18 @@ impl Driver {
     async fn registry_event(&mut self, ev: RegistryEvent) {
         match ev {
             RegistryEvent::Ready { .. } => {}
+            RegistryEvent::UserRegistered { username } => {
+                if !self.known.contains(&username) {
+                    self.refresh_contacts().await;
+                }
+            }
             RegistryEvent::Presence { username, online } => {
+                // Someone we have not listed yet came online: a new registration. Fetch the directory.
+                if username != self.client.username().as_str() && !self.known.contains(&username) {
+                    self.refresh_contacts().await;
+                    // Once per name, even if the directory does not list it (no refresh storm).
+                    self.known.insert(username.clone());
+                }
                 self.emit(SessionEvent::Presence { username, online }).await;
             }
             RegistryEvent::IncomingCall(inc) => self.incoming(inc.call_id, inc.caller, &inc.offer).await,
@@ -1147,19 +1293,16 @@ impl Driver {
         cfg.output = self.opts.output.clone();
         cfg.impairment = self.opts.impairment;
         cfg.silence_timeout = self.opts.peer_timeout;
-        let record_dir = if self.recording {
-            self.opts.record_dir.as_ref().map(|d| d.join(format!("{}-{peer}", &call_id[..8])))
-        } else {
-            None
-        };
-        if let Some(dir) = &record_dir {
-            // The engine writes sent.wav and received.wav into the call's own folder, owner-only.
-            use std::os::unix::fs::DirBuilderExt as _;
-            if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
-                tracing::warn!("cannot create the recording folder {}: {e}", dir.display());
-            }
+        let record_dir = self.call_record_dir(&call_id, &peer);
+        if self.recording
+            && let Some(d) = &record_dir
+            && let Err(e) = create_private_dir(d)
+        {
+            self.error(format!("cannot record this call: {e}")).await;
+            self.recording = false;
         }
         cfg.record_dir = record_dir.clone();
+        cfg.record_paused = !self.recording;
         let started = tokio::task::spawn_blocking(move || MediaEngine::start(cfg)).await;
         let mut media = match started {
             Ok(Ok(m)) => m,
@@ -1182,9 +1325,12 @@ impl Driver {
             }
         };
         media.set_mute(self.muted);
-        if let Some(dir) = record_dir {
-            tracing::info!("recording the call with {peer} to {}", dir.display());
-            self.emit(SessionEvent::Recording { on: true, dir: Some(dir.display().to_string()) }).await;
+        if self.recording {
+            if let Some(d) = &record_dir {
+                tracing::info!("recording the call with {peer} to {}", d.display());
+            }
+            let dir = record_dir.map(|d| d.display().to_string());
+            self.emit(SessionEvent::Recording { on: true, dir }).await;
         }
         if let Some(rx) = media.take_events() {
             let tx = self.internal_tx.clone();
@@ -1229,7 +1375,18 @@ impl Driver {
             MediaEvent::PeerSilent { .. } => self.end_call(EndReason::PeerVanished, true).await,
             // The peer ended the call and tells the registry itself (docs/REGISTRY.md, "Hang-up
             // responsibilities"): posting /call/hangup too would only earn a 409.
-            MediaEvent::PeerBye => self.end_call(EndReason::RemoteHangup, false).await,
+            MediaEvent::PeerBye => {
+                // A peer that hangs up for a reason (a SAS mismatch) tells the registry before its BYE:
+                // ask, briefly, so the user sees why rather than "peer hung up".
+                let status = tokio::time::timeout(Duration::from_secs(1), self.client.status(call_id)).await;
+                let reason = match status {
+                    Ok(Ok(st)) if st.state == CallState::Ended && st.end_kind == Some(EndKind::Security) => {
+                        map_end_state(st.state, st.reason, st.end_kind, false)
+                    }
+                    _ => EndReason::RemoteHangup,
+                };
+                self.end_call(reason, false).await;
+            }
             MediaEvent::Failed(msg) => self.end_call(EndReason::MediaFailed(msg), true).await,
             MediaEvent::FirstAudioPlayed { since_start, .. } => {
                 tracing::debug!(?since_start, "first audio played");
@@ -1313,6 +1470,13 @@ impl Driver {
             Call::Active { since, .. } => since.elapsed().as_secs_f64(),
             _ => 0.0,
         };
+        self.reset_call_state(self.call_record_dir(&call_id, &peer)).await;
+        // A hang-up with a reason the peer must see goes to the registry before media stops (and sends
+        // BYE), so the peer finds it when it asks on BYE.
+        let tell_first = notify && reason == EndReason::SasMismatch;
+        if tell_first {
+            self.tell_registry(what, &call_id, &reason).await;
+        }
         if let Call::Active { media, .. } = call {
             let stopped = match media.into_inner() {
                 Ok(media) => tokio::task::spawn_blocking(move || media.stop()).await,
@@ -1328,23 +1492,96 @@ impl Driver {
             }
         }
         self.ended_unposted = (!notify && what == EndRequest::Hangup).then(|| call_id.clone());
-        if notify {
-            let text = match &reason {
-                EndReason::Rejected => None,
-                r => Some(r.label()),
-            };
-            match self.client.end(what, &call_id, Some(end_kind(&reason)), text.as_deref()).await {
-                Ok(_) => {}
-                // The registry ended it first (the peer's hang-up or a timeout crossed ours).
-                Err(e) if matches!(e.code(), Some(ErrorCode::WrongState | ErrorCode::UnknownCall)) => {
-                    tracing::debug!(error = %e, "the call had already ended at the registry");
-                }
-                // The registry may be down or have restarted; the peer learns from BYE.
-                Err(e) => tracing::info!(error = %e, "could not tell the registry the call ended"),
-            }
+        if notify && !tell_first {
+            self.tell_registry(what, &call_id, &reason).await;
         }
+        tracing::info!(call = %call_id, %peer, reason = %reason.label(), duration_s, "call ended");
         self.emit(SessionEvent::Ended { call_id, peer, reason, duration_s }).await;
     }
+
+    /// Per-call state (mute, recording) does not carry into the next call: back to the configured defaults,
+    /// telling front ends. `record_dir` is the ended call's recordings folder, if known.
+    async fn reset_call_state(&mut self, record_dir: Option<PathBuf>) {
+        if std::mem::take(&mut self.muted) {
+            self.emit(SessionEvent::Muted { on: false }).await;
+        }
+        if self.recording != self.opts.record_on {
+            let was = std::mem::replace(&mut self.recording, self.opts.record_on);
+            if was {
+                let dir = record_dir.map(|d| d.display().to_string());
+                self.emit(SessionEvent::Recording { on: false, dir }).await;
+            }
+        }
+    }
+
+    /// Tells the registry that we end the call, and why.
+    async fn tell_registry(&self, what: EndRequest, call_id: &str, reason: &EndReason) {
+        let text = match reason {
+            EndReason::Rejected => None,
+            EndReason::SasMismatch => Some("the safety code (SAS) did not match on the other side".to_owned()),
+            r => Some(r.label()),
+        };
+        match self.client.end(what, call_id, Some(end_kind(reason)), text.as_deref()).await {
+            Ok(_) => {}
+            // The registry ended it first (the peer's hang-up or a timeout crossed ours).
+            Err(e) if matches!(e.code(), Some(ErrorCode::WrongState | ErrorCode::UnknownCall)) => {
+                tracing::debug!(error = %e, "the call had already ended at the registry");
+            }
+            // The registry may be down or have restarted; the peer learns from BYE.
+            Err(e) => tracing::info!(error = %e, "could not tell the registry the call ended"),
+        }
+    }
+
+    /// Where the call's WAV files go, when a recordings folder is configured.
+    fn call_record_dir(&self, call_id: &str, peer: &str) -> Option<PathBuf> {
+        let short = call_id.get(..8).unwrap_or(call_id);
+        self.opts.record_dir.as_ref().map(|d| d.join(format!("{short}-{peer}")))
+    }
+
+    /// Starts or stops recording the call in progress.
+    async fn set_recording(&mut self, on: bool) {
+        if on && self.opts.record_dir.is_none() {
+            self.error(
+                "recording needs a folder: set [recording] dir = \"/path/to/folder\" in config.toml (or start with \
+                 --record-dir DIR)"
+                    .into(),
+            )
+            .await;
+            return;
+        }
+        let Some(Call::Active { call_id, peer, media, .. }) = &self.call else {
+            if on {
+                self.error(
+                    "no call to record yet: record during a call, or set [recording] enabled = true to record every \
+                     call"
+                        .into(),
+                )
+                .await;
+            }
+            return;
+        };
+        let Some(dir) = self.call_record_dir(call_id, peer) else { return };
+        if on && let Err(e) = create_private_dir(&dir) {
+            self.error(format!("cannot record this call: {e}")).await;
+            return;
+        }
+        if let Ok(m) = media.lock() {
+            m.set_recording(on);
+        }
+        self.recording = on;
+        tracing::info!(dir = %dir.display(), on, "recording");
+        self.emit(SessionEvent::Recording { on, dir: Some(dir.display().to_string()) }).await;
+    }
+}
+
+/// Creates `dir` (and parents) readable by the owner only; says which folder failed.
+fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("could not create the folder {}: {e}", dir.display()))
 }
 
 /// Short fingerprint of a base64url identity key, for warnings.

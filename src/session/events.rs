@@ -1,7 +1,7 @@
 //! The one stream of typed events the session layer emits, and the commands it takes. The headless CLI
 //! prints events as JSON lines; the TUI folds them into its state. Both send the same commands.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::media::MetricsSnapshot;
 
@@ -17,10 +17,13 @@ pub enum Trust {
     KeyChanged,
     /// Never seen before; will be pinned on first use.
     New,
+    /// The user said the SAS did not match on a call with them: calls to them are blocked until
+    /// `qvoice verify NAME`.
+    Suspicious,
 }
 
 /// Why a call ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 pub enum EndReason {
     /// We hung up.
@@ -52,6 +55,8 @@ pub enum EndReason {
     UnknownUser,
     /// No usable audio device (the text says which and names the WAV options).
     NoAudio(String),
+    /// We compared the SAS with the peer and it did not match: we hung up and marked them suspicious.
+    SasMismatch,
     /// The media engine failed mid-call (the text says how).
     MediaFailed(String),
     /// No candidate pair worked after the keys were agreed (the text says what was tried and what to
@@ -78,6 +83,7 @@ impl EndReason {
             Self::SecurityFailure(s) => format!("security check failed: {s}"),
             Self::UnknownUser => "no such user".into(),
             Self::NoAudio(s) => format!("no audio: {s}"),
+            Self::SasMismatch => "SAS mismatch: you hung up".into(),
             Self::MediaFailed(s) => format!("media failed: {s}"),
             Self::NoMediaPath(s) => s.clone(),
             Self::Failed(s) => format!("failed: {s}"),
@@ -95,11 +101,55 @@ pub struct ContactView {
 }
 
 /// Which way a call goes, from our side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Outgoing,
     Incoming,
+}
+
+/// One finished (or failed) call attempt, as kept in the history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// When it ended, ms since the Unix epoch.
+    pub at_ms: u64,
+    pub peer: String,
+    pub direction: Direction,
+    pub reason: EndReason,
+    pub duration_ms: u64,
+    /// An incoming call we never answered.
+    pub missed: bool,
+}
+
+impl CallRecord {
+    /// The short word the history pane shows after the name: the duration of a call that was answered,
+    /// else what became of the attempt (`offline`, `no answer`, `missed`...).
+    pub fn outcome(&self) -> String {
+        if self.missed {
+            return "missed".into();
+        }
+        if self.duration_ms > 0 {
+            let s = self.duration_ms / 1000;
+            return if s >= 3600 {
+                format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+            } else {
+                format!("{:02}:{:02}", s / 60, s % 60)
+            };
+        }
+        match (&self.reason, self.direction) {
+            (EndReason::Offline, _) => "offline".into(),
+            (EndReason::Missed, Direction::Outgoing) => "no answer".into(),
+            (EndReason::Rejected, Direction::Outgoing) => "declined".into(),
+            (EndReason::Rejected, Direction::Incoming) => "rejected".into(),
+            (EndReason::Busy, _) => "busy".into(),
+            (EndReason::Cancelled, _) => "cancelled".into(),
+            (EndReason::UnknownUser, _) => "no such user".into(),
+            (EndReason::SasMismatch, _) | (EndReason::SecurityFailure(_), _) => "security".into(),
+            (EndReason::NoAudio(_), _) => "no audio".into(),
+            (EndReason::LocalHangup | EndReason::RemoteHangup, _) => "00:00".into(),
+            _ => "failed".into(),
+        }
+    }
 }
 
 /// Everything the session layer reports. Serialized as `{"event": "<name>", ...fields}`.
@@ -155,6 +205,11 @@ pub enum SessionEvent {
     FileClosed { file_id: String, peer: String, outcome: String, reason: Option<String> },
     /// Something went wrong that the user should see (the text says what to do).
     Error { message: String },
+    /// Call history saved by earlier runs, oldest first (sent once at start-up).
+    History { entries: Vec<CallRecord> },
+    /// Whether the audio devices chosen for the next call can be opened; `message` says what to set
+    /// instead when they cannot (e.g. no sound card).
+    Audio { usable: bool, message: Option<String> },
 }
 
 /// What a front end asks the session layer to do.
@@ -171,6 +226,10 @@ pub enum SessionCommand {
     SetRecording(bool),
     /// Mark a contact verified (after comparing the SAS or safety number).
     Verify(String),
+    /// The SAS of the current call did not match: hang up, tell the peer why, mark them suspicious.
+    SasMismatch,
+    /// Append a finished call to the saved history.
+    SaveHistory(CallRecord),
     RefreshContacts,
     /// Answer with [`SessionEvent::Devices`].
     ListDevices,

@@ -12,7 +12,7 @@ use qvoice_proto::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::events::Trust;
+use super::events::{CallRecord, Trust};
 
 /// Writes `bytes` to `path` via a temporary file, fsync and rename, with permission `mode`.
 ///
@@ -207,6 +207,70 @@ impl Keystore {
     }
 }
 
+/// Call history, newest last, in `history.jsonl` in the data dir: one JSON record per line, appended
+/// as calls end and compacted to [`CallHistory::KEEP`] records when it grows to twice that. A line that
+/// does not parse (a crash mid-append) is skipped, never fatal.
+#[derive(Debug)]
+pub struct CallHistory {
+    path: PathBuf,
+}
+
+impl CallHistory {
+    /// Records kept across restarts.
+    pub const KEEP: usize = 200;
+
+    pub fn in_dir(data_dir: &Path) -> Self {
+        Self { path: data_dir.join("history.jsonl") }
+    }
+
+    /// The saved records, oldest first (empty if there is no file). Fails on I/O errors other than a
+    /// missing file.
+    pub fn load(&self) -> anyhow::Result<Vec<CallRecord>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.path.display())),
+        };
+        let mut v: Vec<CallRecord> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let drop = v.len().saturating_sub(Self::KEEP);
+        v.drain(..drop);
+        Ok(v)
+    }
+
+    /// Appends one record (the file is created owner-only); compacts when the file has grown to
+    /// 2 x [`CallHistory::KEEP`] lines. Fails on I/O errors.
+    pub fn append(&self, rec: &CallRecord) -> anyhow::Result<()> {
+        // The file is small (bounded): read it to finish a line torn by a crash before appending.
+        let before = std::fs::read(&self.path).unwrap_or_default();
+        let mut line = Vec::new();
+        if before.last().is_some_and(|&b| b != b'\n') {
+            line.push(b'\n');
+        }
+        line.extend(serde_json::to_vec(rec)?);
+        line.push(b'\n');
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)
+            .with_context(|| format!("opening {}", self.path.display()))?;
+        f.write_all(&line).with_context(|| format!("writing {}", self.path.display()))?;
+        f.sync_data().with_context(|| format!("syncing {}", self.path.display()))?;
+        drop(f);
+        let lines = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        if lines >= 2 * Self::KEEP {
+            let kept = self.load()?;
+            let mut out = Vec::new();
+            for r in &kept {
+                out.extend(serde_json::to_vec(r)?);
+                out.push(b'\n');
+            }
+            write_atomic(&self.path, &out, 0o600)?;
+        }
+        Ok(())
+    }
+}
+
 /// A pinned contact.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Contact {
@@ -217,6 +281,10 @@ pub struct Contact {
     /// A different key the registry served since pinning; calls are blocked until the user verifies it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offered_key: Option<String>,
+    /// The user said the SAS did not match on a call with this contact: calling them is blocked until
+    /// they verify the contact again (`qvoice verify NAME`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspicious: bool,
 }
 
 /// Identity keys of everyone we have talked to, pinned on first use.
@@ -248,6 +316,7 @@ impl ContactBook {
         match self.contacts.get(name) {
             None => Trust::New,
             Some(c) if c.offered_key.is_some() => Trust::KeyChanged,
+            Some(c) if c.suspicious => Trust::Suspicious,
             Some(c) if c.verified => Trust::Verified,
             Some(_) => Trust::Unverified,
         }
@@ -259,7 +328,13 @@ impl ContactBook {
         let encoded = b64::encode(key.as_bytes());
         match self.contacts.get_mut(name) {
             None => {
-                let c = Contact { identity_key: encoded, first_seen_ms: now_ms, verified: false, offered_key: None };
+                let c = Contact {
+                    identity_key: encoded,
+                    first_seen_ms: now_ms,
+                    verified: false,
+                    offered_key: None,
+                    suspicious: false,
+                };
                 self.contacts.insert(name.to_owned(), c);
                 self.save()?;
                 Ok(Trust::Unverified)
@@ -290,7 +365,22 @@ impl ContactBook {
             c.identity_key = k;
         }
         c.verified = true;
+        c.suspicious = false;
         self.save()
+    }
+
+    /// Marks `name` suspicious after a SAS mismatch (and no longer verified): calls to them are refused
+    /// until [`ContactBook::verify`]. Fails on I/O errors or if `name` was never pinned.
+    pub fn mark_suspicious(&mut self, name: &str) -> anyhow::Result<()> {
+        let c = self.contacts.get_mut(name).with_context(|| format!("no contact named {name}"))?;
+        c.suspicious = true;
+        c.verified = false;
+        self.save()
+    }
+
+    /// The folder holding the contacts file (the data dir).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.path.parent()
     }
 
     /// Reads the file again: another qvoice process (`qvoice verify` in a second shell) may have changed it.
@@ -361,5 +451,60 @@ mod tests {
         assert_eq!(book.pinned("bob"), Some(k2));
         assert_eq!(book.check("bob", &k2, 3).unwrap(), Trust::Verified);
         assert!(book.verify("nobody").is_err());
+    }
+
+    #[test]
+    fn suspicious_survives_restarts_until_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut book = ContactBook::load(dir.path()).unwrap();
+        let k = IdentitySecret::generate(&mut rand::rng()).public();
+        book.check("bob", &k, 1).unwrap();
+        book.verify("bob").unwrap();
+        book.mark_suspicious("bob").unwrap();
+        let mut book = ContactBook::load(dir.path()).unwrap();
+        assert_eq!(book.trust("bob"), Trust::Suspicious);
+        assert_eq!(book.check("bob", &k, 2).unwrap(), Trust::Suspicious, "the same key does not clear it");
+        book.verify("bob").unwrap();
+        assert_eq!(ContactBook::load(dir.path()).unwrap().trust("bob"), Trust::Verified);
+        assert!(book.mark_suspicious("nobody").is_err());
+        // Files written before the field existed still load.
+        let old = r#"{"carol":{"identity_key":"AA","first_seen_ms":1,"verified":true}}"#;
+        std::fs::write(dir.path().join("contacts.json"), old).unwrap();
+        assert_eq!(ContactBook::load(dir.path()).unwrap().trust("carol"), Trust::Verified);
+    }
+
+    #[test]
+    fn history_appends_survives_a_torn_line_and_stays_bounded() {
+        use crate::session::events::{CallRecord, Direction, EndReason};
+        let dir = tempfile::tempdir().unwrap();
+        let h = CallHistory::in_dir(dir.path());
+        assert!(h.load().unwrap().is_empty());
+        let rec = |i: u64| CallRecord {
+            at_ms: i,
+            peer: "carol".into(),
+            direction: Direction::Outgoing,
+            reason: if i.is_multiple_of(2) { EndReason::Offline } else { EndReason::NoAudio("x".into()) },
+            duration_ms: 0,
+            missed: false,
+        };
+        h.append(&rec(1)).unwrap();
+        h.append(&rec(2)).unwrap();
+        let path = dir.path().join("history.jsonl");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        // A crash mid-append leaves half a line: it is skipped, the rest loads, appending goes on.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"at_ms\":3,\"pee").unwrap();
+        drop(f);
+        assert_eq!(h.load().unwrap(), vec![rec(1), rec(2)]);
+        h.append(&rec(4)).unwrap();
+        assert_eq!(h.load().unwrap(), vec![rec(1), rec(2), rec(4)]);
+        for i in 5..(2 * CallHistory::KEEP as u64 + 10) {
+            h.append(&rec(i)).unwrap();
+        }
+        let all = h.load().unwrap();
+        assert_eq!(all.len(), CallHistory::KEEP);
+        assert_eq!(all.last(), Some(&rec(2 * CallHistory::KEEP as u64 + 9)));
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert!(lines < 2 * CallHistory::KEEP, "compacted: {lines} lines");
     }
 }

@@ -6,10 +6,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crossterm::event::KeyEvent;
 
 use super::keys::TuiConfig;
 use crate::media::MetricsSnapshot;
+use crate::session::events::CallRecord;
 use crate::session::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};
 
 /// Samples kept for each sparkline.
@@ -37,6 +38,12 @@ pub enum Event {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     Dial,
+    /// Open the prompt to type any username to call.
+    DialAny,
+    PromptInput(char),
+    PromptBackspace,
+    /// Call the username typed in the prompt.
+    PromptSubmit,
     Accept,
     Reject,
     Hangup,
@@ -114,7 +121,7 @@ pub struct Call {
 }
 
 impl Call {
-    fn new(call_id: String, peer: String, direction: Direction, phase: CallPhase, trust: Trust) -> Self {
+    pub(super) fn new(call_id: String, peer: String, direction: Direction, phase: CallPhase, trust: Trust) -> Self {
         Self {
             call_id,
             peer,
@@ -156,15 +163,7 @@ pub struct Incoming {
 }
 
 /// One finished call in the history pane.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HistoryEntry {
-    pub peer: String,
-    pub direction: Direction,
-    pub reason: EndReason,
-    pub duration_s: f64,
-    /// An incoming call we never answered.
-    pub missed: bool,
-}
+pub type HistoryEntry = CallRecord;
 
 /// A line in the log pane.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,6 +203,8 @@ pub enum Overlay {
     Help,
     Devices,
     ConfirmQuit,
+    /// Typing a username to call ([`App::prompt`]).
+    DialPrompt,
 }
 
 /// Audio devices reported by the session, and the overlay's cursor over inputs then outputs.
@@ -217,12 +218,12 @@ pub struct DeviceList {
 }
 
 impl DeviceList {
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.inputs.len() + self.outputs.len()
     }
 
     /// The command that selects the entry under the cursor.
-    fn choose(&self) -> Option<SessionCommand> {
+    pub(super) fn choose(&self) -> Option<SessionCommand> {
         if let Some(i) = self.inputs.get(self.cursor) {
             return Some(SessionCommand::SetDevices { input: Some(i.clone()), output: None });
         }
@@ -259,8 +260,15 @@ pub struct App {
     pub overlay: Option<Overlay>,
     pub key_warnings: Vec<KeyWarning>,
     pub muted: bool,
+    /// The current call is being recorded (into [`App::recording_dir`]).
     pub recording: bool,
     pub recording_dir: Option<String>,
+    /// Text typed into the dial prompt.
+    pub prompt: String,
+    /// The username we last asked to dial, until its call shows up (a failed attempt has no call id).
+    pub dialed: Option<String>,
+    /// Why the chosen audio devices cannot be used (no sound card), with the settings that work instead.
+    pub audio_problem: Option<String>,
     pub status: Option<(String, Instant)>,
     pub size: (u16, u16),
     pub now: Instant,
@@ -289,6 +297,9 @@ impl App {
             muted: false,
             recording: false,
             recording_dir: None,
+            prompt: String::new(),
+            dialed: None,
+            audio_problem: None,
             status: None,
             size: (80, 24),
             now,
@@ -323,9 +334,41 @@ impl App {
         self.visible_contacts().get(self.selected).copied()
     }
 
+    /// Runs `change` (which may re-sort or refilter the list) and keeps the cursor on the same username
+    /// if it is still listed, so a presence change never moves the cursor to someone else.
+    pub(super) fn keeping_selection(&mut self, change: impl FnOnce(&mut Self)) {
+        let before = self.selected_contact().map(|c| c.username.clone());
+        change(self);
+        let visible = self.visible_contacts();
+        let n = visible.len();
+        let found = before.and_then(|name| visible.iter().position(|c| c.username == name));
+        self.selected = found.unwrap_or(self.selected).min(n.saturating_sub(1));
+    }
+
+    /// If `username` looks like another contact without being them, the contact it imitates.
+    /// A verified contact is who they are: only the others are marked.
+    pub fn lookalike_of(&self, username: &str) -> Option<&str> {
+        let me = self.contacts.iter().find(|c| c.username == username);
+        if me.is_some_and(|c| c.trust == Trust::Verified) {
+            return None;
+        }
+        let display = me.and_then(|c| c.display_name.as_deref());
+        let known = self
+            .contacts
+            .iter()
+            .filter(|c| c.trust != Trust::New)
+            .map(|c| (c.username.as_str(), c.display_name.as_deref()));
+        qvoice_proto::names::lookalike(username, display, known)
+    }
+
     /// The live call, if any.
     pub fn live_call(&self) -> Option<&Call> {
         self.call.as_ref().filter(|c| c.is_live())
+    }
+
+    /// Whether the live call's media engine runs (keys agreed): recording can start.
+    pub fn media_running(&self) -> bool {
+        self.live_call().is_some_and(|c| c.sas.is_some())
     }
 
     /// Whether a y/n answer to "keys match?" is awaited.
@@ -333,51 +376,15 @@ impl App {
         self.live_call().is_some_and(|c| c.sas.is_some() && c.sas_check == SasCheck::Pending)
     }
 
-    /// Maps a raw event to an action using the bindings and the current mode (filter typing, modal, question).
+    /// Maps a raw event to an action: keys through the current mode's bindings ([`super::mode`]).
     pub fn action_for(&self, event: Event) -> Action {
-        let key = match event {
-            Event::Key(k) => k,
-            Event::Tick => return Action::Tick,
-            Event::Resize(w, h) => return Action::Resize(w, h),
-            Event::Session(e) => return Action::Session(e),
-            Event::Log(l) => return Action::Log(l),
-        };
-        if key.kind == KeyEventKind::Release {
-            return Action::Noop;
+        match event {
+            Event::Key(k) => self.mode().action_for(self, &k),
+            Event::Tick => Action::Tick,
+            Event::Resize(w, h) => Action::Resize(w, h),
+            Event::Session(e) => Action::Session(e),
+            Event::Log(l) => Action::Log(l),
         }
-        let k = &self.config.keys;
-        if self.filter_editing {
-            let ctrl = key.modifiers.intersects(KeyModifiers::CONTROL | KeyModifiers::ALT);
-            return match key.code {
-                KeyCode::Esc => Action::Cancel,
-                KeyCode::Enter => Action::FilterDone,
-                KeyCode::Backspace => Action::FilterBackspace,
-                KeyCode::Up => Action::Up,
-                KeyCode::Down => Action::Down,
-                KeyCode::Char(c) if !ctrl => Action::FilterInput(c),
-                _ if k.quit.matches(&key) => Action::Quit,
-                _ => Action::Noop,
-            };
-        }
-        let question = self.overlay == Some(Overlay::ConfirmQuit) || (self.incoming.is_none() && self.sas_question());
-        let ordered = [
-            (question, &k.yes, Action::Yes),
-            (question, &k.no, Action::No),
-            (self.incoming.is_some(), &k.accept, Action::Accept),
-            (self.incoming.is_some(), &k.reject, Action::Reject),
-            (true, &k.cancel, Action::Cancel),
-            (true, &k.help, Action::ToggleHelp),
-            (true, &k.quit, Action::Quit),
-            (true, &k.dial, Action::Dial),
-            (true, &k.hangup, Action::Hangup),
-            (true, &k.mute, Action::ToggleMute),
-            (true, &k.record, Action::ToggleRecord),
-            (true, &k.devices, Action::Devices),
-            (true, &k.filter, Action::StartFilter),
-            (true, &k.up, Action::Up),
-            (true, &k.down, Action::Down),
-        ];
-        ordered.into_iter().find(|(on, spec, _)| *on && spec.matches(&key)).map_or(Action::Noop, |(_, _, a)| a)
     }
 
     /// Applies an action. Pure: returns what the outside world should do.
@@ -402,87 +409,76 @@ impl App {
         }
     }
 
+    /// A user action, interpreted in the current mode: overlays ([`super::overlays`]) first, else the main
+    /// screen. An action the mode does not bind does nothing.
     fn on_user(&mut self, action: Action) -> Option<Effect> {
-        // Overlays take the keys first.
-        match self.overlay {
-            Some(Overlay::ConfirmQuit) => {
-                return match action {
-                    Action::Yes | Action::Quit => Some(Effect::Quit),
-                    Action::No | Action::Cancel => {
-                        self.overlay = None;
-                        None
-                    }
-                    _ => None,
-                };
-            }
-            Some(Overlay::Devices) => match action {
-                Action::Cancel | Action::ToggleHelp | Action::Devices => {
-                    self.overlay = None;
-                    return None;
-                }
-                Action::Up | Action::Down => {
-                    if let Some(d) = &mut self.devices {
-                        let n = d.len().max(1);
-                        d.cursor = if action == Action::Up { (d.cursor + n - 1) % n } else { (d.cursor + 1) % n };
-                    }
-                    return None;
-                }
-                Action::Dial => return self.devices.as_ref().and_then(DeviceList::choose).map(Effect::Command),
-                Action::Quit | Action::Accept | Action::Reject | Action::Hangup => self.overlay = None,
-                _ => return None,
-            },
-            Some(Overlay::Help) => match action {
-                Action::Cancel | Action::ToggleHelp | Action::Devices => {
-                    self.overlay = None;
-                    return None;
-                }
-                Action::Quit | Action::Accept | Action::Reject | Action::Hangup => self.overlay = None,
-                _ => return None,
-            },
-            None => {}
+        match super::overlays::for_mode(self.mode()) {
+            Some(overlay) => overlay.update(self, action),
+            None => self.on_main(action),
         }
-        // The incoming-call prompt takes the keys next; everything but accept/reject/help/quit/mute waits.
-        if let Some(inc) = self.incoming.clone() {
-            match action {
-                Action::Accept => {
-                    self.incoming = None;
-                    self.call = Some(Call::new(
-                        inc.call_id.clone(),
-                        inc.from,
-                        Direction::Incoming,
-                        CallPhase::Connecting,
-                        inc.trust,
-                    ));
-                    return Some(Effect::Command(SessionCommand::Accept(inc.call_id)));
-                }
-                Action::Reject => {
-                    self.incoming = None;
-                    return Some(Effect::Command(SessionCommand::Reject(inc.call_id)));
-                }
-                Action::ToggleHelp | Action::Quit | Action::ToggleMute => {}
-                _ => return None,
-            }
+    }
+
+    pub(super) fn quit(&mut self) -> Option<Effect> {
+        if self.live_call().is_some() || self.incoming.is_some() {
+            self.overlay = Some(Overlay::ConfirmQuit);
+            None
+        } else {
+            Some(Effect::Quit)
         }
+    }
+
+    pub(super) fn dial(&mut self, to: String) -> Option<Effect> {
+        if let Some(c) = self.live_call() {
+            self.set_status(format!("already in a call with {}: hang up first", c.peer));
+            return None;
+        }
+        if let Some(problem) = &self.audio_problem {
+            self.set_status(format!("cannot call: {problem}"));
+            return None;
+        }
+        if let Some((false, detail)) = &self.connected {
+            self.set_status(format!("offline: calls need the registry ({detail})"));
+            return None;
+        }
+        if to == self.username {
+            self.set_status("that is you: pick someone else to call".into());
+            return None;
+        }
+        if self.trust_of(&to) == Trust::Suspicious {
+            self.set_status(format!(
+                "{to} is marked suspicious (SAS mismatch): compare safety numbers, then run `qvoice verify {to}`"
+            ));
+            return None;
+        }
+        self.dialed = Some(to.clone());
+        Some(Effect::Command(SessionCommand::Dial(to)))
+    }
+
+    /// The main screen (list, filter typing, call pane).
+    fn on_main(&mut self, action: Action) -> Option<Effect> {
         match action {
             Action::Yes => self.answer_sas(true),
             Action::No => self.answer_sas(false),
             Action::Dial => {
-                if let Some(c) = self.live_call() {
-                    self.set_status(format!("already in a call with {}: hang up first", c.peer));
-                    return None;
-                }
                 let Some(contact) = self.selected_contact() else {
                     self.set_status("no contact selected".into());
                     return None;
                 };
                 let to = contact.username.clone();
-                Some(Effect::Command(SessionCommand::Dial(to)))
+                self.dial(to)
+            }
+            Action::DialAny => {
+                self.prompt.clear();
+                self.overlay = Some(Overlay::DialPrompt);
+                None
             }
             Action::Hangup => self.live_call().map(|_| Effect::Command(SessionCommand::Hangup)),
-            Action::ToggleMute => Some(Effect::Command(SessionCommand::SetMute(!self.muted))),
+            Action::ToggleMute => {
+                self.live_call()?;
+                Some(Effect::Command(SessionCommand::SetMute(!self.muted)))
+            }
             Action::ToggleRecord => {
-                if self.live_call().is_none() && !self.recording {
-                    self.set_status("recording starts during a call".into());
+                if !self.media_running() {
                     return None;
                 }
                 Some(Effect::Command(SessionCommand::SetRecording(!self.recording)))
@@ -495,14 +491,7 @@ impl App {
                 self.overlay = Some(Overlay::Help);
                 None
             }
-            Action::Quit => {
-                if self.live_call().is_some() || self.incoming.is_some() {
-                    self.overlay = Some(Overlay::ConfirmQuit);
-                    None
-                } else {
-                    Some(Effect::Quit)
-                }
-            }
+            Action::Quit => self.quit(),
             Action::StartFilter => {
                 self.filter_editing = true;
                 None
@@ -534,9 +523,10 @@ impl App {
             }
             Action::Cancel => {
                 if self.filter_editing || !self.filter.is_empty() {
-                    self.filter_editing = false;
-                    self.filter.clear();
-                    self.selected = 0;
+                    self.keeping_selection(|a| {
+                        a.filter_editing = false;
+                        a.filter.clear();
+                    });
                 } else if !self.key_warnings.is_empty() {
                     self.key_warnings.clear();
                 } else if self.call.as_ref().is_some_and(|c| !c.is_live()) {
@@ -552,21 +542,29 @@ impl App {
 
     fn answer_sas(&mut self, matches: bool) -> Option<Effect> {
         let call = self.call.as_mut().filter(|c| c.is_live() && c.sas.is_some() && c.sas_check == SasCheck::Pending)?;
+        let peer = call.peer.clone();
         if matches {
             call.sas_check = SasCheck::Confirmed;
             call.trust = Trust::Verified;
-            let peer = call.peer.clone();
             if let Some(c) = self.contacts.iter_mut().find(|c| c.username == peer) {
                 c.trust = Trust::Verified;
             }
             Some(Effect::Command(SessionCommand::Verify(peer)))
         } else {
-            // A different SAS means someone may be in the middle: do not keep talking.
+            // A different SAS means someone may be in the middle: stop talking, tell the peer why, and
+            // distrust the contact until it is verified again.
             call.sas_check = SasCheck::Mismatch;
-            let msg = format!("SAS mismatch with {}: hung up, the call may have been intercepted", call.peer);
+            call.trust = Trust::Suspicious;
+            if let Some(c) = self.contacts.iter_mut().find(|c| c.username == peer) {
+                c.trust = Trust::Suspicious;
+            }
+            let msg = format!(
+                "SAS mismatch with {peer}: hung up; {peer} is marked suspicious until you compare safety numbers \
+                 and run `qvoice verify {peer}`"
+            );
             self.push_log(msg.clone(), true);
             self.set_status(msg);
-            Some(Effect::Command(SessionCommand::Hangup))
+            Some(Effect::Command(SessionCommand::SasMismatch))
         }
     }
 
@@ -578,22 +576,21 @@ impl App {
             }
             SessionEvent::Connection { connected, detail } => {
                 if !connected {
-                    self.push_log(format!("registry connection lost: {detail}"), true);
+                    self.push_log(format!("registry: {detail}"), true);
                 }
                 self.connected = Some((connected, detail));
             }
-            SessionEvent::Contacts { contacts } => {
-                self.contacts = contacts;
-                let n = self.visible_contacts().len();
-                self.selected = self.selected.min(n.saturating_sub(1));
-            }
-            SessionEvent::Presence { username, online } => {
-                if let Some(c) = self.contacts.iter_mut().find(|c| c.username == username) {
+            SessionEvent::Contacts { contacts } => self.keeping_selection(|a| a.contacts = contacts),
+            SessionEvent::Presence { username, online } => self.keeping_selection(|a| {
+                if let Some(c) = a.contacts.iter_mut().find(|c| c.username == username) {
                     c.online = online;
                 }
-            }
+            }),
             SessionEvent::IncomingCall { call_id, from, trust } => {
-                self.overlay = self.overlay.filter(|o| *o == Overlay::ConfirmQuit);
+                // The prompt takes over the keys: close what would hide it; typed filter text stays.
+                self.overlay = None;
+                self.prompt.clear();
+                self.filter_editing = false;
                 self.push_log(format!("incoming call from {from}"), false);
                 self.incoming = Some(Incoming { call_id, from, trust });
                 return self.config.bell.then_some(Effect::Bell);
@@ -605,7 +602,8 @@ impl App {
             }
             SessionEvent::Dialing { call_id, to } => {
                 let trust = self.trust_of(&to);
-                self.call = Some(Call::new(call_id, to, Direction::Outgoing, CallPhase::Dialing, trust));
+                self.dialed = None;
+                self.start_call(Call::new(call_id, to, Direction::Outgoing, CallPhase::Dialing, trust));
             }
             SessionEvent::Ringing { call_id, .. } => {
                 if let Some(c) = self.call_mut(&call_id) {
@@ -614,8 +612,13 @@ impl App {
             }
             SessionEvent::SasReady { call_id, peer, sas, trust } => {
                 if self.call_mut(&call_id).is_none() {
-                    self.call =
-                        Some(Call::new(call_id.clone(), peer, Direction::Incoming, CallPhase::Connecting, trust));
+                    self.start_call(Call::new(
+                        call_id.clone(),
+                        peer,
+                        Direction::Incoming,
+                        CallPhase::Connecting,
+                        trust,
+                    ));
                 }
                 if let Some(c) = self.call_mut(&call_id) {
                     if matches!(c.phase, CallPhase::Dialing | CallPhase::Ringing) {
@@ -629,7 +632,7 @@ impl App {
                 let now = self.now;
                 if self.call_mut(&call_id).is_none() {
                     let trust = self.trust_of(&peer);
-                    self.call = Some(Call::new(call_id.clone(), peer, direction, CallPhase::Active, trust));
+                    self.start_call(Call::new(call_id.clone(), peer, direction, CallPhase::Active, trust));
                 }
                 if let Some(c) = self.call_mut(&call_id) {
                     c.phase = CallPhase::Active;
@@ -662,26 +665,7 @@ impl App {
                 }
             }
             SessionEvent::Ended { call_id, peer, reason, duration_s } => {
-                let was_incoming_prompt = self.incoming.as_ref().is_some_and(|i| i.call_id == call_id);
-                if was_incoming_prompt {
-                    self.incoming = None;
-                }
-                let (direction, answered) = match self.call_mut(&call_id) {
-                    Some(c) => {
-                        let answered = c.active_since.is_some() || c.phase == CallPhase::Connecting;
-                        c.phase = CallPhase::Ended(reason.clone());
-                        c.ended_duration_s = Some(duration_s);
-                        (c.direction, answered)
-                    }
-                    None => (Direction::Incoming, false),
-                };
-                let missed = direction == Direction::Incoming && !answered && reason != EndReason::Rejected;
-                self.push_log(format!("call with {peer} ended: {}", reason.label()), false);
-                if self.recording && self.live_call().is_none() {
-                    self.recording = false;
-                }
-                self.history.push_front(HistoryEntry { peer, direction, reason, duration_s, missed });
-                self.history.truncate(self.config.history_len);
+                return self.on_ended(call_id, peer, reason, duration_s);
             }
             SessionEvent::KeyWarning { username, pinned, offered } => {
                 if let Some(c) = self.contacts.iter_mut().find(|c| c.username == username) {
@@ -692,13 +676,22 @@ impl App {
                 self.key_warnings.push(KeyWarning { username, pinned, offered });
             }
             SessionEvent::Recording { on, dir } => {
-                self.recording = on;
-                if on {
-                    self.push_log(format!("recording to {}", dir.as_deref().unwrap_or("?")), false);
+                // Only the current call is ever recorded: the flag follows it.
+                self.recording = on && self.media_running();
+                if self.recording {
+                    let d = dir.as_deref().unwrap_or("?");
+                    let msg = format!("recording this call to {d}/sent.wav and {d}/received.wav");
+                    self.push_log(msg.clone(), false);
+                    self.set_status(msg);
+                } else if let Some(d) = &dir
+                    && !on
+                    && self.recording_dir.is_some()
+                {
+                    self.push_log(format!("recording stopped; files in {d}"), false);
                 }
                 self.recording_dir = dir;
             }
-            SessionEvent::Muted { on } => self.muted = on,
+            SessionEvent::Muted { on } => self.muted = on && self.live_call().is_some(),
             SessionEvent::IncomingFile { file_id, from, size, .. } => {
                 self.push_log(format!("file from {from} ({size} bytes) waiting: qvoice receive {file_id}"), false);
                 return self.config.bell.then_some(Effect::Bell);
@@ -710,23 +703,92 @@ impl App {
                 self.push_log(message.clone(), true);
                 self.set_status(message);
             }
+            SessionEvent::History { entries } => {
+                // Saved oldest first; the pane lists newest first, after anything already shown.
+                for e in entries.into_iter().rev() {
+                    if self.history.len() >= self.config.history_len {
+                        break;
+                    }
+                    self.history.push_back(e);
+                }
+            }
+            SessionEvent::Audio { usable, message } => {
+                self.audio_problem =
+                    if usable { None } else { message.or_else(|| Some("no usable audio device".into())) };
+            }
         }
         None
+    }
+
+    /// A new call replaces the shown one; per-call state (mute, recording) starts fresh.
+    fn start_call(&mut self, call: Call) {
+        self.call = Some(call);
+        self.muted = false;
+        self.recording = false;
+    }
+
+    /// The call ended: record it in the history (and have it saved), reset per-call state.
+    fn on_ended(&mut self, call_id: String, peer: String, reason: EndReason, duration_s: f64) -> Option<Effect> {
+        let was_incoming_prompt = self.incoming.as_ref().is_some_and(|i| i.call_id == call_id);
+        if was_incoming_prompt {
+            self.incoming = None;
+        }
+        // A dial that failed before it got a call id has no call here: it is ours, outgoing.
+        let ours = self.dialed.as_deref() == Some(peer.as_str()) && !was_incoming_prompt;
+        let (direction, answered) = match self.call_mut(&call_id).filter(|_| !call_id.is_empty()) {
+            Some(c) => {
+                let answered = c.active_since.is_some() || c.phase == CallPhase::Connecting;
+                c.phase = CallPhase::Ended(reason.clone());
+                c.ended_duration_s = Some(duration_s);
+                (c.direction, answered)
+            }
+            None if ours => {
+                let trust = self.trust_of(&peer);
+                let mut c =
+                    Call::new(call_id, peer.clone(), Direction::Outgoing, CallPhase::Ended(reason.clone()), trust);
+                c.ended_duration_s = Some(0.0);
+                self.call = Some(c);
+                (Direction::Outgoing, false)
+            }
+            None => (Direction::Incoming, false),
+        };
+        if ours {
+            self.dialed = None;
+        }
+        let missed = direction == Direction::Incoming
+            && !answered
+            && matches!(reason, EndReason::Cancelled | EndReason::Missed | EndReason::Offline);
+        self.push_log(format!("call with {peer} ended: {}", reason.label()), false);
+        if self.live_call().is_none() {
+            self.recording = false;
+            self.muted = false;
+        }
+        let record = CallRecord {
+            at_ms: 0,
+            peer,
+            direction,
+            reason,
+            duration_ms: (duration_s.max(0.0) * 1000.0) as u64,
+            missed,
+        };
+        self.history.push_front(record.clone());
+        self.history.truncate(self.config.history_len);
+        Some(Effect::Command(SessionCommand::SaveHistory(record)))
     }
 
     fn call_mut(&mut self, call_id: &str) -> Option<&mut Call> {
         self.call.as_mut().filter(|c| c.call_id == call_id)
     }
 
-    fn trust_of(&self, user: &str) -> Trust {
+    pub(super) fn trust_of(&self, user: &str) -> Trust {
         self.contacts.iter().find(|c| c.username == user).map_or(Trust::New, |c| c.trust)
     }
 
-    fn set_status(&mut self, msg: String) {
+    pub(super) fn set_status(&mut self, msg: String) {
         self.status = Some((msg, self.now));
     }
 
-    fn push_log(&mut self, text: String, error: bool) {
+    pub(super) fn push_log(&mut self, text: String, error: bool) {
         if self.log.len() >= self.config.log_lines.max(1) {
             self.log.pop_front();
         }
@@ -736,6 +798,8 @@ impl App {
 
 #[cfg(test)]
 mod tests {
+    use crossterm::event::{KeyCode, KeyModifiers};
+
     use super::*;
 
     fn key(c: char) -> Event {
@@ -827,8 +891,8 @@ mod tests {
         assert_eq!(a.handle(t, key('d')), cmd(SessionCommand::Dial("echo".into())));
         assert_eq!(a.handle(t, code(KeyCode::Enter)), cmd(SessionCommand::Dial("echo".into())));
         active(&mut a, t);
-        assert_eq!(a.handle(t, key('d')), None, "no second call while in one");
-        assert!(a.status.as_ref().unwrap().0.contains("hang up first"));
+        assert_eq!(a.handle(t, key('d')), None, "no second call while in one (and no footer hint for it)");
+        assert_eq!(a.action_for(key('d')), Action::Noop);
         assert_eq!(a.handle(t, key('h')), cmd(SessionCommand::Hangup));
         assert_eq!(a.handle(t, key('m')), cmd(SessionCommand::SetMute(true)));
         a.handle(t, Event::Session(SessionEvent::Muted { on: true }));
@@ -887,9 +951,219 @@ mod tests {
 
         let (mut a, t) = app();
         active(&mut a, t);
-        assert_eq!(a.handle(t, key('n')), cmd(SessionCommand::Hangup));
+        assert_eq!(a.handle(t, key('n')), cmd(SessionCommand::SasMismatch));
         assert_eq!(a.call.as_ref().unwrap().sas_check, SasCheck::Mismatch);
         assert!(a.log.back().unwrap().error);
+    }
+
+    fn ended(call_id: &str, peer: &str, reason: EndReason) -> Event {
+        Event::Session(SessionEvent::Ended { call_id: call_id.into(), peer: peer.into(), reason, duration_s: 0.0 })
+    }
+    fn ring(id: &str, from: &str) -> Event {
+        Event::Session(SessionEvent::IncomingCall { call_id: id.into(), from: from.into(), trust: Trust::Unverified })
+    }
+
+    #[test]
+    fn every_footer_hint_is_a_key_that_works() {
+        let (mut a, t) = app();
+        let mut states: Vec<(&str, App)> = Vec::new();
+        let snap = |a: &App| {
+            let mut b = App::new(a.config.clone(), a.username.clone(), a.now);
+            b.contacts = a.contacts.clone();
+            b.filter = a.filter.clone();
+            b.filter_editing = a.filter_editing;
+            b.call = a.call.clone();
+            b.incoming = a.incoming.clone();
+            b.overlay = a.overlay;
+            b.muted = a.muted;
+            b.recording = a.recording;
+            b.key_warnings = a.key_warnings.clone();
+            b
+        };
+        states.push(("idle", snap(&a)));
+        a.handle(t, key('/'));
+        states.push(("filter", snap(&a)));
+        a.handle(t, ring("c9", "dave"));
+        states.push(("incoming over filter", snap(&a)));
+        a.handle(t, key('r'));
+        a.handle(t, key(':'));
+        states.push(("dial prompt", snap(&a)));
+        a.handle(t, code(KeyCode::Esc));
+        a.handle(t, key('?'));
+        states.push(("help", snap(&a)));
+        a.handle(t, code(KeyCode::Esc));
+        a.handle(t, Event::Session(SessionEvent::Dialing { call_id: "c1".into(), to: "bob".into() }));
+        states.push(("dialing", snap(&a)));
+        active(&mut a, t);
+        states.push(("sas question", snap(&a)));
+        a.handle(t, key('y'));
+        states.push(("active", snap(&a)));
+        a.handle(t, key('q'));
+        states.push(("confirm quit", snap(&a)));
+        for (name, st) in states {
+            let mode = st.mode();
+            for b in mode.bindings(&st) {
+                let Some(hint) = &b.hint else { continue };
+                let k = b.keys[0];
+                let mods = if k.ctrl { KeyModifiers::CONTROL } else { KeyModifiers::NONE };
+                let got = st.action_for(Event::Key(KeyEvent::new(k.code, mods)));
+                assert_eq!(got, b.action, "{name}: footer says {} {hint}", b.primary());
+                assert_ne!(got, Action::Noop, "{name}: {hint}");
+                // And the action changes the state or asks the session for something.
+                let mut probe = snap(&st);
+                let before = format!(
+                    "{:?}{:?}{:?}{:?}{}",
+                    probe.overlay, probe.incoming, probe.call, probe.filter_editing, probe.filter
+                );
+                let effect = probe.update(got);
+                let after = format!(
+                    "{:?}{:?}{:?}{:?}{}",
+                    probe.overlay, probe.incoming, probe.call, probe.filter_editing, probe.filter
+                );
+                assert!(effect.is_some() || before != after, "{name}: `{}` ({hint}) did nothing", b.primary());
+            }
+        }
+    }
+
+    #[test]
+    fn incoming_call_while_filtering_can_be_answered() {
+        let (mut a, t) = app();
+        a.handle(t, key('/'));
+        a.handle(t, key('e'));
+        assert_eq!(a.handle(t, ring("c1", "carol")), Some(Effect::Bell));
+        assert_eq!(a.mode(), super::super::mode::Mode::Incoming);
+        // Esc clears the filter behind the prompt; the call keeps ringing.
+        assert_eq!(a.handle(t, code(KeyCode::Esc)), None);
+        assert_eq!(a.filter, "");
+        assert!(a.incoming.is_some());
+        assert_eq!(a.handle(t, key('a')), cmd(SessionCommand::Accept("c1".into())));
+
+        let (mut a, t) = app();
+        a.handle(t, key('/'));
+        a.handle(t, ring("c2", "carol"));
+        assert_eq!(a.handle(t, key('r')), cmd(SessionCommand::Reject("c2".into())));
+        assert!(!a.filter_editing, "the filter is no longer capturing keys");
+    }
+
+    #[test]
+    fn enter_and_h_answer_and_decline_a_ringing_call() {
+        let (mut a, t) = app();
+        a.handle(t, ring("c1", "carol"));
+        assert_eq!(a.handle(t, code(KeyCode::Enter)), cmd(SessionCommand::Accept("c1".into())));
+        let (mut a, t) = app();
+        a.handle(t, ring("c2", "carol"));
+        assert_eq!(a.handle(t, key('h')), cmd(SessionCommand::Reject("c2".into())));
+        // And h cancels our own ringing call.
+        let (mut a, t) = app();
+        a.handle(t, Event::Session(SessionEvent::Dialing { call_id: "c3".into(), to: "bob".into() }));
+        a.handle(t, Event::Session(SessionEvent::Ringing { call_id: "c3".into(), to: "bob".into() }));
+        assert_eq!(a.handle(t, key('h')), cmd(SessionCommand::Hangup));
+    }
+
+    #[test]
+    fn mute_is_per_call() {
+        let (mut a, t) = app();
+        assert_eq!(a.handle(t, key('m')), None, "no mute while idle");
+        a.handle(t, Event::Session(SessionEvent::Muted { on: true }));
+        assert!(!a.muted, "a stray mute event outside a call is not shown");
+        active(&mut a, t);
+        assert_eq!(a.handle(t, key('m')), cmd(SessionCommand::SetMute(true)));
+        a.handle(t, Event::Session(SessionEvent::Muted { on: true }));
+        assert!(a.muted);
+        a.handle(t, ended("c1", "bob", EndReason::LocalHangup));
+        assert!(!a.muted);
+        a.handle(t, Event::Session(SessionEvent::Dialing { call_id: "c2".into(), to: "echo".into() }));
+        assert!(!a.muted);
+    }
+
+    #[test]
+    fn sas_mismatch_marks_suspicious_and_blocks_dialling() {
+        let (mut a, t) = app();
+        active(&mut a, t);
+        assert_eq!(a.handle(t, key('n')), cmd(SessionCommand::SasMismatch));
+        assert_eq!(a.contacts.iter().find(|c| c.username == "bob").unwrap().trust, Trust::Suspicious);
+        let saved = a.handle(t, ended("c1", "bob", EndReason::SasMismatch));
+        assert!(matches!(saved, Some(Effect::Command(SessionCommand::SaveHistory(_)))));
+        a.handle(t, code(KeyCode::Esc));
+        assert_eq!(a.selected_contact().unwrap().username, "bob");
+        assert_eq!(a.handle(t, key('d')), None, "dialling a suspicious contact is refused");
+        assert!(a.status.as_ref().unwrap().0.contains("qvoice verify bob"));
+    }
+
+    #[test]
+    fn failed_and_unanswered_dials_are_outgoing() {
+        let (mut a, t) = app();
+        for _ in 0..2 {
+            a.handle(t, key('j'));
+        }
+        assert_eq!(a.handle(t, key('d')), cmd(SessionCommand::Dial("carol".into())));
+        let saved = a.handle(t, ended("", "carol", EndReason::Offline));
+        let h = &a.history[0];
+        assert_eq!((h.direction, h.missed, h.outcome().as_str()), (Direction::Outgoing, false, "offline"));
+        assert_eq!(saved, cmd(SessionCommand::SaveHistory(h.clone())));
+        a.handle(t, Event::Session(SessionEvent::Dialing { call_id: "c2".into(), to: "echo".into() }));
+        a.handle(t, Event::Session(SessionEvent::Ringing { call_id: "c2".into(), to: "echo".into() }));
+        a.handle(t, ended("c2", "echo", EndReason::Missed));
+        let h = &a.history[0];
+        assert_eq!((h.direction, h.missed, h.outcome().as_str()), (Direction::Outgoing, false, "no answer"));
+        // Someone else's call that nobody answered is a missed incoming one.
+        a.handle(t, ring("c3", "carol"));
+        a.handle(t, ended("c3", "carol", EndReason::Cancelled));
+        assert!(a.history[0].missed);
+    }
+
+    #[test]
+    fn recording_is_for_the_current_call_only() {
+        let (mut a, t) = app();
+        assert_eq!(a.handle(t, key('R')), None, "no recording key while idle");
+        a.handle(t, Event::Session(SessionEvent::Recording { on: true, dir: Some("/r".into()) }));
+        assert!(!a.recording, "REC is never shown without a call");
+        active(&mut a, t);
+        assert_eq!(a.handle(t, key('R')), cmd(SessionCommand::SetRecording(true)));
+        a.handle(t, Event::Session(SessionEvent::Recording { on: true, dir: Some("/r/c1-bob".into()) }));
+        assert!(a.recording);
+        assert!(a.status.as_ref().unwrap().0.contains("/r/c1-bob/sent.wav"));
+        a.handle(t, ended("c1", "bob", EndReason::LocalHangup));
+        assert!(!a.recording);
+    }
+
+    #[test]
+    fn cursor_stays_on_the_same_person_when_the_list_resorts() {
+        let (mut a, t) = app();
+        a.handle(t, key('j'));
+        assert_eq!(a.selected_contact().unwrap().username, "echo");
+        // carol comes online and sorts above echo: the cursor follows echo.
+        a.handle(t, Event::Session(SessionEvent::Presence { username: "carol".into(), online: true }));
+        assert_eq!(a.selected_contact().unwrap().username, "echo");
+        a.handle(
+            t,
+            Event::Session(SessionEvent::Contacts {
+                contacts: vec![
+                    contact("aaron", true, Trust::New),
+                    contact("echo", true, Trust::New),
+                    contact("bob", true, Trust::Verified),
+                ],
+            }),
+        );
+        assert_eq!(a.selected_contact().unwrap().username, "echo");
+    }
+
+    #[test]
+    fn dial_any_username_and_no_audio_refusal() {
+        let (mut a, t) = app();
+        assert_eq!(a.handle(t, key(':')), None);
+        for c in "zoe".chars() {
+            a.handle(t, key(c));
+        }
+        a.handle(t, code(KeyCode::Backspace));
+        a.handle(t, key('e'));
+        assert_eq!(a.handle(t, code(KeyCode::Enter)), cmd(SessionCommand::Dial("zoe".into())));
+        let (mut a, t) = app();
+        a.handle(t, Event::Session(SessionEvent::Audio { usable: false, message: Some("set [audio] input".into()) }));
+        assert_eq!(a.handle(t, key('d')), None);
+        assert!(a.status.as_ref().unwrap().0.contains("[audio] input"));
+        a.handle(t, Event::Session(SessionEvent::Audio { usable: true, message: None }));
+        assert_eq!(a.handle(t, key('d')), cmd(SessionCommand::Dial("bob".into())));
     }
 
     #[test]
@@ -904,7 +1178,8 @@ mod tests {
         };
         assert_eq!(a.handle(t, ring("c1")), Some(Effect::Bell));
         // The modal swallows other keys.
-        assert_eq!(a.handle(t, key('d')), None);
+        assert_eq!(a.handle(t, key('m')), None);
+        assert_eq!(a.handle(t, key('j')), None);
         assert_eq!(a.handle(t, key('a')), cmd(SessionCommand::Accept("c1".into())));
         assert!(a.incoming.is_none());
         assert_eq!(a.call.as_ref().unwrap().phase, CallPhase::Connecting);

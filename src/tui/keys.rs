@@ -195,13 +195,15 @@ impl fmt::Display for KeySpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyBindings {
-    /// Call the selected contact.
+    /// Call the selected contact (also answers an incoming call).
     pub dial: KeySpec,
+    /// Type any username to call (not only those in the list).
+    pub dial_any: KeySpec,
     /// Answer the incoming call (only while the incoming-call prompt is up).
     pub accept: KeySpec,
     /// Decline the incoming call.
     pub reject: KeySpec,
-    /// Hang up or cancel the current call.
+    /// Hang up or cancel the current call (also declines an incoming call).
     pub hangup: KeySpec,
     pub mute: KeySpec,
     /// Start or stop recording the call.
@@ -227,6 +229,7 @@ impl Default for KeyBindings {
         let k = KeySpec::builtin;
         Self {
             dial: k("d enter"),
+            dial_any: k(": c"),
             accept: k("a"),
             reject: k("r"),
             hangup: k("h"),
@@ -247,9 +250,10 @@ impl Default for KeyBindings {
 
 impl KeyBindings {
     /// The main-screen actions, which must not share a key.
-    fn main_screen(&self) -> [(&'static str, &KeySpec); 11] {
+    fn main_screen(&self) -> [(&'static str, &KeySpec); 12] {
         [
             ("dial", &self.dial),
+            ("dial_any", &self.dial_any),
             ("hangup", &self.hangup),
             ("mute", &self.mute),
             ("record", &self.record),
@@ -268,13 +272,14 @@ impl KeyBindings {
     pub fn validate(&self) -> Result<(), KeyError> {
         let groups: [Vec<(&'static str, &KeySpec)>; 4] = [
             self.main_screen().to_vec(),
-            // The incoming-call prompt: accept/reject plus what still works there.
+            // The incoming-call prompt: dial's keys also accept, hangup's also reject.
             vec![
                 ("accept", &self.accept),
                 ("reject", &self.reject),
-                ("help", &self.help),
+                ("dial", &self.dial),
+                ("hangup", &self.hangup),
+                ("cancel", &self.cancel),
                 ("quit", &self.quit),
-                ("mute", &self.mute),
             ],
             // y/n questions are asked while a call is shown, so they must not shadow call keys.
             vec![

@@ -6,6 +6,8 @@
 mod app;
 mod bigtext;
 mod keys;
+mod mode;
+mod overlays;
 mod ui;
 
 #[cfg(test)]
@@ -27,6 +29,7 @@ use tokio::sync::mpsc;
 
 pub use app::{Action, App, Call, CallPhase, Effect, Event, HistoryEntry, Incoming, LogLine, Overlay, SasCheck};
 pub use keys::{KeyBindings, KeyChord, KeyError, KeySpec, TuiConfig};
+pub use mode::{Binding, Mode};
 
 use crate::session::{SessionCommand, SessionEvent};
 

@@ -284,3 +284,157 @@ fn interactive() {
         session.await.unwrap();
     });
 }
+
+/// Issue 11 states, one snapshot each (the `App::update` tests beside the app check the same transitions).
+#[test]
+fn filter_open_then_incoming_call() {
+    let (mut app, t) = base();
+    key(&mut app, t, KeyCode::Char('/'));
+    key(&mut app, t, KeyCode::Char('b'));
+    ev(&mut app, t, SessionEvent::IncomingCall { call_id: "c9".into(), from: "dave".into(), trust: Trust::Unverified });
+    // The footer offers accept, reject and clearing the filter, and those keys work.
+    insta::assert_snapshot!(draw(&app, 80, 24));
+}
+
+#[test]
+fn sas_rejected_marks_contact_suspicious() {
+    let (mut app, t) = active_call();
+    key(&mut app, t, KeyCode::Char('n'));
+    ev(
+        &mut app,
+        t,
+        SessionEvent::Ended {
+            call_id: "c1".into(),
+            peer: "bob".into(),
+            reason: EndReason::SasMismatch,
+            duration_s: 83.0,
+        },
+    );
+    insta::assert_snapshot!(draw(&app, 80, 24));
+}
+
+#[test]
+fn offline_and_unanswered_attempts_in_history() {
+    let (mut app, t) = base();
+    // carol is offline: the dial fails before it rings.
+    key(&mut app, t, KeyCode::Char(':'));
+    for c in "carol".chars() {
+        key(&mut app, t, KeyCode::Char(c));
+    }
+    key(&mut app, t, KeyCode::Enter);
+    ev(
+        &mut app,
+        t,
+        SessionEvent::Ended {
+            call_id: String::new(),
+            peer: "carol".into(),
+            reason: EndReason::Offline,
+            duration_s: 0.0,
+        },
+    );
+    key(&mut app, t, KeyCode::Esc);
+    ev(&mut app, t, SessionEvent::Dialing { call_id: "c2".into(), to: "dave".into() });
+    ev(&mut app, t, SessionEvent::Ringing { call_id: "c2".into(), to: "dave".into() });
+    ev(
+        &mut app,
+        t,
+        SessionEvent::Ended { call_id: "c2".into(), peer: "dave".into(), reason: EndReason::Missed, duration_s: 0.0 },
+    );
+    insta::assert_snapshot!(draw(&app, 80, 24));
+}
+
+#[test]
+fn recording_indicator_and_paths() {
+    let (mut app, t) = active_call();
+    ev(&mut app, t, SessionEvent::Recording { on: false, dir: None });
+    assert!(!app.recording);
+    key(&mut app, t, KeyCode::Char('R'));
+    ev(&mut app, t, SessionEvent::Recording { on: true, dir: Some("/home/alice/rec/c1-bob".into()) });
+    assert!(app.recording);
+    insta::assert_snapshot!(draw(&app, 80, 24));
+}
+
+#[test]
+fn no_sound_card_said_before_dialling() {
+    let (mut app, t) = base();
+    ev(
+        &mut app,
+        t,
+        SessionEvent::Audio {
+            usable: false,
+            message: Some(
+                "no sound card (no microphone): set [audio] input = \"FILE.wav\" and output = \"null\" in config.toml"
+                    .into(),
+            ),
+        },
+    );
+    key(&mut app, t, KeyCode::Char('d'));
+    insta::assert_snapshot!(draw(&app, 80, 24));
+}
+
+#[test]
+fn offline_start_with_cached_contacts_and_history() {
+    let t = Instant::now();
+    let mut app = App::new(TuiConfig::default(), "alice".into(), t);
+    ev(
+        &mut app,
+        t,
+        SessionEvent::Connection { connected: false, detail: "registry unreachable; retrying in 2 s".into() },
+    );
+    ev(
+        &mut app,
+        t,
+        SessionEvent::History {
+            entries: vec![crate::session::events::CallRecord {
+                at_ms: 1,
+                peer: "bob".into(),
+                direction: Direction::Outgoing,
+                reason: EndReason::LocalHangup,
+                duration_ms: 75_000,
+                missed: false,
+            }],
+        },
+    );
+    ev(
+        &mut app,
+        t,
+        SessionEvent::Contacts {
+            contacts: vec![
+                contact("bob", None, false, Trust::Verified),
+                contact("b0b", None, false, Trust::Unverified),
+            ],
+        },
+    );
+    insta::assert_snapshot!(draw(&app, 80, 24));
+}
+
+#[test]
+fn dial_any_username_prompt() {
+    let (mut app, t) = base();
+    key(&mut app, t, KeyCode::Char('c'));
+    for c in "zoe".chars() {
+        key(&mut app, t, KeyCode::Char(c));
+    }
+    insta::assert_snapshot!(draw(&app, 80, 24));
+}
+
+#[test]
+fn mute_does_not_carry_into_the_next_call() {
+    let (mut app, t) = active_call();
+    key(&mut app, t, KeyCode::Char('m'));
+    ev(&mut app, t, SessionEvent::Muted { on: true });
+    ev(
+        &mut app,
+        t,
+        SessionEvent::Ended {
+            call_id: "c1".into(),
+            peer: "bob".into(),
+            reason: EndReason::LocalHangup,
+            duration_s: 83.0,
+        },
+    );
+    ev(&mut app, t, SessionEvent::Dialing { call_id: "c2".into(), to: "dave".into() });
+    ev(&mut app, t, SessionEvent::Ringing { call_id: "c2".into(), to: "dave".into() });
+    assert!(!app.muted);
+    insta::assert_snapshot!(draw(&app, 80, 24));
+}

@@ -3,15 +3,14 @@
 //! the incoming-call prompt is drawn at any size.
 
 use ratatui::buffer::Buffer;
-use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{
-    Block, BorderType, Borders, Clear, List, ListItem, ListState, Paragraph, Sparkline, StatefulWidget, Widget, Wrap,
-};
+use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph, Sparkline, StatefulWidget, Widget, Wrap};
 
-use super::app::{App, Call, CallPhase, Overlay, SasCheck};
+use super::app::{App, Call, CallPhase, SasCheck};
 use super::bigtext;
+use super::overlays::{Component, ConfirmQuit, Devices, DialPrompt, Help, IncomingCall};
 use crate::media::MetricsSnapshot;
 use crate::session::{Direction, Trust};
 
@@ -27,7 +26,9 @@ impl Widget for &App {
         if area.width < 24 || area.height < 6 {
             tiny(self, area, buf);
         } else {
-            let banner_h = banner_text(self).map_or(0, |t| if t.chars().count() > area.width as usize { 2 } else { 1 });
+            // Up to three lines, so a message with the settings to change is read whole.
+            let banner_h = banner_text(self)
+                .map_or(0, |t| (t.chars().count().div_ceil(area.width.max(1) as usize)).clamp(1, 3) as u16);
             let [header, banner, body, footer] = Layout::vertical([
                 Constraint::Length(1),
                 Constraint::Length(banner_h),
@@ -44,15 +45,12 @@ impl Widget for &App {
                 compact_body(self, body, buf);
             }
         }
-        match self.overlay {
-            Some(Overlay::Help) => render_help(self, area, buf),
-            Some(Overlay::Devices) => render_devices(self, area, buf),
-            Some(Overlay::ConfirmQuit) => render_confirm_quit(self, area, buf),
-            None => {}
-        }
-        // Drawn last: nothing may cover an incoming call.
-        if self.incoming.is_some() {
-            render_incoming(self, area, buf);
+        // Overlays draw themselves; nothing but the quit question may cover an incoming call.
+        let overlays: [&dyn Component; 5] = [&Help, &Devices, &DialPrompt, &IncomingCall, &ConfirmQuit];
+        for o in overlays {
+            if o.shown(self) {
+                o.render(self, area, buf);
+            }
         }
     }
 }
@@ -102,12 +100,12 @@ fn render_header(app: &App, area: Rect, buf: &mut Buffer) {
     }
     match &app.connected {
         Some((true, _)) => left.push(Span::from("  ● online").fg(Color::LightGreen)),
-        Some((false, _)) => left.push(Span::from("  ○ reconnecting").fg(Color::LightRed)),
+        Some((false, _)) => left.push(Span::from("  ○ offline").fg(Color::LightRed)),
         None => left.push(Span::from("  ○ connecting").fg(Color::Gray)),
     }
     let mut right = Vec::new();
-    if let Some((msg, _)) = &app.status {
-        right.push(Span::from(format!(" {msg} ")).bg(Color::Red).fg(Color::White));
+    if app.audio_problem.is_some() {
+        right.push(Span::from(" NO AUDIO DEVICE ").bg(Color::Red).fg(Color::White).bold());
         right.push(Span::from(" "));
     }
     if app.muted {
@@ -125,8 +123,14 @@ fn render_header(app: &App, area: Rect, buf: &mut Buffer) {
     right_line.render(r, buf);
 }
 
+/// The line under the header: a key-change warning first, else a status message, else the audio problem.
 fn banner_text(app: &App) -> Option<String> {
-    let w = app.key_warnings.last()?;
+    let Some(w) = app.key_warnings.last() else {
+        if let Some((msg, _)) = &app.status {
+            return Some(format!(" {msg}"));
+        }
+        return app.audio_problem.as_ref().map(|p| format!(" ⚠ {p}"));
+    };
     let more = match app.key_warnings.len() {
         1 => String::new(),
         n => format!(" (+{} more)", n - 1),
@@ -136,52 +140,35 @@ fn banner_text(app: &App) -> Option<String> {
 
 fn render_banner(app: &App, area: Rect, buf: &mut Buffer) {
     let Some(text) = banner_text(app) else { return };
-    buf.set_style(area, Style::new().bg(Color::Red).fg(Color::White).add_modifier(Modifier::BOLD));
+    let style = if app.key_warnings.is_empty() {
+        Style::new().bg(Color::Yellow).fg(Color::Black)
+    } else {
+        Style::new().bg(Color::Red).fg(Color::White).add_modifier(Modifier::BOLD)
+    };
+    buf.set_style(area, style);
     Paragraph::new(text).wrap(Wrap { trim: false }).render(area, buf);
 }
 
+/// The footer lists exactly the hinted bindings of the current mode ([`App::mode`]): nothing else.
 fn render_footer(app: &App, area: Rect, buf: &mut Buffer) {
-    let k = &app.config.keys;
-    let pairs: Vec<(String, &str)> = if app.incoming.is_some() {
-        vec![(k.accept.primary(), "accept"), (k.reject.primary(), "reject"), (k.help.primary(), "help")]
-    } else if app.overlay == Some(Overlay::ConfirmQuit) {
-        vec![(k.yes.primary(), "hang up & quit"), (k.no.primary(), "stay")]
-    } else if app.overlay.is_some() {
-        vec![(k.cancel.primary(), "close")]
-    } else if app.filter_editing {
-        vec![("type".into(), "filter"), ("enter".into(), "keep"), ("esc".into(), "clear")]
-    } else if app.sas_question() {
-        vec![
-            (k.yes.primary(), "keys match"),
-            (k.no.primary(), "mismatch"),
-            (k.hangup.primary(), "hang up"),
-            (k.mute.primary(), "mute"),
-            (k.record.primary(), "rec"),
-            (k.help.primary(), "help"),
-        ]
-    } else if app.live_call().is_some() {
-        vec![
-            (k.hangup.primary(), "hang up"),
-            (k.mute.primary(), if app.muted { "unmute" } else { "mute" }),
-            (k.record.primary(), if app.recording { "stop rec" } else { "rec" }),
-            (k.devices.primary(), "devices"),
-            (k.help.primary(), "help"),
-            (k.quit.primary(), "quit"),
-        ]
-    } else {
-        vec![
-            (k.dial.primary(), "dial"),
-            (k.filter.primary(), "filter"),
-            (k.mute.primary(), if app.muted { "unmute" } else { "mute" }),
-            (k.devices.primary(), "devices"),
-            (k.help.primary(), "help"),
-            (k.quit.primary(), "quit"),
-        ]
-    };
+    let mode = app.mode();
     let mut spans = vec![Span::from(" ")];
-    for (key, what) in pairs {
-        spans.push(Span::from(format!(" {key} ")).bg(Color::DarkGray).fg(Color::White).bold());
-        spans.push(Span::from(format!(" {what}  ")));
+    if mode.takes_text() {
+        spans.push(Span::from("type  ").dim());
+    }
+    // Whole hints only, in the table's order (most important first): a cut-off hint would lie.
+    let mut width: usize = spans.iter().map(Span::width).sum();
+    for b in mode.bindings(app) {
+        let Some(hint) = &b.hint else { continue };
+        let key = format!(" {} ", b.primary());
+        let what = format!(" {hint}  ");
+        let w = key.chars().count() + what.trim_end().chars().count() + 1;
+        if width + w > area.width as usize {
+            break;
+        }
+        width += key.chars().count() + what.chars().count();
+        spans.push(Span::from(key).bg(Color::DarkGray).fg(Color::White).bold());
+        spans.push(Span::from(what));
     }
     Line::from(spans).render(area, buf);
 }
@@ -192,15 +179,17 @@ fn trust_mark(t: Trust) -> Span<'static> {
         Trust::Unverified => Span::from("?").fg(Color::Yellow),
         Trust::KeyChanged => Span::from("⚠").fg(Color::Red).bold(),
         Trust::New => Span::from("new").fg(Color::Cyan),
+        Trust::Suspicious => Span::from("✗").fg(Color::Red).bold(),
     }
 }
 
-fn trust_text(t: Trust) -> Span<'static> {
+pub(super) fn trust_text(t: Trust) -> Span<'static> {
     match t {
         Trust::Verified => Span::from("✔ verified").fg(Color::Green),
         Trust::Unverified => Span::from("? unverified").fg(Color::Yellow),
         Trust::KeyChanged => Span::from("⚠ KEY CHANGED").fg(Color::Red).bold(),
         Trust::New => Span::from("new contact (first call)").fg(Color::Cyan),
+        Trust::Suspicious => Span::from("✗ SUSPICIOUS (SAS mismatch)").fg(Color::Red).bold(),
     }
 }
 
@@ -220,10 +209,21 @@ fn render_contacts(app: &App, area: Rect, buf: &mut Buffer) {
                 if c.online { Span::from("● ").fg(Color::Green) } else { Span::from("○ ").fg(Color::DarkGray) };
             let mark = trust_mark(c.trust);
             let name_w = inner_w.saturating_sub(2 + 2 + 4);
-            let name = truncate(c.display_name.as_deref().unwrap_or(&c.username), name_w);
-            let pad = name_w.saturating_sub(name.chars().count()) + 4 - mark.width().min(4);
+            // Usernames everywhere (they are what calls, history and the SAS refer to); a display name
+            // follows, dimmed, where there is room. A name that imitates a contact says so.
+            let look = app.lookalike_of(&c.username);
+            let extra = match (look, c.display_name.as_deref()) {
+                (Some(other), _) => format!(" ≈{other}!"),
+                (None, Some(d)) if d != c.username => format!(" {d}"),
+                _ => String::new(),
+            };
+            let name = truncate(&c.username, name_w);
+            let extra = truncate(&extra, name_w.saturating_sub(name.chars().count()));
+            let pad = name_w.saturating_sub(name.chars().count() + extra.chars().count()) + 4 - mark.width().min(4);
             let name_span = if c.online { Span::from(name) } else { Span::from(name).fg(Color::DarkGray) };
-            ListItem::new(Line::from(vec![dot, name_span, Span::from(" ".repeat(pad)), mark]))
+            let extra_span =
+                if look.is_some() { Span::from(extra).fg(Color::Red).bold() } else { Span::from(extra).dim() };
+            ListItem::new(Line::from(vec![dot, name_span, extra_span, Span::from(" ".repeat(pad)), mark]))
         })
         .collect();
     let empty = items.is_empty();
@@ -253,13 +253,7 @@ fn render_history(app: &App, area: Rect, buf: &mut Buffer) {
                 Direction::Outgoing => "↗ ",
                 Direction::Incoming => "↙ ",
             };
-            let detail = if h.missed {
-                "missed".to_string()
-            } else if h.duration_s > 0.0 {
-                clock(h.duration_s)
-            } else {
-                h.reason.label()
-            };
+            let detail = h.outcome();
             let name_w = inner_w.saturating_sub(2 + detail.chars().count() + 1).max(1);
             let name = truncate(&h.peer, name_w);
             let pad = name_w.saturating_sub(name.chars().count()) + 1;
@@ -352,7 +346,7 @@ fn render_call(app: &App, area: Rect, buf: &mut Buffer) {
         lines.push(sas_line(app, c, sas));
     }
     if !c.is_live() {
-        lines.push(Line::from(format!("{} dismiss · {} call again", k.cancel.primary(), k.dial.primary())).dim());
+        lines.push(Line::from(format!("{} dismiss", k.cancel.primary())).dim());
     }
     Paragraph::new(lines).wrap(Wrap { trim: false }).render(info, buf);
 
@@ -510,126 +504,13 @@ fn render_log(app: &App, area: Rect, buf: &mut Buffer) {
 }
 
 /// A centred rectangle of at most `w` x `h`, clamped to `area`.
-fn centered(area: Rect, w: u16, h: u16) -> Rect {
+pub(super) fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
     Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
 }
 
-fn render_incoming(app: &App, area: Rect, buf: &mut Buffer) {
-    let Some(inc) = &app.incoming else { return };
-    let k = &app.config.keys;
-    let r = centered(area, 50, 10);
-    Clear.render(r, buf);
-    let block = Block::bordered()
-        .border_type(BorderType::Double)
-        .border_style(Style::new().fg(Color::Yellow).bold())
-        .title(Line::from(" ☎ INCOMING CALL ").bold().centered())
-        .style(Style::new().bg(Color::Black));
-    let mut lines = vec![
-        Line::from(""),
-        Line::from(vec![Span::from(inc.from.as_str()).bold().fg(Color::White), Span::from(" is calling you")])
-            .centered(),
-        Line::from(trust_text(inc.trust)).centered(),
-    ];
-    if inc.trust == Trust::KeyChanged {
-        lines.push(Line::from("their key is not the one you pinned").fg(Color::Red).centered());
-    } else {
-        lines.push(Line::from("compare the SAS once connected").dim().centered());
-    }
-    lines.push(Line::from(""));
-    lines.push(
-        Line::from(vec![
-            Span::from(format!(" {} ", k.accept.primary())).bg(Color::Green).fg(Color::Black).bold(),
-            Span::from(" accept      "),
-            Span::from(format!(" {} ", k.reject.primary())).bg(Color::Red).fg(Color::White).bold(),
-            Span::from(" reject"),
-        ])
-        .centered(),
-    );
-    Paragraph::new(lines).block(block).wrap(Wrap { trim: false }).render(r, buf);
-}
-
-fn render_help(app: &App, area: Rect, buf: &mut Buffer) {
-    let k = &app.config.keys;
-    let rows: [(&str, String); 13] = [
-        ("dial selected contact", k.dial.to_string()),
-        ("accept incoming call", k.accept.to_string()),
-        ("reject incoming call", k.reject.to_string()),
-        ("hang up / cancel", k.hangup.to_string()),
-        ("mute / unmute", k.mute.to_string()),
-        ("record on / off", k.record.to_string()),
-        ("audio devices", k.devices.to_string()),
-        ("filter contacts", k.filter.to_string()),
-        ("move selection", format!("{} / {}", k.up, k.down)),
-        ("SAS matches / not", format!("{} / {}", k.yes, k.no)),
-        ("close / clear / dismiss", k.cancel.to_string()),
-        ("this help", k.help.to_string()),
-        ("quit", k.quit.to_string()),
-    ];
-    let r = centered(area, 64, rows.len() as u16 + 4);
-    Clear.render(r, buf);
-    let block = Block::bordered()
-        .border_type(BorderType::Rounded)
-        .title(Line::from(" Keys ").bold().centered())
-        .title_bottom(Line::from(format!(" {} to close · rebind in [tui.keys] ", k.cancel.primary())).centered());
-    let mut lines: Vec<Line> = rows
-        .iter()
-        .map(|(what, key)| {
-            Line::from(vec![Span::from(format!(" {key:>16}  ")).fg(Color::Yellow).bold(), Span::from(*what)])
-        })
-        .collect();
-    lines.push(Line::from(""));
-    lines.push(Line::from(" ● online  ○ offline  ✔ verified  ? unverified  ⚠ key changed").dim());
-    Paragraph::new(lines).block(block).render(r, buf);
-}
-
-fn render_devices(app: &App, area: Rect, buf: &mut Buffer) {
-    let k = &app.config.keys;
-    let Some(d) = &app.devices else {
-        let r = centered(area, 40, 3);
-        Clear.render(r, buf);
-        let block = Block::bordered().border_type(BorderType::Rounded).title(" Audio devices ");
-        Paragraph::new("looking for devices…").block(block).render(r, buf);
-        return;
-    };
-    let rows = (d.inputs.len() + d.outputs.len() + 5) as u16;
-    let r = centered(area, 60, rows.min(area.height));
-    Clear.render(r, buf);
-    let block = Block::bordered().border_type(BorderType::Rounded).title(" Audio devices (next call) ");
-    let mut lines = Vec::new();
-    let item = |lines: &mut Vec<Line<'static>>, idx: usize, name: &str, current: &str| {
-        let cursor = if idx == d.cursor { "›" } else { " " };
-        let mark = if name == current { "●" } else { "○" };
-        let line = Line::from(format!("{cursor} {mark} {name}"));
-        lines.push(if idx == d.cursor { line.bold() } else { line });
-    };
-    lines.push(Line::from("Microphone").bold());
-    for (i, name) in d.inputs.iter().enumerate() {
-        item(&mut lines, i, name, &d.input);
-    }
-    lines.push(Line::from("Speaker").bold());
-    for (i, name) in d.outputs.iter().enumerate() {
-        item(&mut lines, d.inputs.len() + i, name, &d.output);
-    }
-    lines.push(Line::from(format!("{} choose · {} close", k.dial.primary(), k.cancel.primary())).dim());
-    Paragraph::new(lines).block(block).render(r, buf);
-}
-
-fn render_confirm_quit(app: &App, area: Rect, buf: &mut Buffer) {
-    let k = &app.config.keys;
-    let r = centered(area, 44, 5);
-    Clear.render(r, buf);
-    let block = Block::bordered().border_style(Style::new().fg(Color::Red)).title(" Quit? ");
-    let peer = app.live_call().map_or("a caller", |c| c.peer.as_str());
-    let lines = vec![
-        Line::from(format!("You are in a call with {peer}.")).centered(),
-        Line::from(format!("Hang up and quit? ({}/{})", k.yes.primary(), k.no.primary())).bold().centered(),
-    ];
-    Paragraph::new(lines).block(block).alignment(Alignment::Center).render(r, buf);
-}
-
-fn truncate(s: &str, max: usize) -> String {
+pub(super) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else if max == 0 {

@@ -87,6 +87,11 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A new name was registered (so directories can list it before it first comes online).
+    UserRegistered {
+        /// The new user.
+        username: String,
+    },
     /// A user came online or went offline.
     Presence {
         /// Whose presence changed.
@@ -108,6 +113,7 @@ impl Event {
             Self::IncomingFile { .. } => "incoming_file",
             Self::FileClosed { .. } => "file_closed",
             Self::Presence { .. } => "presence",
+            Self::UserRegistered { .. } => "user_registered",
         }
     }
 }
@@ -122,6 +128,10 @@ mod tests {
         let j = serde_json::to_string(&ev).unwrap();
         assert_eq!(j, r#"{"type":"presence","username":"bob","online":false}"#);
         assert_eq!(ev.name(), "presence");
+        let ev = Event::UserRegistered { username: "carol".into() };
+        let j = serde_json::to_string(&ev).unwrap();
+        assert_eq!(j, r#"{"type":"user_registered","username":"carol"}"#);
+        assert_eq!(ev.name(), "user_registered");
         let ended = Event::CallEnded {
             call_id: "00".into(),
             state: CallState::Rejected,
