@@ -23,7 +23,7 @@ impl Demo {
             .expect("tmux must be installed (apt-get install tmux; .ci/run does)");
         assert!(ok.success());
         let d = Self { session: session.to_owned() };
-        d.wait_for("the echo contact on screen", || d.screen().contains("Echo / sound"));
+        d.wait_for("the echo contact on screen", || d.screen().contains("● echo "));
         d
     }
 

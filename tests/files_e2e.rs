@@ -191,9 +191,19 @@ async fn a_sender_killed_at_half_resumes_without_reuploading_stored_chunks() {
     nix_kill9(p.pid());
     let _ = p.exit_code(Duration::from_secs(10)).await;
     let files = reg.running.state.files();
-    let outgoing = files.list("alice").unwrap().1;
-    assert_eq!(outgoing.len(), 1);
-    let stored_at_kill = outgoing[0].stored_chunks;
+    // A chunk whose body reached the registry before the kill is still being stored: wait until the count
+    // holds still (three reads 200 ms apart) before taking it as what the resume must skip.
+    let mut counts = Vec::new();
+    let stored_at_kill = loop {
+        let outgoing = files.list("alice").unwrap().1;
+        assert_eq!(outgoing.len(), 1);
+        counts.push(outgoing[0].stored_chunks);
+        if counts.len() >= 3 && counts[counts.len() - 3..].iter().all(|&c| c == outgoing[0].stored_chunks) {
+            break outgoing[0].stored_chunks;
+        }
+        assert!(counts.len() < 50, "the stored chunk count never settled: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!((25..61).contains(&stored_at_kill), "stored {stored_at_kill} of 61 at the kill");
 
     let out = send(&alice, "bob", &path).await;
