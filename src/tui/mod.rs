@@ -35,6 +35,8 @@ use crate::session::{SessionCommand, SessionEvent};
 
 /// How often the key-reader thread checks whether the UI has gone away.
 const READER_POLL: Duration = Duration::from_millis(200);
+/// How long quitting waits for the terminal reader thread (a few of its poll periods).
+const READER_STOP_WAIT: Duration = Duration::from_millis(600);
 /// Events handled before a redraw is forced, so a flood of log lines cannot starve the screen.
 const MAX_BATCH: usize = 64;
 
@@ -231,11 +233,21 @@ impl KeyReader {
         Ok(Self { stop, handle: Some(handle) })
     }
 
-    /// Stops the thread and waits for it, so it cannot swallow keys meant for the shell after we exit.
+    /// Stops the thread and waits for it, so it cannot swallow keys meant for the shell after we exit; but
+    /// only for [`READER_STOP_WAIT`]: when the terminal is gone (ssh dropped, tmux session killed) crossterm's
+    /// `poll` spins on the dead tty and never returns, and quitting must not wait on it forever.
     fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
-            let _ = h.join();
+            let deadline = std::time::Instant::now() + READER_STOP_WAIT;
+            while !h.is_finished() && std::time::Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                tracing::warn!("the terminal reader did not stop (terminal gone?); exiting without it");
+            }
         }
     }
 }
