@@ -294,8 +294,9 @@ async fn rotate(paths: &Paths) -> anyhow::Result<u8> {
 }
 
 fn devices() -> anyhow::Result<u8> {
-    match qvoice::media::list_devices() {
+    match qvoice::media::list_devices_probed(true) {
         Ok(list) if !list.is_empty() => {
+            println!("{:<7} {:<32} {:<26} DESCRIPTION", "", "NAME (--input/--output, [audio])", "NATIVE");
             for d in list {
                 let caps = match (d.input, d.output) {
                     (true, true) => "in/out",
@@ -303,7 +304,8 @@ fn devices() -> anyhow::Result<u8> {
                     (false, true) => "out",
                     _ => "-",
                 };
-                println!("{:<7} {}", caps, d.name);
+                let native = d.native.as_deref().unwrap_or("(cannot open now)");
+                println!("{:<7} {:<32} {:<26} {}", caps, d.name, native, d.description);
             }
             println!("(a device can still fail when opened; pass --input/--output FILE.wav to use WAV files instead)");
             Ok(0)

@@ -34,6 +34,28 @@ pub enum AudioError {
     /// The device stopped delivering audio.
     #[error("audio device stopped delivering frames")]
     Stalled,
+    /// The device was lost mid-call (unplugged, sound server gone, driver stalled).
+    #[error(
+        "audio device {device:?} was lost: {why}; check the sound server (`pactl info`), then pick a \
+         working device with `--input`/`--output` or `[audio] input`/`output` (list: `qvoice devices`)"
+    )]
+    DeviceLost {
+        /// The device name.
+        device: String,
+        /// What happened.
+        why: String,
+    },
+    /// The device exists but offers nothing the engine can run.
+    #[error(
+        "audio device {device:?} cannot be used: it offered {offered}; pick another with \
+         `--input`/`--output` or `[audio] input`/`output` (list: `qvoice devices`), or use WAV files"
+    )]
+    Unusable {
+        /// The device name.
+        device: String,
+        /// The configuration it offered and why it failed.
+        offered: String,
+    },
     /// A sample rate the engine cannot convert from 48 kHz with an integer ratio.
     #[error("unsupported sample rate {0} Hz (use 8, 12, 16, 24, 48 or 96 kHz)")]
     UnsupportedRate(u32),
@@ -82,6 +104,10 @@ pub trait AudioSink {
     ///
     /// Fails when the file cannot be finalised.
     fn finish(self: Box<Self>) -> Result<(), AudioError>;
+
+    /// Tells a device sink how full the buffer feeding it is (`level_ms`, the jitter buffer's mean wait)
+    /// so it can compensate clock drift; file and null sinks ignore it.
+    fn observe_buffer(&mut self, _now: Instant, _level_ms: f64, _frame_ms: f64) {}
 }
 
 /// Sleeps until frame deadlines on a shared epoch, so file I/O runs at real time.
