@@ -320,6 +320,7 @@ async fn pulse_call(rate: u32) {
     let am = a.last_metrics().unwrap();
     let bm = b.last_metrics().unwrap();
     eprintln!("pulse {rate} Hz: caller metrics {am}\ncallee metrics {bm}");
+    let _ = std::fs::copy(&rec_path, std::env::temp_dir().join(format!("qv-device-pulse-{rate}.raw")));
     assert_clean_speech(&format!("pulse null sinks at {rate} Hz"), &src, &read_raw_s16(&rec_path));
     assert_eq!(bm["device_errors"], 0, "{bm}");
 }
@@ -395,6 +396,7 @@ async fn jack_call(rate: u32, period: u32) {
     let am = a.last_metrics().unwrap();
     let bm = b.last_metrics().unwrap();
     eprintln!("jack {rate}/{period}: caller metrics {am}\ncallee metrics {bm}");
+    let _ = std::fs::copy(&rec_path, std::env::temp_dir().join(format!("qv-device-jack-{rate}.wav")));
     let (both, rec_rate) = read_wav_any(&rec_path);
     assert_eq!(rec_rate, rate);
     // The feed as it reached alice's port is the reference (same JACK clock as bob's output); compare at

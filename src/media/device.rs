@@ -133,7 +133,7 @@ pub struct DeviceInfo {
 /// Fails when the host cannot enumerate devices.
 pub fn list_devices_probed(probe: bool) -> Result<Vec<DeviceInfo>, AudioError> {
     let _quiet = AlsaQuiet::install();
-    let host = cpal::default_host();
+    let host = host();
     let devices = host.devices().map_err(|e| AudioError::NoDevice(e.to_string()))?;
     Ok(devices
         .map(|d| {
@@ -159,6 +159,14 @@ pub fn list_devices() -> Result<Vec<DeviceInfo>, AudioError> {
     list_devices_probed(false)
 }
 
+/// The audio host, created once and kept for the life of the process. cpal's ALSA host frees ALSA's global
+/// configuration when its last handle goes away; a stream opened after that (the pre-call device check
+/// closes its streams, then the call opens them again) never gets a callback through the pulse plugin.
+fn host() -> &'static cpal::Host {
+    static HOST: std::sync::OnceLock<cpal::Host> = std::sync::OnceLock::new();
+    HOST.get_or_init(cpal::default_host)
+}
+
 fn native_summary(d: &cpal::Device) -> Option<String> {
     let c = d.default_output_config().or_else(|_| d.default_input_config()).ok()?;
     Some(format!("{} Hz {} ch {:?}", c.sample_rate(), c.channels(), c.sample_format()))
@@ -170,7 +178,7 @@ fn matches(d: &cpal::Device, name: &str) -> bool {
 }
 
 fn pick(input: bool, name: Option<&str>) -> Result<cpal::Device, AudioError> {
-    let host = cpal::default_host();
+    let host = host();
     match name {
         None | Some("default") => {
             let d = if input { host.default_input_device() } else { host.default_output_device() };
@@ -209,7 +217,11 @@ impl std::fmt::Display for OpenedDevice {
 }
 
 /// The device's native configuration when its format is one we convert, else the closest usable one.
-fn choose_config(device: &cpal::Device, input: bool, name: &str) -> Result<(StreamConfig, SampleFormat), AudioError> {
+fn choose_config(
+    device: &cpal::Device,
+    input: bool,
+    name: &str,
+) -> Result<(StreamConfig, SampleFormat, Option<u32>), AudioError> {
     let usable = [SampleFormat::F32, SampleFormat::I16, SampleFormat::I32];
     let default = if input { device.default_input_config() } else { device.default_output_config() };
     let offered = match &default {
@@ -221,7 +233,8 @@ fn choose_config(device: &cpal::Device, input: bool, name: &str) -> Result<(Stre
     {
         let mut sc = d.config();
         sc.buffer_size = cpal::BufferSize::Default;
-        return Ok((sc, d.sample_format()));
+        let period = period_request(d.buffer_size(), sc.sample_rate);
+        return Ok((sc, d.sample_format(), period));
     }
     let ranges: Vec<cpal::SupportedStreamConfigRange> = if input {
         device.supported_input_configs().map(Iterator::collect)
@@ -234,12 +247,47 @@ fn choose_config(device: &cpal::Device, input: bool, name: &str) -> Result<(Stre
         candidates.sort_by_key(|r| r.channels());
         if let Some(r) = candidates.first() {
             let rate = SAMPLE_RATE.clamp(r.min_sample_rate(), r.max_sample_rate());
-            let mut sc = (**r).with_sample_rate(rate).config();
+            let cfg = (**r).with_sample_rate(rate);
+            let mut sc = cfg.config();
             sc.buffer_size = cpal::BufferSize::Default;
-            return Ok((sc, fmt));
+            let period = period_request(cfg.buffer_size(), rate);
+            return Ok((sc, fmt, period));
         }
     }
     Err(AudioError::Unusable { device: name.to_owned(), offered })
+}
+
+/// The period to ask for: 10 ms of device frames, within what the device supports. Left to the driver
+/// (`BufferSize::Default`) some plugins pick enormous periods (the ALSA jack plugin chose 61 440 frames).
+fn period_request(range: &cpal::SupportedBufferSize, rate: u32) -> Option<u32> {
+    let want = (rate / 100).max(32);
+    match range {
+        cpal::SupportedBufferSize::Range { min, max } if *min <= *max => Some(want.clamp(*min, *max)),
+        _ => Some(want),
+    }
+}
+
+/// Builds a stream with the requested period, falling back to the driver's default when the request is
+/// refused; `build` gets the configuration and makes a fresh ring each try.
+fn build_with_period<R>(
+    config: &mut StreamConfig,
+    period: Option<u32>,
+    mut build: impl FnMut(&StreamConfig) -> Result<R, cpal::Error>,
+) -> Result<R, cpal::Error> {
+    if let Some(p) = period {
+        config.buffer_size = cpal::BufferSize::Fixed(p);
+        match build(config) {
+            Ok(r) => return Ok(r),
+            Err(e) => tracing::debug!(period = p, error = %e, "period request refused; using the driver default"),
+        }
+    }
+    config.buffer_size = cpal::BufferSize::Default;
+    build(config)
+}
+
+/// Ring capacity for a device: a second of audio, and at least eight requested periods.
+fn ring_capacity(rate: u32, period: Option<u32>) -> usize {
+    (rate as usize * RING_SECONDS).max(8 * period.unwrap_or(0) as usize)
 }
 
 /// Watches a callback counter; no change for [`STALL_AFTER`] is a stall.
@@ -335,16 +383,20 @@ impl CpalSource {
         let _quiet = AlsaQuiet::install();
         let label = name.unwrap_or("default");
         let device = pick(true, name)?;
-        let (config, fmt) = choose_config(&device, true, label)?;
+        let (mut config, fmt, period) = choose_config(&device, true, label)?;
         let rate = config.sample_rate;
-        let (prod, cons) = rtrb::RingBuffer::new(rate as usize * RING_SECONDS);
+        let capacity = ring_capacity(rate, period);
         let opened =
             OpenedDevice { name: label.to_owned(), rate, channels: config.channels, format: format!("{fmt:?}") };
-        let stream = match fmt {
-            SampleFormat::I16 => build_input::<i16>(&device, &config, prod, health.clone()),
-            SampleFormat::I32 => build_input::<i32>(&device, &config, prod, health.clone()),
-            _ => build_input::<f32>(&device, &config, prod, health.clone()),
-        }
+        let (stream, cons) = build_with_period(&mut config, period, |cfg| {
+            let (prod, cons) = rtrb::RingBuffer::new(capacity);
+            let stream = match fmt {
+                SampleFormat::I16 => build_input::<i16>(&device, cfg, prod, health.clone()),
+                SampleFormat::I32 => build_input::<i32>(&device, cfg, prod, health.clone()),
+                _ => build_input::<f32>(&device, cfg, prod, health.clone()),
+            }?;
+            Ok((stream, cons))
+        })
         .map_err(|e| AudioError::Unusable { device: label.to_owned(), offered: format!("{opened} ({e})") })?;
         stream
             .play()
@@ -517,10 +569,9 @@ impl CpalSink {
         let _quiet = AlsaQuiet::install();
         let label = name.unwrap_or("default");
         let device = pick(false, name)?;
-        let (config, fmt) = choose_config(&device, false, label)?;
+        let (mut config, fmt, period) = choose_config(&device, false, label)?;
         let rate = config.sample_rate;
-        let capacity = rate as usize * RING_SECONDS;
-        let (prod, cons) = rtrb::RingBuffer::new(capacity);
+        let capacity = ring_capacity(rate, period);
         let opened =
             OpenedDevice { name: label.to_owned(), rate, channels: config.channels, format: format!("{fmt:?}") };
         let unusable = |e: &dyn std::fmt::Display| AudioError::Unusable {
@@ -536,11 +587,15 @@ impl CpalSink {
             1,
         )
         .map_err(|e| unusable(&e))?;
-        let stream = match fmt {
-            SampleFormat::I16 => build_output::<i16>(&device, &config, cons, health.clone()),
-            SampleFormat::I32 => build_output::<i32>(&device, &config, cons, health.clone()),
-            _ => build_output::<f32>(&device, &config, cons, health.clone()),
-        }
+        let (stream, prod) = build_with_period(&mut config, period, |cfg| {
+            let (prod, cons) = rtrb::RingBuffer::new(capacity);
+            let stream = match fmt {
+                SampleFormat::I16 => build_output::<i16>(&device, cfg, cons, health.clone()),
+                SampleFormat::I32 => build_output::<i32>(&device, cfg, cons, health.clone()),
+                _ => build_output::<f32>(&device, cfg, cons, health.clone()),
+            }?;
+            Ok((stream, prod))
+        })
         .map_err(|e| unusable(&e))?;
         stream.play().map_err(|e| unusable(&e))?;
         tracing::info!(device = %opened, "playback device opened");
@@ -569,7 +624,12 @@ impl CpalSink {
     fn target_fill(&self) -> usize {
         let rate = self.opened.rate as usize;
         let period = self.health.out_period.load(Relaxed) as usize;
-        period + rate * PLAYOUT_MARGIN.as_micros() as usize / 1_000_000
+        // One period is enough when the thread runs between callbacks; a small margin only helps when
+        // callbacks are much shorter than a frame (the frame itself then covers several callbacks).
+        let margin = rate * PLAYOUT_MARGIN.as_micros() as usize / 1_000_000;
+        let frame = self.inbuf.len() * rate / SAMPLE_RATE as usize;
+        let target = if period + margin <= frame { period + margin } else { period.max(1) };
+        target.min(self.capacity / 2)
     }
 
     /// Sets the relative playout rate (drift compensation): > 1 plays the 48 kHz stream slower.
@@ -712,5 +772,33 @@ mod tests {
         assert!(!w.stalled(1, t0 + Duration::from_millis(3_200)));
         assert!(!w.stalled(1, t0 + Duration::from_millis(4_600)));
         assert!(w.stalled(1, t0 + Duration::from_millis(4_800)));
+    }
+}
+
+#[cfg(test)]
+mod probe {
+    use super::*;
+
+    /// Manual probe: `QV_PROBE_DEVICE=default cargo test --lib probe -- --ignored --nocapture` with a sound
+    /// server running prints what the callbacks did in one second.
+    #[test]
+    #[ignore = "needs a sound server"]
+    fn callbacks_run() {
+        let name = std::env::var("QV_PROBE_DEVICE").unwrap_or_else(|_| "default".into());
+        if std::env::var("QV_PROBE_TWICE").is_ok() {
+            let t = Instant::now();
+            drop(CpalSource::open(Some(&name), 960).unwrap());
+            drop(CpalSink::open(Some(&name), 960).unwrap());
+            eprintln!("probe open+close took {:?}", t.elapsed());
+        }
+        let h = Arc::new(DeviceHealth::default());
+        let mut sink = CpalSink::open_with(Some(&name), 960, h.clone()).unwrap();
+        let mut src = CpalSource::open_with(Some(&name), 960, h.clone()).unwrap();
+        let mut frame = [0i16; 960];
+        for _ in 0..50 {
+            src.read_frame(&mut frame).unwrap();
+            sink.play_frame(&mut |b| b.copy_from_slice(&frame)).unwrap();
+        }
+        eprintln!("{:?} {h:?}", sink.opened());
     }
 }
