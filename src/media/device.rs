@@ -44,6 +44,10 @@ pub const DROP_DEADLINE: Duration = Duration::from_millis(300);
 const RING_SECONDS: usize = 1;
 /// Scheduling margin kept in the playout ring on top of one device period.
 const PLAYOUT_MARGIN: Duration = Duration::from_millis(4);
+/// How long after a callback drained the playout ring the jitter buffer is read (see `play_frame`).
+const PLAYOUT_PHASE: Duration = Duration::from_millis(6);
+/// Time that must remain before the next callback after [`PLAYOUT_PHASE`].
+const PLAYOUT_PHASE_SLACK: Duration = Duration::from_millis(6);
 /// Capture audio older than this (backlog after the engine thread was descheduled) is discarded.
 const CAPTURE_MAX_BACKLOG: Duration = Duration::from_millis(60);
 /// Drift compensation range of the playout resampler (relative).
@@ -85,6 +89,8 @@ pub struct DeviceHealth {
     pub in_overruns: AtomicU64,
     /// Playback callbacks that found the ring short (the gap was filled with silence).
     pub out_underruns: AtomicU64,
+    /// Streams rebuilt after the driver failed them.
+    pub rebuilds: AtomicU64,
     /// Set when the driver reported the device gone.
     pub gone: AtomicBool,
     /// Set by the engine to make blocked device waits return at once.
@@ -95,6 +101,10 @@ pub struct DeviceHealth {
 
 impl DeviceHealth {
     fn on_error(&self, e: &cpal::Error) {
+        // Errors arrive on cpal's worker thread, outside the sample callback; the first few are logged.
+        if self.xruns.load(Relaxed) + self.stream_errors.load(Relaxed) < 4 {
+            tracing::warn!(kind = ?e.kind(), error = %e, "sound device reported an error");
+        }
         match e.kind() {
             cpal::ErrorKind::Xrun => {
                 self.xruns.fetch_add(1, Relaxed);
@@ -257,10 +267,12 @@ fn choose_config(
     Err(AudioError::Unusable { device: name.to_owned(), offered })
 }
 
-/// The period to ask for: 10 ms of device frames, within what the device supports. Left to the driver
-/// (`BufferSize::Default`) some plugins pick enormous periods (the ALSA jack plugin chose 61 440 frames).
+/// The period to ask for: 20 ms of device frames (one codec frame), within what the device supports. Left
+/// to the driver (`BufferSize::Default`) some plugins pick enormous periods (the ALSA jack plugin chose
+/// 61 440 frames); 10 ms periods through the pulse plugin (which rounds them to 6.7 ms) xrun on a loaded
+/// 2-core machine, and its xrun recovery then fails the stream with EIO.
 fn period_request(range: &cpal::SupportedBufferSize, rate: u32) -> Option<u32> {
-    let want = (rate / 100).max(32);
+    let want = (rate / 50).max(32);
     match range {
         cpal::SupportedBufferSize::Range { min, max } if *min <= *max => Some(want.clamp(*min, *max)),
         _ => Some(want),
@@ -268,26 +280,123 @@ fn period_request(range: &cpal::SupportedBufferSize, rate: u32) -> Option<u32> {
 }
 
 /// Builds a stream with the requested period, falling back to the driver's default when the request is
-/// refused; `build` gets the configuration and makes a fresh ring each try.
+/// refused; the configuration that worked stays in `setup` for rebuilds. A default period longer than
+/// [`MAX_DEFAULT_PERIOD`] is not kept: the ALSA jack plugin picked 61 440 frames.
 fn build_with_period<R>(
-    config: &mut StreamConfig,
+    setup: &mut StreamSetup,
     period: Option<u32>,
-    mut build: impl FnMut(&StreamConfig) -> Result<R, cpal::Error>,
+    build: impl Fn(&StreamSetup) -> Result<R, cpal::Error>,
 ) -> Result<R, cpal::Error> {
     if let Some(p) = period {
-        config.buffer_size = cpal::BufferSize::Fixed(p);
-        match build(config) {
+        setup.config.buffer_size = cpal::BufferSize::Fixed(p);
+        match build(setup) {
             Ok(r) => return Ok(r),
             Err(e) => tracing::debug!(period = p, error = %e, "period request refused; using the driver default"),
         }
     }
-    config.buffer_size = cpal::BufferSize::Default;
-    build(config)
+    setup.config.buffer_size = cpal::BufferSize::Default;
+    build(setup)
 }
+
+/// A driver-chosen period longer than this is replaced by our request.
+const MAX_DEFAULT_PERIOD: Duration = Duration::from_millis(50);
 
 /// Ring capacity for a device: a second of audio, and at least eight requested periods.
 fn ring_capacity(rate: u32, period: Option<u32>) -> usize {
     (rate as usize * RING_SECONDS).max(8 * period.unwrap_or(0) as usize)
+}
+
+/// No callback for this long after a stream error: rebuild the stream.
+const REBUILD_AFTER: Duration = Duration::from_millis(150);
+/// No callback for this long (after they had started), without any error: rebuild the stream.
+const SILENT_REBUILD_AFTER: Duration = Duration::from_millis(900);
+/// Rebuilds allowed per call before the device counts as lost.
+const MAX_REBUILDS: u32 = 5;
+
+/// What is needed to build a device's stream again after the driver failed it (the ALSA pulse plugin can
+/// fail a stream with EIO and stop calling back while the server is fine).
+struct StreamSetup {
+    device: cpal::Device,
+    config: StreamConfig,
+    fmt: SampleFormat,
+    capacity: usize,
+    seen_errors: u64,
+    rebuilds: u32,
+    /// The period to switch to if the driver's default turns out too long.
+    period_request: Option<u32>,
+}
+
+impl StreamSetup {
+    fn input(&self, health: &Arc<DeviceHealth>) -> Result<(cpal::Stream, rtrb::Consumer<f32>), cpal::Error> {
+        let (prod, cons) = rtrb::RingBuffer::new(self.capacity);
+        let stream = match self.fmt {
+            SampleFormat::I16 => build_input::<i16>(&self.device, &self.config, prod, health.clone()),
+            SampleFormat::I32 => build_input::<i32>(&self.device, &self.config, prod, health.clone()),
+            _ => build_input::<f32>(&self.device, &self.config, prod, health.clone()),
+        }?;
+        stream.play()?;
+        Ok((stream, cons))
+    }
+
+    fn output(&self, health: &Arc<DeviceHealth>) -> Result<(cpal::Stream, rtrb::Producer<f32>), cpal::Error> {
+        let (prod, cons) = rtrb::RingBuffer::new(self.capacity);
+        let stream = match self.fmt {
+            SampleFormat::I16 => build_output::<i16>(&self.device, &self.config, cons, health.clone()),
+            SampleFormat::I32 => build_output::<i32>(&self.device, &self.config, cons, health.clone()),
+            _ => build_output::<f32>(&self.device, &self.config, cons, health.clone()),
+        }?;
+        stream.play()?;
+        Ok((stream, prod))
+    }
+
+    /// Whether the stream failed (new errors, then no callback for [`REBUILD_AFTER`]) and should be
+    /// rebuilt; fails when it failed too often.
+    fn needs_rebuild(
+        &mut self,
+        health: &DeviceHealth,
+        quiet: Duration,
+        started: bool,
+        name: &str,
+    ) -> Result<bool, AudioError> {
+        let observed = health.in_period.load(Relaxed).max(health.out_period.load(Relaxed));
+        let too_long = u64::from(self.config.sample_rate) * MAX_DEFAULT_PERIOD.as_millis() as u64 / 1000;
+        if let Some(p) = self.period_request
+            && observed > too_long
+        {
+            tracing::info!(
+                device = name,
+                observed,
+                requested = p,
+                "driver period too long; reopening with a shorter one"
+            );
+            self.config.buffer_size = cpal::BufferSize::Fixed(p);
+            self.period_request = None;
+            health.in_period.store(0, Relaxed);
+            health.out_period.store(0, Relaxed);
+            return Ok(true);
+        }
+        let errors = health.stream_errors.load(Relaxed);
+        let failed = errors != self.seen_errors && quiet >= REBUILD_AFTER;
+        // The pulse plugin can also stop calling back without any error.
+        if !failed && !(started && quiet >= SILENT_REBUILD_AFTER) {
+            return Ok(false);
+        }
+        self.seen_errors = errors;
+        if self.rebuilds >= MAX_REBUILDS {
+            return Err(lost(name, health, "the stream kept failing"));
+        }
+        self.rebuilds += 1;
+        health.rebuilds.fetch_add(1, Relaxed);
+        tracing::warn!(device = name, "sound stream failed; rebuilding it");
+        Ok(true)
+    }
+}
+
+fn reopen_failed(name: &str, e: &cpal::Error) -> AudioError {
+    AudioError::DeviceLost {
+        device: name.to_owned(),
+        why: format!("the stream failed and could not be reopened ({e})"),
+    }
 }
 
 /// Watches a callback counter; no change for [`STALL_AFTER`] is a stall.
@@ -301,6 +410,14 @@ struct Watchdog {
 impl Watchdog {
     fn new() -> Self {
         Self { last: 0, since: Instant::now(), grace: FIRST_CALLBACK_GRACE }
+    }
+
+    fn started(&self) -> bool {
+        self.grace.is_zero()
+    }
+
+    fn quiet_for(&self, now: Instant) -> Duration {
+        now.duration_since(self.since)
     }
 
     fn stalled(&mut self, count: u64, now: Instant) -> bool {
@@ -351,6 +468,7 @@ fn to_i16(x: f32) -> i16 {
 
 /// Microphone capture.
 pub struct CpalSource {
+    setup: StreamSetup,
     cons: rtrb::Consumer<f32>,
     stream: Option<cpal::Stream>,
     resampler: Option<SincFixedOut<f32>>,
@@ -383,23 +501,14 @@ impl CpalSource {
         let _quiet = AlsaQuiet::install();
         let label = name.unwrap_or("default");
         let device = pick(true, name)?;
-        let (mut config, fmt, period) = choose_config(&device, true, label)?;
+        let (config, fmt, period) = choose_config(&device, true, label)?;
         let rate = config.sample_rate;
         let capacity = ring_capacity(rate, period);
         let opened =
             OpenedDevice { name: label.to_owned(), rate, channels: config.channels, format: format!("{fmt:?}") };
-        let (stream, cons) = build_with_period(&mut config, period, |cfg| {
-            let (prod, cons) = rtrb::RingBuffer::new(capacity);
-            let stream = match fmt {
-                SampleFormat::I16 => build_input::<i16>(&device, cfg, prod, health.clone()),
-                SampleFormat::I32 => build_input::<i32>(&device, cfg, prod, health.clone()),
-                _ => build_input::<f32>(&device, cfg, prod, health.clone()),
-            }?;
-            Ok((stream, cons))
-        })
-        .map_err(|e| AudioError::Unusable { device: label.to_owned(), offered: format!("{opened} ({e})") })?;
-        stream
-            .play()
+        let mut setup =
+            StreamSetup { device, config, fmt, capacity, seen_errors: 0, rebuilds: 0, period_request: None };
+        let (stream, cons) = build_with_period(&mut setup, period, |s| s.input(&health))
             .map_err(|e| AudioError::Unusable { device: label.to_owned(), offered: format!("{opened} ({e})") })?;
         let resampler = if rate == SAMPLE_RATE {
             None
@@ -419,6 +528,7 @@ impl CpalSource {
         let max_out = resampler.as_ref().map_or(frame_samples, |r| r.output_frames_max());
         tracing::info!(device = %opened, "capture device opened");
         Ok(Self {
+            setup,
             cons,
             stream: Some(stream),
             resampler,
@@ -498,13 +608,27 @@ impl AudioSource for CpalSource {
                 out.fill(0);
                 return Ok(Captured::Audio);
             }
-            if self.health.gone.load(Relaxed)
-                || self.watchdog.stalled(self.health.in_callbacks.load(Relaxed), Instant::now())
-            {
+            let now = Instant::now();
+            if self.health.gone.load(Relaxed) || self.watchdog.stalled(self.health.in_callbacks.load(Relaxed), now) {
                 return Err(lost(&self.opened.name, &self.health, "the capture callback stopped (no audio for 1.5 s)"));
             }
+            if self.setup.needs_rebuild(
+                &self.health,
+                self.watchdog.quiet_for(now),
+                self.watchdog.started(),
+                &self.opened.name,
+            )? {
+                drop_stream(self.stream.take());
+                let (stream, cons) =
+                    self.setup.input(&self.health).map_err(|e| reopen_failed(&self.opened.name, &e))?;
+                self.stream = Some(stream);
+                self.cons = cons;
+                self.watchdog = Watchdog::new();
+                continue;
+            }
             let missing_us = ((need - avail) * 1_000_000 / rate.max(1)) as u64;
-            std::thread::sleep(Duration::from_micros(missing_us.clamp(500, 5_000)));
+            // Wake within ~2 ms of the samples arriving: capture-to-send delay is mouth-to-ear delay.
+            std::thread::sleep(Duration::from_micros(missing_us.saturating_sub(1_000).clamp(300, 2_000)));
         }
         let chunk = self.cons.read_chunk(need).map_err(|_| AudioError::Stalled)?;
         let (a, b) = chunk.as_slices();
@@ -534,6 +658,7 @@ impl AudioSource for CpalSource {
 
 /// Speaker playback.
 pub struct CpalSink {
+    setup: StreamSetup,
     prod: rtrb::Producer<f32>,
     capacity: usize,
     stream: Option<cpal::Stream>,
@@ -569,7 +694,7 @@ impl CpalSink {
         let _quiet = AlsaQuiet::install();
         let label = name.unwrap_or("default");
         let device = pick(false, name)?;
-        let (mut config, fmt, period) = choose_config(&device, false, label)?;
+        let (config, fmt, period) = choose_config(&device, false, label)?;
         let rate = config.sample_rate;
         let capacity = ring_capacity(rate, period);
         let opened =
@@ -587,20 +712,13 @@ impl CpalSink {
             1,
         )
         .map_err(|e| unusable(&e))?;
-        let (stream, prod) = build_with_period(&mut config, period, |cfg| {
-            let (prod, cons) = rtrb::RingBuffer::new(capacity);
-            let stream = match fmt {
-                SampleFormat::I16 => build_output::<i16>(&device, cfg, cons, health.clone()),
-                SampleFormat::I32 => build_output::<i32>(&device, cfg, cons, health.clone()),
-                _ => build_output::<f32>(&device, cfg, cons, health.clone()),
-            }?;
-            Ok((stream, prod))
-        })
-        .map_err(|e| unusable(&e))?;
-        stream.play().map_err(|e| unusable(&e))?;
+        let mut setup =
+            StreamSetup { device, config, fmt, capacity, seen_errors: 0, rebuilds: 0, period_request: None };
+        let (stream, prod) = build_with_period(&mut setup, period, |s| s.output(&health)).map_err(|e| unusable(&e))?;
         tracing::info!(device = %opened, "playback device opened");
         let max_out = resampler.output_frames_max();
         Ok(Self {
+            setup,
             prod,
             capacity,
             stream: Some(stream),
@@ -701,6 +819,7 @@ impl AudioSink for CpalSink {
         // Wait until the device has drained the ring below its target: the device clock paces playout,
         // and the jitter buffer is read as late as possible.
         let rate = self.opened.rate as usize;
+        let mut waited = false;
         loop {
             let level = self.capacity - self.prod.slots();
             let target = self.target_fill();
@@ -710,17 +829,38 @@ impl AudioSink for CpalSink {
             if self.health.cancel.load(Relaxed) {
                 return Ok(());
             }
-            if self.health.gone.load(Relaxed)
-                || self.watchdog.stalled(self.health.out_callbacks.load(Relaxed), Instant::now())
-            {
+            let now = Instant::now();
+            if self.health.gone.load(Relaxed) || self.watchdog.stalled(self.health.out_callbacks.load(Relaxed), now) {
                 return Err(lost(
                     &self.opened.name,
                     &self.health,
                     "the playback callback stopped (no audio for 1.5 s)",
                 ));
             }
+            if self.setup.needs_rebuild(
+                &self.health,
+                self.watchdog.quiet_for(now),
+                self.watchdog.started(),
+                &self.opened.name,
+            )? {
+                drop_stream(self.stream.take());
+                let (stream, prod) =
+                    self.setup.output(&self.health).map_err(|e| reopen_failed(&self.opened.name, &e))?;
+                self.stream = Some(stream);
+                self.prod = prod;
+                self.watchdog = Watchdog::new();
+                continue;
+            }
             let excess_us = ((level + 1 - target) * 1_000_000 / rate.max(1)) as u64;
-            std::thread::sleep(Duration::from_micros(excess_us.clamp(500, 5_000)));
+            std::thread::sleep(Duration::from_micros(excess_us.clamp(500, 2_000)));
+            waited = true;
+        }
+        // Just after a callback drained the ring, a frame captured on the same clock edge (the peer on
+        // one machine, or one JACK server) is still on its way: reading the jitter buffer now races with
+        // it and makes it stretch and shrink. With a whole period of slack, read it a little later.
+        let period_us = self.health.out_period.load(Relaxed) * 1_000_000 / self.opened.rate.max(1) as u64;
+        if waited && period_us >= (PLAYOUT_PHASE + PLAYOUT_PHASE_SLACK).as_micros() as u64 {
+            std::thread::sleep(PLAYOUT_PHASE);
         }
         fill(&mut self.buf);
         for (d, &s) in self.inbuf.iter_mut().zip(self.buf.iter()) {
@@ -795,7 +935,7 @@ mod probe {
         let mut sink = CpalSink::open_with(Some(&name), 960, h.clone()).unwrap();
         let mut src = CpalSource::open_with(Some(&name), 960, h.clone()).unwrap();
         let mut frame = [0i16; 960];
-        for _ in 0..50 {
+        for _ in 0..250 {
             src.read_frame(&mut frame).unwrap();
             sink.play_frame(&mut |b| b.copy_from_slice(&frame)).unwrap();
         }

@@ -770,6 +770,7 @@ fn snapshot(s: &Shared) -> MetricsSnapshot {
         fec_enabled: g(&c.fec_enabled) != 0,
         device_xruns: g(&d.xruns),
         device_errors: g(&d.stream_errors),
+        device_rebuilds: g(&d.rebuilds),
         device_underruns: g(&d.out_underruns),
         device_overruns: g(&d.in_overruns),
         device_in_period: g(&d.in_period),

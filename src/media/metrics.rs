@@ -128,6 +128,8 @@ pub struct MetricsSnapshot {
     pub device_xruns: u64,
     /// Other sound-stream errors the driver reported.
     pub device_errors: u64,
+    /// Sound streams rebuilt after the driver failed them.
+    pub device_rebuilds: u64,
     /// Playback callbacks that found too little audio (silence was played).
     pub device_underruns: u64,
     /// Captured (or playout) samples dropped because a device ring was full or backlogged.
