@@ -47,7 +47,7 @@ const PLAYOUT_MARGIN: Duration = Duration::from_millis(4);
 /// How long after a callback drained the playout ring the jitter buffer is read (see `play_frame`).
 const PLAYOUT_PHASE: Duration = Duration::from_millis(6);
 /// Time that must remain before the next callback after [`PLAYOUT_PHASE`].
-const PLAYOUT_PHASE_SLACK: Duration = Duration::from_millis(6);
+const PLAYOUT_PHASE_SLACK: Duration = Duration::from_millis(12);
 /// Capture audio older than this (backlog after the engine thread was descheduled) is discarded.
 const CAPTURE_MAX_BACKLOG: Duration = Duration::from_millis(60);
 /// Drift compensation range of the playout resampler (relative).
@@ -309,7 +309,7 @@ fn ring_capacity(rate: u32, period: Option<u32>) -> usize {
 /// No callback for this long after a stream error: rebuild the stream.
 const REBUILD_AFTER: Duration = Duration::from_millis(150);
 /// No callback for this long (after they had started), without any error: rebuild the stream.
-const SILENT_REBUILD_AFTER: Duration = Duration::from_millis(900);
+const SILENT_REBUILD_AFTER: Duration = Duration::from_millis(1_300);
 /// Rebuilds allowed per call before the device counts as lost.
 const MAX_REBUILDS: u32 = 5;
 
