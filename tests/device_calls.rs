@@ -35,7 +35,20 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// SIGTERM first (jackd only unregisters from its shared-memory registry when it exits cleanly; killed
+    /// servers fill it until "Too many servers already active"), SIGKILL after 2 s.
     fn kill(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -53,6 +66,10 @@ impl Drop for Lab {
             for d in &self.daemons {
                 eprintln!("--- {} log ---\n{}", d.name, self.log(d.name));
             }
+        }
+        // Clients before their server.
+        while let Some(mut d) = self.daemons.pop() {
+            d.kill();
         }
     }
 }

@@ -6,7 +6,7 @@
 //! (underruns). Once a second the controller compares the smoothed buffer wait with an anchor taken after
 //! the call settles and sets a relative ratio within ±`max_adjust`: a buffer above the anchor plays the
 //! 48 kHz stream slightly faster (ratio below 1), one below it slightly slower. The jitter buffer's own
-//! adaptation moves the wait by whole frames; a jump larger than half a frame re-anchors instead of being
+//! adaptation moves the wait by whole frames; a jump larger than three quarters of a frame re-anchors instead of being
 //! fought, while the integral (the drift estimate) is kept. See `docs/AUDIO.md`.
 
 use std::time::{Duration, Instant};
@@ -16,11 +16,14 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// Controller update interval.
 const PERIOD: Duration = Duration::from_secs(1);
 /// Proportional gain: relative ratio per ms of error.
-const KP: f64 = 2e-5;
+const KP: f64 = 1e-5;
 /// Integral gain: relative ratio per ms of error per second.
-const KI: f64 = 2e-6;
-/// Errors smaller than this (ms) are treated as zero (the wait estimate dithers with arrival jitter).
-const DEADBAND_MS: f64 = 1.0;
+const KI: f64 = 4e-6;
+/// Errors smaller than this (ms) are treated as zero: the wait estimate moves by a few ms with arrival
+/// jitter and playout phase, and resampling against that would warp the timeline (a 100 ppm correction
+/// moves the audio by 1 ms in 10 s) without any drift to correct. Real drift (tens of ppm) crosses it
+/// within a minute or two.
+const DEADBAND_MS: f64 = 3.0;
 
 /// The drift controller. See the module docs.
 #[derive(Debug, Clone)]
@@ -63,7 +66,7 @@ impl DriftControl {
         }
         self.next_update = Some(now + PERIOD);
         let mut err = s - anchor;
-        if err.abs() > frame_ms / 2.0 {
+        if err.abs() > frame_ms * 0.75 {
             // The jitter buffer grew or shrank by a frame on purpose: follow it.
             self.anchor = Some(s);
             err = 0.0;
@@ -109,7 +112,7 @@ mod tests {
     fn positive_and_negative_drift_keep_the_delay_flat() {
         for ppm in [300.0, -300.0, 80.0] {
             let (start, end, rel) = simulate(ppm, 600);
-            assert!((end - start).abs() < 5.0, "{ppm} ppm: {start} -> {end}");
+            assert!((end - start).abs() < 12.0, "{ppm} ppm: {start} -> {end}");
             // The ratio settles near the drift (faster playout for a faster peer).
             assert!((rel - (1.0 - ppm * 1e-6)).abs() < 1e-4, "{ppm} ppm: ratio {rel}");
         }
