@@ -378,7 +378,7 @@ impl StreamSetup {
         let errors = health.stream_errors.load(Relaxed);
         let failed = errors != self.seen_errors && quiet >= REBUILD_AFTER;
         // The pulse plugin can also stop calling back without any error.
-        if !failed && !(started && quiet >= SILENT_REBUILD_AFTER) {
+        if !(failed || started && quiet >= SILENT_REBUILD_AFTER) {
             return Ok(false);
         }
         self.seen_errors = errors;
