@@ -106,5 +106,5 @@ REC=$!; PIDS+=($REC)
 sox -q "$WORK/speech.wav" -t alsa feed || true
 wait "$REC" || true
 wait "$APID" || true; wait "$BPID" || true
-python3 scripts/device_latency.py "$WORK/jack.wav" | tail -1
+python3 scripts/device_latency.py "$WORK/jack.wav"
 report_clients jack

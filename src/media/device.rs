@@ -50,7 +50,9 @@ const PLAYOUT_PHASE: Duration = Duration::from_millis(6);
 const PLAYOUT_PHASE_SLACK: Duration = Duration::from_millis(12);
 /// Capture audio older than this (backlog after the engine thread was descheduled) is discarded.
 const CAPTURE_MAX_BACKLOG: Duration = Duration::from_millis(60);
-/// Drift compensation range of the playout resampler (relative).
+/// Largest drift correction the controller applies (±0.5 %).
+const MAX_DRIFT_CORRECTION: f64 = 0.005;
+/// Ratio range the playout resampler is built for (relative).
 pub const MAX_RATIO_ADJUST: f64 = 1.01;
 
 /// Keeps ALSA's C-level stderr messages out of the terminal while it lives (current thread only).
@@ -729,7 +731,7 @@ impl CpalSink {
             health,
             watchdog: Watchdog::new(),
             opened,
-            drift: super::drift::DriftControl::new(MAX_RATIO_ADJUST - 1.0),
+            drift: super::drift::DriftControl::new(MAX_DRIFT_CORRECTION),
         })
     }
 

@@ -67,8 +67,10 @@ impl DriftControl {
         self.next_update = Some(now + PERIOD);
         let mut err = s - anchor;
         if err.abs() > frame_ms * 0.75 {
-            // The jitter buffer grew or shrank by a frame on purpose: follow it.
+            // The jitter buffer grew or shrank by a frame on purpose: follow it. What the integral gathered
+            // while the step passed through the smoothing was the step, not drift: drop it.
             self.anchor = Some(s);
+            self.integral = 0.0;
             err = 0.0;
         }
         let e = if err.abs() < DEADBAND_MS { 0.0 } else { err - DEADBAND_MS * err.signum() };
