@@ -527,3 +527,29 @@ async fn killed_sound_server_ends_the_call_with_a_reason() {
     eprintln!("alice exited {:?} after SIGTERM", term.elapsed());
     let _ = c.exit_code(LONG).await;
 }
+
+/// Devices are checked before dialling and before answering: a caller whose device cannot be opened never
+/// rings anyone, and a callee whose device cannot be opened refuses instead of answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_devices_are_refused_before_dialling_and_answering() {
+    let reg = Registry::start(Duration::from_secs(45)).await;
+    let alice = User::init("alice", &reg.url()).await;
+    let bob = User::init("bob", &reg.url()).await;
+
+    let mut a = alice.spawn(&["call", "bob", "--input", "silence", "--output", "no-such-pcm"]);
+    let ended = a.wait("ended", SHORT).await;
+    assert_eq!(ended["reason"]["kind"], "no_audio", "{ended}");
+    assert!(ended.to_string().contains("no-such-pcm"), "{ended}");
+    assert!(!a.seen.iter().any(|v| v["event"] == "ringing"), "the caller rang with an unusable device");
+    a.exit_code(SHORT).await;
+
+    let mut b = bob.spawn(&["listen", "--auto-answer", "--once", "--input", "no-such-pcm", "--output", "null"]);
+    b.wait_for("connection", SHORT, |v| v["connected"] == true).await;
+    let mut a = alice.call("bob", &[]);
+    let b_ended = b.wait("ended", SHORT).await;
+    assert_eq!(b_ended["reason"]["kind"], "no_audio", "{b_ended}");
+    assert!(b_ended.to_string().contains("no-such-pcm"), "{b_ended}");
+    a.wait("ended", SHORT).await;
+    assert!(!a.seen.iter().any(|v| v["event"] == "audio_flowing"), "the callee answered a call it cannot run");
+    eprintln!("caller saw: {:?}", a.end_reason());
+}
