@@ -674,6 +674,7 @@ impl MediaHandle {
     }
 
     fn shutdown(&mut self) -> Result<(), MediaError> {
+        let running = self.capture.is_some() || self.net.is_some() || self.playout.is_some();
         self.shared.stop.store(true, Relaxed);
         self.shared.device.cancel.store(true, Relaxed);
         if let Some(tx) = self.stop_net.take() {
@@ -699,6 +700,18 @@ impl MediaHandle {
             if let Err(e) = r {
                 first_err.get_or_insert(e);
             }
+        }
+        let d = &self.shared.device;
+        if running && d.in_callbacks.load(Relaxed) + d.out_callbacks.load(Relaxed) > 0 {
+            tracing::info!(
+                capture_period = d.in_period.load(Relaxed),
+                playback_period = d.out_period.load(Relaxed),
+                xruns = d.xruns.load(Relaxed),
+                stream_errors = d.stream_errors.load(Relaxed),
+                rebuilds = d.rebuilds.load(Relaxed),
+                underruns = d.out_underruns.load(Relaxed),
+                "sound devices stopped (periods in device frames)"
+            );
         }
         first_err.map_or(Ok(()), Err)
     }
