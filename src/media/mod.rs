@@ -16,17 +16,17 @@
 //! and crypto write into caller buffers: nothing on the per-frame path allocates, locks or logs.
 //! Submodules are plain code testable without I/O: [`jitter`] and [`impair`] take the time as an argument.
 
-pub mod audio;
 pub mod codec;
-pub mod device;
-pub mod drift;
-pub mod echo;
+pub mod dsp;
 pub(crate) mod engine;
 pub mod impair;
-pub mod jitter;
+pub mod io;
 pub mod metrics;
-pub mod resample;
 pub mod transport;
+
+// The pre-split paths stay valid (`media::audio`, `media::jitter`, ...).
+pub use dsp::{drift, jitter, resample};
+pub use io::{audio, device, echo};
 
 pub use audio::{AudioError, AudioSink, AudioSource, Captured, WavRecorder, WavSink, WavSource};
 pub use codec::{CodecError, CodecKind};

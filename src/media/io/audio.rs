@@ -1,5 +1,5 @@
 //! Audio I/O behind one pair of traits, with two real backends: WAV files (this module) and sound devices
-//! through cpal ([`super::device`]).
+//! through cpal ([`crate::media::device`]).
 //!
 //! Everything inside the engine is 48 kHz mono i16 in frames of the codec's size. A source blocks until the
 //! next frame is captured; a sink blocks until the device wants the next frame and then asks the playout
@@ -16,8 +16,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::codec::{MAX_FRAME_SAMPLES, SAMPLE_RATE};
-use super::resample::{Direction, Resampler};
+use crate::media::codec::{MAX_FRAME_SAMPLES, SAMPLE_RATE};
+use crate::media::resample::{Direction, Resampler};
 
 /// Errors from audio backends. Messages say what to do next.
 #[derive(Debug, thiserror::Error)]

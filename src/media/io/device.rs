@@ -31,8 +31,8 @@ use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, SampleFormat, SizedSample, StreamConfig};
 use rubato::{Resampler as _, SincFixedIn, SincFixedOut, SincInterpolationParameters, SincInterpolationType};
 
-use super::audio::{AudioError, AudioSink, AudioSource, Captured};
-use super::codec::SAMPLE_RATE;
+use crate::media::audio::{AudioError, AudioSink, AudioSource, Captured};
+use crate::media::codec::SAMPLE_RATE;
 
 /// No callback for this long means the device stalled (driver or sound server gone without an error).
 pub const STALL_AFTER: Duration = Duration::from_millis(1_500);
@@ -671,7 +671,7 @@ pub struct CpalSink {
     health: Arc<DeviceHealth>,
     watchdog: Watchdog,
     opened: OpenedDevice,
-    drift: super::drift::DriftControl,
+    drift: crate::media::drift::DriftControl,
 }
 
 impl std::fmt::Debug for CpalSink {
@@ -731,7 +731,7 @@ impl CpalSink {
             health,
             watchdog: Watchdog::new(),
             opened,
-            drift: super::drift::DriftControl::new(MAX_DRIFT_CORRECTION),
+            drift: crate::media::drift::DriftControl::new(MAX_DRIFT_CORRECTION),
         })
     }
 
