@@ -5,6 +5,7 @@ set -euo pipefail
 pkgs=(libasound2-dev pkg-config cmake tmux)
 # The NAT lab (scripts/nat-lab.sh): namespaces, NAT routers, conntrack flushing, the TURN relay, its checker.
 pkgs+=(iproute2 nftables conntrack coturn python3)
+pkgs+=(pulseaudio pulseaudio-utils libasound2-plugins jackd2 alsa-utils espeak-ng sox)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -8,8 +8,9 @@ use super::audio::{check_devices, detail, no_sound_card_advice};
 
 /// Lists devices; exit 5 when none can be used.
 pub fn devices(config_file: &Path) -> anyhow::Result<u8> {
-    match qvoice::media::list_devices() {
+    match qvoice::media::list_devices_probed(true) {
         Ok(list) if !list.is_empty() => {
+            println!("{:<7} {:<32} {:<26} DESCRIPTION", "", "NAME (--input/--output, [audio])", "NATIVE");
             for d in list {
                 let caps = match (d.input, d.output) {
                     (true, true) => "in/out",
@@ -17,7 +18,8 @@ pub fn devices(config_file: &Path) -> anyhow::Result<u8> {
                     (false, true) => "out",
                     _ => "-",
                 };
-                println!("{:<7} {}", caps, d.name);
+                let native = d.native.as_deref().unwrap_or("(cannot open now)");
+                println!("{:<7} {:<32} {:<26} {}", caps, d.name, native, d.description);
             }
             // cpal lists `default` on a machine without a sound card; only opening it tells.
             match check_devices(&AudioIn::Device(None), &AudioOut::Device(None)) {

@@ -12,7 +12,7 @@ use qvoice_proto::{Candidate, MediaCrypto};
 
 use super::audio::{AudioSink, AudioSource, Captured, NullSink, WavRecorder, WavSink, WavSource};
 use super::codec::{CodecKind, Decoder, Encoder, MAX_ENCODED, MAX_FRAME_SAMPLES, SAMPLE_RATE};
-use super::device::{CpalSink, CpalSource};
+use super::device::{CpalSink, CpalSource, DeviceHealth};
 use super::impair::{Impairer, Impairment};
 use super::jitter::{JitterBuffer, JitterConfig, Pop};
 use super::metrics::{Counters, MetricsSnapshot, mos_from_r, r_factor};
@@ -226,6 +226,8 @@ pub(crate) struct Shared {
     pub(crate) frame_ms: u8,
     pub(crate) events: SyncSender<MediaEvent>,
     pub(crate) peer: Mutex<Option<SocketAddr>>,
+    /// Sound-device callbacks' counters (xruns, errors, under/overruns) and the cancel flag for waits.
+    pub(crate) device: Arc<DeviceHealth>,
 }
 
 impl Shared {
@@ -252,6 +254,8 @@ pub(crate) struct RxFrame {
     pub(crate) data: [u8; MAX_ENCODED],
 }
 
+/// How long stopping the engine waits for its threads before abandoning them.
+const STOP_DEADLINE: Duration = Duration::from_millis(1_200);
 /// Queue between capture and net, in frames.
 const TX_QUEUE: usize = 8;
 /// Queue between net and playout, in frames (more than the jitter buffer's cap so bursts fit).
@@ -306,6 +310,7 @@ impl MediaEngine {
             frame_ms: cfg.frame_ms,
             events: ev_tx,
             peer: Mutex::new(None),
+            device: Arc::new(DeviceHealth::default()),
         });
         let out_rate = match (&cfg.output, &cfg.input) {
             (AudioOut::Wav { rate: Some(r), .. }, _) => *r,
@@ -335,7 +340,7 @@ impl MediaEngine {
         let rec = cfg.record_dir.as_ref().map(|d| d.join("received.wav"));
         let out_epoch = epoch + cfg.output_phase;
         handle.playout = Some(spawn(format!("{}-playout", cfg.label), move || {
-            let opened = open_sink(&out, out_rate, frame_samples, out_epoch).and_then(|sink| {
+            let opened = open_sink(&out, out_rate, frame_samples, out_epoch, &s.device).and_then(|sink| {
                 let recorder = Recording::open(rec, s.recording.load(Relaxed))?;
                 Ok((sink, recorder))
             });
@@ -357,7 +362,7 @@ impl MediaEngine {
         let input = cfg.input.clone();
         let rec = cfg.record_dir.as_ref().map(|d| d.join("sent.wav"));
         handle.capture = Some(spawn(format!("{}-capture", cfg.label), move || {
-            let opened = open_source(&input, frame, frame_samples, epoch).and_then(|src| {
+            let opened = open_source(&input, frame, frame_samples, epoch, &s.device).and_then(|src| {
                 let recorder = Recording::open(rec, s.recording.load(Relaxed))?;
                 Ok((src, recorder))
             });
@@ -409,6 +414,21 @@ impl MediaEngine {
     }
 }
 
+/// Opens the sound devices `input` / `output` name (if any) and closes them again, so a call that could not
+/// run is refused before dialling or answering. Returns what was opened, for the log.
+///
+/// Fails with the device's error (naming it, the configuration it offered and what to change).
+pub fn check_devices(input: &AudioIn, output: &AudioOut) -> Result<Vec<super::device::OpenedDevice>, AudioError> {
+    let mut opened = Vec::new();
+    if let AudioIn::Device(name) = input {
+        opened.push(CpalSource::open(name.as_deref(), 960)?.opened().clone());
+    }
+    if let AudioOut::Device(name) = output {
+        opened.push(CpalSink::open(name.as_deref(), 960)?.opened().clone());
+    }
+    Ok(opened)
+}
+
 fn wav_rate(p: &std::path::Path) -> u32 {
     hound::WavReader::open(p).map_or(SAMPLE_RATE, |r| r.spec().sample_rate)
 }
@@ -432,9 +452,10 @@ fn open_source(
     frame: Duration,
     frame_samples: usize,
     epoch: Instant,
+    health: &Arc<DeviceHealth>,
 ) -> Result<Box<dyn AudioSource>, AudioError> {
     Ok(match input {
-        AudioIn::Device(name) => Box::new(CpalSource::open(name.as_deref(), frame_samples)?),
+        AudioIn::Device(name) => Box::new(CpalSource::open_with(name.as_deref(), frame_samples, health.clone())?),
         AudioIn::Wav(p) => Box::new(WavSource::open(p, frame, Some(epoch))?),
         AudioIn::WavLoop(p) => Box::new(WavSource::open(p, frame, Some(epoch))?.looping()),
         AudioIn::Silence => Box::new(SilenceSource { pacer: super::audio::Pacer::new(epoch, frame).skip() }),
@@ -447,9 +468,10 @@ fn open_sink(
     rate: u32,
     frame_samples: usize,
     epoch: Instant,
+    health: &Arc<DeviceHealth>,
 ) -> Result<Box<dyn AudioSink>, AudioError> {
     Ok(match out {
-        AudioOut::Device(name) => Box::new(CpalSink::open(name.as_deref(), frame_samples)?),
+        AudioOut::Device(name) => Box::new(CpalSink::open_with(name.as_deref(), frame_samples, health.clone())?),
         AudioOut::Wav { path, .. } => Box::new(WavSink::create(path, rate, frame_samples, Some(epoch))?),
         AudioOut::Null => Box::new(NullSink::new(frame_samples, epoch)),
         AudioOut::Echo(line) => Box::new(line.sink(frame_samples, epoch)?),
@@ -543,6 +565,12 @@ fn capture_loop(
         if !recorder.push(shared.recording.load(Relaxed), &pcm[..frame_samples]) {
             Counters::add(&c.record_drops, 1);
         }
+        if !shared.path_up.load(Relaxed) {
+            // Nothing can be sent before a path is selected; queueing would only start the peer's jitter
+            // buffer deep. The device keeps being drained at its own pace.
+            timestamp = timestamp.wrapping_add(frame_samples as u32);
+            continue;
+        }
         match encoder.encode(&pcm[..frame_samples], &mut frame.data) {
             Ok(n) => {
                 frame.len = n as u16;
@@ -629,6 +657,9 @@ fn playout_loop(
             failure = Some(e);
             break;
         }
+        if jb.is_playing() {
+            sink.observe_buffer(Instant::now(), jb.mean_wait_ms(), f64::from(shared.frame_ms));
+        }
         if played_audio && !first_played {
             first_played = true;
             let at = Instant::now();
@@ -688,20 +719,44 @@ impl MediaHandle {
     }
 
     fn shutdown(&mut self) -> Result<(), MediaError> {
+        let running = self.capture.is_some() || self.net.is_some() || self.playout.is_some();
         self.shared.stop.store(true, Relaxed);
+        self.shared.device.cancel.store(true, Relaxed);
         if let Some(tx) = self.stop_net.take() {
             let _ = tx.send(());
         }
         let mut first_err = None;
+        // One deadline for all threads: a thread stuck in a dead audio driver is abandoned (it holds no
+        // lock the rest of the process needs), so stopping a call, and with it SIGTERM, always finishes.
+        let deadline = Instant::now() + STOP_DEADLINE;
         for (name, h) in
             [("qv-capture", self.capture.take()), ("qv-net", self.net.take()), ("qv-playout", self.playout.take())]
         {
-            if let Some(h) = h {
-                let r = h.join().map_err(|_| MediaError::ThreadPanicked(name)).and_then(|r| r);
-                if let Err(e) = r {
-                    first_err.get_or_insert(e);
-                }
+            let Some(h) = h else { continue };
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
             }
+            if !h.is_finished() {
+                tracing::warn!(thread = name, "media thread did not stop within {STOP_DEADLINE:?}; abandoned");
+                first_err.get_or_insert(MediaError::Stuck(name));
+                continue;
+            }
+            let r = h.join().map_err(|_| MediaError::ThreadPanicked(name)).and_then(|r| r);
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        let d = &self.shared.device;
+        if running && d.in_callbacks.load(Relaxed) + d.out_callbacks.load(Relaxed) > 0 {
+            tracing::info!(
+                capture_period = d.in_period.load(Relaxed),
+                playback_period = d.out_period.load(Relaxed),
+                xruns = d.xruns.load(Relaxed),
+                stream_errors = d.stream_errors.load(Relaxed),
+                rebuilds = d.rebuilds.load(Relaxed),
+                underruns = d.out_underruns.load(Relaxed),
+                "sound devices stopped (periods in device frames)"
+            );
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -720,6 +775,7 @@ fn kbps(bytes: u64, secs: f64) -> f64 {
 
 fn snapshot(s: &Shared) -> MetricsSnapshot {
     let c = &s.counters;
+    let d = &s.device;
     let g = |a: &AtomicU64| a.load(Relaxed);
     let elapsed = s.start.elapsed().as_secs_f64();
     // Seconds since a "first frame" mark (stored +1 so 0 means unset); bitrates average over talk time.
@@ -770,6 +826,14 @@ fn snapshot(s: &Shared) -> MetricsSnapshot {
         peer_address_changes: g(&c.peer_address_changes),
         peer_loss_pct: g(&c.peer_loss_permille) as f64 / 10.0,
         fec_enabled: g(&c.fec_enabled) != 0,
+        device_xruns: g(&d.xruns),
+        device_errors: g(&d.stream_errors),
+        device_rebuilds: g(&d.rebuilds),
+        device_underruns: g(&d.out_underruns),
+        device_overruns: g(&d.in_overruns),
+        device_in_period: g(&d.in_period),
+        device_out_period: g(&d.out_period),
+        drift_ppm: g(&d.drift_ppm) as i64,
         local_drops: g(&c.capture_overruns) + g(&c.queue_full_drops) + g(&c.record_drops) + g(&c.socket_errors),
         est_delay_ms,
         r_factor: r,

@@ -124,6 +124,22 @@ pub struct MetricsSnapshot {
     pub r_factor: f64,
     /// E-model MOS estimate (1.0–4.5).
     pub mos: f64,
+    /// Xruns the sound driver reported.
+    pub device_xruns: u64,
+    /// Other sound-stream errors the driver reported.
+    pub device_errors: u64,
+    /// Sound streams rebuilt after the driver failed them.
+    pub device_rebuilds: u64,
+    /// Playback callbacks that found too little audio (silence was played).
+    pub device_underruns: u64,
+    /// Captured (or playout) samples dropped because a device ring was full or backlogged.
+    pub device_overruns: u64,
+    /// Largest capture callback, in device frames (0 without a device).
+    pub device_in_period: u64,
+    /// Largest playback callback, in device frames.
+    pub device_out_period: u64,
+    /// Drift compensation applied to playout, in ppm (negative plays faster).
+    pub drift_ppm: i64,
 }
 
 /// Codec impairment parameters for the E-model.

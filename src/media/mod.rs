@@ -16,22 +16,23 @@
 //! and crypto write into caller buffers: nothing on the per-frame path allocates, locks or logs.
 //! Submodules are plain code testable without I/O: [`jitter`] and [`impair`] take the time as an argument.
 
-pub mod audio;
 pub mod codec;
-pub mod device;
-pub mod echo;
+pub mod dsp;
 pub(crate) mod engine;
 pub mod impair;
-pub mod jitter;
+pub mod io;
 pub mod metrics;
-pub mod resample;
 pub mod transport;
+
+// The pre-split paths stay valid (`media::audio`, `media::jitter`, ...).
+pub use dsp::{drift, jitter, resample};
+pub use io::{audio, device, echo};
 
 pub use audio::{AudioError, AudioSink, AudioSource, Captured, WavRecorder, WavSink, WavSource};
 pub use codec::{CodecError, CodecKind};
-pub use device::{CpalSink, CpalSource, DeviceInfo, list_devices};
+pub use device::{CpalSink, CpalSource, DeviceHealth, DeviceInfo, OpenedDevice, list_devices, list_devices_probed};
 pub use echo::EchoLine;
-pub use engine::{AudioIn, AudioOut, MediaConfig, MediaEngine, MediaEvent, MediaHandle};
+pub use engine::{AudioIn, AudioOut, MediaConfig, MediaEngine, MediaEvent, MediaHandle, check_devices};
 pub use impair::Impairment;
 pub use jitter::{JitterBuffer, JitterConfig};
 pub use metrics::MetricsSnapshot;
@@ -56,6 +57,9 @@ pub enum MediaError {
     /// The configuration cannot work (the text says why and what to change).
     #[error("invalid media configuration: {0}")]
     Config(String),
+    /// A media thread did not stop in time and was abandoned (a hung audio driver).
+    #[error("media thread {0} did not stop in time (audio driver hung); it was abandoned")]
+    Stuck(&'static str),
     /// A media thread panicked.
     #[error("media thread {0} panicked")]
     ThreadPanicked(&'static str),

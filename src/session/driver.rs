@@ -828,6 +828,10 @@ impl Driver {
             self.end_unstarted(&name, EndReason::Failed(format!("{name:?} is not a valid username"))).await;
             return;
         };
+        if let Err(msg) = self.check_devices().await {
+            self.end_unstarted(&name, EndReason::NoAudio(msg)).await;
+            return;
+        }
         if let Err(e) = self.opts.contacts.reload() {
             self.error(format!("could not read contacts: {e:#}")).await;
         }
@@ -1125,11 +1129,32 @@ impl Driver {
         if reason == EndReason::Missed && dialing && self.dialed_offline { EndReason::Offline } else { reason }
     }
 
+    /// Opens the configured sound devices briefly (off the async threads).
+    async fn check_devices(&self) -> Result<(), String> {
+        let (input, output) = (self.opts.input.clone(), self.opts.output.clone());
+        match tokio::task::spawn_blocking(move || crate::media::check_devices(&input, &output)).await {
+            Ok(Ok(opened)) => {
+                for d in opened {
+                    tracing::info!(device = %d, "sound device checked");
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("checking the sound devices failed: {e}")),
+        }
+    }
+
     async fn accept(&mut self, id: &str) {
         let Some(Call::Incoming { call_id, peer, offer, since }) = self.call.take_if(|c| c.id() == id) else {
             self.error(format!("no incoming call {id} to accept")).await;
             return;
         };
+        // Never answer a call we cannot run: the caller is told at once instead of after ringing.
+        if let Err(msg) = self.check_devices().await {
+            self.call = Some(Call::Incoming { call_id, peer, offer, since });
+            self.end_call(EndReason::NoAudio(msg), true).await;
+            return;
+        }
         let (socket, candidates) = match self.bind_media().await {
             Ok(x) => x,
             Err(e) => {

@@ -102,8 +102,14 @@ impl User {
 
     /// Runs `qvoice --home H <args> --json` with piped stdin/stdout.
     pub fn spawn(&self, args: &[&str]) -> Proc {
+        self.spawn_env(args, &[])
+    }
+
+    /// Like [`User::spawn`] with extra environment variables (sound-server sockets, ALSA config).
+    pub fn spawn_env(&self, args: &[&str], env: &[(String, String)]) -> Proc {
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.arg("--home").arg(self.home.path()).args(args).arg("--json");
+        cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();

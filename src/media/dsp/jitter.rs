@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::codec::MAX_ENCODED;
+use crate::media::codec::MAX_ENCODED;
 
 /// Ring capacity in frames (1.28 s at 20 ms); a frame further ahead than this forces a resync.
 pub const CAPACITY: usize = 64;

@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::audio::{AudioError, AudioSink, AudioSource, Captured, Pacer, PcmBlock};
+use crate::media::audio::{AudioError, AudioSink, AudioSource, Captured, Pacer, PcmBlock};
 
 type Halves = (Option<SyncSender<PcmBlock>>, Option<Receiver<PcmBlock>>);
 
@@ -66,7 +66,7 @@ impl PartialEq for EchoLine {
 impl Eq for EchoLine {}
 
 fn frame_duration(frame_samples: usize) -> Duration {
-    Duration::from_micros(frame_samples as u64 * 1_000_000 / u64::from(super::codec::SAMPLE_RATE))
+    Duration::from_micros(frame_samples as u64 * 1_000_000 / u64::from(crate::media::codec::SAMPLE_RATE))
 }
 
 /// Plays into the echo line, paced like a device.

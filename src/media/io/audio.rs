@@ -1,5 +1,5 @@
 //! Audio I/O behind one pair of traits, with two real backends: WAV files (this module) and sound devices
-//! through cpal ([`super::device`]).
+//! through cpal ([`crate::media::device`]).
 //!
 //! Everything inside the engine is 48 kHz mono i16 in frames of the codec's size. A source blocks until the
 //! next frame is captured; a sink blocks until the device wants the next frame and then asks the playout
@@ -16,8 +16,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::codec::{MAX_FRAME_SAMPLES, SAMPLE_RATE};
-use super::resample::{Direction, Resampler};
+use crate::media::codec::{MAX_FRAME_SAMPLES, SAMPLE_RATE};
+use crate::media::resample::{Direction, Resampler};
 
 /// Errors from audio backends. Messages say what to do next.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +25,8 @@ pub enum AudioError {
     /// No sound device could be opened (e.g. a machine without a sound card).
     #[error(
         "no usable audio device ({0}); on a machine without a sound card use WAV files instead: \
-         `--input FILE.wav --output FILE.wav` (AudioIn::Wav / AudioOut::Wav)"
+         `--input FILE.wav --output FILE.wav`, or `input = \"FILE.wav\"` and `output = \"null\"` under \
+         [audio] in config.toml"
     )]
     NoDevice(String),
     /// A named device was not found.
@@ -34,6 +35,28 @@ pub enum AudioError {
     /// The device stopped delivering audio.
     #[error("audio device stopped delivering frames")]
     Stalled,
+    /// The device was lost mid-call (unplugged, sound server gone, driver stalled).
+    #[error(
+        "audio device {device:?} was lost: {why}; check the sound server (`pactl info`), then pick a \
+         working device with `--input`/`--output` or `[audio] input`/`output` (list: `qvoice devices`)"
+    )]
+    DeviceLost {
+        /// The device name.
+        device: String,
+        /// What happened.
+        why: String,
+    },
+    /// The device exists but offers nothing the engine can run.
+    #[error(
+        "audio device {device:?} cannot be used: it offered {offered}; pick another with \
+         `--input`/`--output` or `[audio] input`/`output` (list: `qvoice devices`), or use WAV files"
+    )]
+    Unusable {
+        /// The device name.
+        device: String,
+        /// The configuration it offered and why it failed.
+        offered: String,
+    },
     /// A sample rate the engine cannot convert from 48 kHz with an integer ratio.
     #[error("unsupported sample rate {0} Hz (use 8, 12, 16, 24, 48 or 96 kHz)")]
     UnsupportedRate(u32),
@@ -82,6 +105,10 @@ pub trait AudioSink {
     ///
     /// Fails when the file cannot be finalised.
     fn finish(self: Box<Self>) -> Result<(), AudioError>;
+
+    /// Tells a device sink how full the buffer feeding it is (`level_ms`, the jitter buffer's mean wait)
+    /// so it can compensate clock drift; file and null sinks ignore it.
+    fn observe_buffer(&mut self, _now: Instant, _level_ms: f64, _frame_ms: f64) {}
 }
 
 /// Sleeps until frame deadlines on a shared epoch, so file I/O runs at real time.

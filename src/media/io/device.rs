@@ -1,0 +1,946 @@
+//! Sound-card capture and playback through cpal, behind [`AudioSource`] / [`AudioSink`].
+//!
+//! **Block-size independence.** Each direction has a wait-free SPSC ring (`rtrb`) of mono `f32` samples at
+//! the device's own rate between the cpal callback and the engine thread. The callbacks only mix/spread
+//! channels, push or pop samples and bump relaxed atomics: no allocation, lock, syscall or log. Any callback
+//! size works (64, 441, 960, 1024, 4096 frames...): the capture side cuts 20 ms frames out of the ring as
+//! soon as enough samples are in, the playout side keeps the ring filled to one device period plus a small
+//! margin (measured from the callbacks, so the output delay follows the device's real period).
+//!
+//! **Any rate.** The device's native (default) configuration is used; `rubato`'s band-limited sinc
+//! resampler converts between it and the engine's 48 kHz (44.1 kHz, 22.05 kHz, 96 kHz... all work). At
+//! 48 kHz the samples pass through untouched.
+//!
+//! **Errors are events.** The error callback counts xruns and stream errors in [`DeviceHealth`] (shown in the
+//! call metrics); a "device not available" error marks the device gone. Because some ALSA plugins (pulse,
+//! jack) fail silently, the engine thread also watches the callback counter: no callback for
+//! [`STALL_AFTER`] is a stall. Both end the call with [`AudioError::DeviceLost`], which names the device.
+//! Dropping a stream can hang inside a dead driver, so streams are dropped on a helper thread that is
+//! abandoned after [`DROP_DEADLINE`].
+//!
+//! On a machine without a sound card ALSA still lists `default` and fails when the stream is built; that
+//! is reported as [`AudioError::NoDevice`] naming the WAV options. ALSA prints diagnostics straight to
+//! stderr from C, which would corrupt a TUI; the thread that enumerates and opens devices installs
+//! alsa-rs's thread-local error handler, which captures those messages into a buffer we drop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use cpal::{FromSample, SampleFormat, SizedSample, StreamConfig};
+use rubato::{Resampler as _, SincFixedIn, SincFixedOut, SincInterpolationParameters, SincInterpolationType};
+
+use crate::media::audio::{AudioError, AudioSink, AudioSource, Captured};
+use crate::media::codec::SAMPLE_RATE;
+
+/// No callback for this long means the device stalled (driver or sound server gone without an error).
+pub const STALL_AFTER: Duration = Duration::from_millis(1_500);
+/// Extra time allowed for the first callback after the stream starts (servers can be slow to start).
+const FIRST_CALLBACK_GRACE: Duration = Duration::from_millis(1_500);
+/// How long dropping a stream may take before its helper thread is abandoned.
+pub const DROP_DEADLINE: Duration = Duration::from_millis(300);
+/// Ring capacity in seconds of device audio (an upper bound; the fill is kept near one period).
+const RING_SECONDS: usize = 1;
+/// Scheduling margin kept in the playout ring on top of one device period.
+const PLAYOUT_MARGIN: Duration = Duration::from_millis(4);
+/// How long after a callback drained the playout ring the jitter buffer is read (see `play_frame`).
+const PLAYOUT_PHASE: Duration = Duration::from_millis(6);
+/// Time that must remain before the next callback after [`PLAYOUT_PHASE`].
+const PLAYOUT_PHASE_SLACK: Duration = Duration::from_millis(12);
+/// Capture audio older than this (backlog after the engine thread was descheduled) is discarded.
+const CAPTURE_MAX_BACKLOG: Duration = Duration::from_millis(60);
+/// Largest drift correction the controller applies (±0.5 %).
+const MAX_DRIFT_CORRECTION: f64 = 0.005;
+/// Ratio range the playout resampler is built for (relative).
+pub const MAX_RATIO_ADJUST: f64 = 1.01;
+
+/// Keeps ALSA's C-level stderr messages out of the terminal while it lives (current thread only).
+#[derive(Debug)]
+pub struct AlsaQuiet {
+    #[cfg(target_os = "linux")]
+    _out: Option<std::rc::Rc<std::cell::RefCell<alsa::Output>>>,
+}
+
+impl AlsaQuiet {
+    /// Installs the capture on the calling thread.
+    pub fn install() -> Self {
+        Self {
+            #[cfg(target_os = "linux")]
+            _out: alsa::Output::local_error_handler().ok(),
+        }
+    }
+}
+
+/// Counters shared by a call's device callbacks and its engine threads (all relaxed atomics).
+#[derive(Debug, Default)]
+pub struct DeviceHealth {
+    /// Capture callbacks run.
+    pub in_callbacks: AtomicU64,
+    /// Playback callbacks run.
+    pub out_callbacks: AtomicU64,
+    /// Largest capture callback seen, in device frames.
+    pub in_period: AtomicU64,
+    /// Largest playback callback seen, in device frames.
+    pub out_period: AtomicU64,
+    /// Xruns the driver reported (either direction).
+    pub xruns: AtomicU64,
+    /// Other stream errors the driver reported.
+    pub stream_errors: AtomicU64,
+    /// Captured samples dropped because the capture ring was full.
+    pub in_overruns: AtomicU64,
+    /// Playback callbacks that found the ring short (the gap was filled with silence).
+    pub out_underruns: AtomicU64,
+    /// Streams rebuilt after the driver failed them.
+    pub rebuilds: AtomicU64,
+    /// Set when the driver reported the device gone.
+    pub gone: AtomicBool,
+    /// Set by the engine to make blocked device waits return at once.
+    pub cancel: AtomicBool,
+    /// Playout resampler ratio adjustment in parts per million (signed, stored as i64 bits).
+    pub drift_ppm: AtomicU64,
+}
+
+impl DeviceHealth {
+    fn on_error(&self, e: &cpal::Error) {
+        // Errors arrive on cpal's worker thread, outside the sample callback; the first few are logged.
+        if self.xruns.load(Relaxed) + self.stream_errors.load(Relaxed) < 4 {
+            tracing::warn!(kind = ?e.kind(), error = %e, "sound device reported an error");
+        }
+        match e.kind() {
+            cpal::ErrorKind::Xrun => {
+                self.xruns.fetch_add(1, Relaxed);
+            }
+            cpal::ErrorKind::DeviceNotAvailable | cpal::ErrorKind::HostUnavailable => {
+                self.stream_errors.fetch_add(1, Relaxed);
+                self.gone.store(true, Relaxed);
+            }
+            _ => {
+                self.stream_errors.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// A device as listed for the user.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceInfo {
+    /// The name `--input` / `--output`, the config and the TUI accept (an ALSA PCM name such as `default`,
+    /// `pulse`, `hw:CARD=PCH,DEV=0` or a PCM defined in `~/.asoundrc`).
+    pub name: String,
+    /// The driver's description (first line).
+    pub description: String,
+    /// Stable backend id.
+    pub id: String,
+    /// Can capture.
+    pub input: bool,
+    /// Can play.
+    pub output: bool,
+    /// Native rate and channels (`48000 Hz 2 ch`), when the device could be probed.
+    pub native: Option<String>,
+}
+
+/// Lists the default host's devices; `probe` also opens each one to read its native configuration.
+///
+/// Fails when the host cannot enumerate devices.
+pub fn list_devices_probed(probe: bool) -> Result<Vec<DeviceInfo>, AudioError> {
+    let _quiet = AlsaQuiet::install();
+    let host = host();
+    let devices = host.devices().map_err(|e| AudioError::NoDevice(e.to_string()))?;
+    Ok(devices
+        .map(|d| {
+            let desc = d.description().ok();
+            let name = desc.as_ref().and_then(|x| x.driver().map(str::to_owned)).unwrap_or_else(|| d.to_string());
+            let native = probe.then(|| native_summary(&d)).flatten();
+            DeviceInfo {
+                description: desc.as_ref().map_or_else(String::new, |x| x.name().to_string()),
+                name,
+                id: d.id().map_or_else(|_| String::new(), |i| i.to_string()),
+                input: desc.as_ref().is_some_and(|x| x.supports_input()),
+                output: desc.as_ref().is_some_and(|x| x.supports_output()),
+                native,
+            }
+        })
+        .collect())
+}
+
+/// Lists the default host's devices without opening them.
+///
+/// Fails when the host cannot enumerate devices.
+pub fn list_devices() -> Result<Vec<DeviceInfo>, AudioError> {
+    list_devices_probed(false)
+}
+
+/// The audio host, created once and kept for the life of the process. cpal's ALSA host frees ALSA's global
+/// configuration when its last handle goes away; a stream opened after that (the pre-call device check
+/// closes its streams, then the call opens them again) never gets a callback through the pulse plugin.
+fn host() -> &'static cpal::Host {
+    static HOST: std::sync::OnceLock<cpal::Host> = std::sync::OnceLock::new();
+    HOST.get_or_init(cpal::default_host)
+}
+
+fn native_summary(d: &cpal::Device) -> Option<String> {
+    let c = d.default_output_config().or_else(|_| d.default_input_config()).ok()?;
+    Some(format!("{} Hz {} ch {:?}", c.sample_rate(), c.channels(), c.sample_format()))
+}
+
+fn matches(d: &cpal::Device, name: &str) -> bool {
+    d.description().is_ok_and(|x| x.name() == name || x.driver() == Some(name))
+        || d.id().is_ok_and(|i| i.to_string() == name)
+}
+
+fn pick(input: bool, name: Option<&str>) -> Result<cpal::Device, AudioError> {
+    let host = host();
+    match name {
+        None | Some("default") => {
+            let d = if input { host.default_input_device() } else { host.default_output_device() };
+            d.ok_or_else(|| AudioError::NoDevice("the audio host reports no default device".into()))
+        }
+        Some(n) => {
+            // An ALSA PCM name (`pulse`, `hw:1,0`): cpal canonicalises `hw:1,0` to `hw:CARD=1,DEV=0`.
+            if let Ok(id) = format!("{}:{n}", host.id().name().to_lowercase()).parse::<cpal::DeviceId>()
+                && let Some(d) = host.device_by_id(&id)
+            {
+                return Ok(d);
+            }
+            let mut it = host.devices().map_err(|e| AudioError::NoDevice(e.to_string()))?;
+            it.find(|d| matches(d, n)).ok_or_else(|| AudioError::DeviceNotFound(n.to_string()))
+        }
+    }
+}
+
+/// What was opened, for logs and error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedDevice {
+    /// The device's name as the user spells it.
+    pub name: String,
+    /// Device rate.
+    pub rate: u32,
+    /// Device channels.
+    pub channels: u16,
+    /// Sample format.
+    pub format: String,
+}
+
+impl std::fmt::Display for OpenedDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} at {} Hz, {} ch, {}", self.name, self.rate, self.channels, self.format)
+    }
+}
+
+/// The device's native configuration when its format is one we convert, else the closest usable one.
+fn choose_config(
+    device: &cpal::Device,
+    input: bool,
+    name: &str,
+) -> Result<(StreamConfig, SampleFormat, Option<u32>), AudioError> {
+    let usable = [SampleFormat::F32, SampleFormat::I16, SampleFormat::I32];
+    let default = if input { device.default_input_config() } else { device.default_output_config() };
+    let offered = match &default {
+        Ok(d) => format!("{} Hz {:?} {} ch", d.sample_rate(), d.sample_format(), d.channels()),
+        Err(e) => format!("no configuration ({e})"),
+    };
+    if let Ok(d) = &default
+        && usable.contains(&d.sample_format())
+    {
+        let mut sc = d.config();
+        sc.buffer_size = cpal::BufferSize::Default;
+        let period = period_request(d.buffer_size(), sc.sample_rate);
+        return Ok((sc, d.sample_format(), period));
+    }
+    let ranges: Vec<cpal::SupportedStreamConfigRange> = if input {
+        device.supported_input_configs().map(Iterator::collect)
+    } else {
+        device.supported_output_configs().map(Iterator::collect)
+    }
+    .map_err(|e| AudioError::NoDevice(format!("{name:?}: {e}")))?;
+    for fmt in usable {
+        let mut candidates: Vec<_> = ranges.iter().filter(|r| r.sample_format() == fmt).collect();
+        candidates.sort_by_key(|r| r.channels());
+        if let Some(r) = candidates.first() {
+            let rate = SAMPLE_RATE.clamp(r.min_sample_rate(), r.max_sample_rate());
+            let cfg = (**r).with_sample_rate(rate);
+            let mut sc = cfg.config();
+            sc.buffer_size = cpal::BufferSize::Default;
+            let period = period_request(cfg.buffer_size(), rate);
+            return Ok((sc, fmt, period));
+        }
+    }
+    Err(AudioError::Unusable { device: name.to_owned(), offered })
+}
+
+/// The period to ask for: 20 ms of device frames (one codec frame), within what the device supports. Left
+/// to the driver (`BufferSize::Default`) some plugins pick enormous periods (the ALSA jack plugin chose
+/// 61 440 frames); 10 ms periods through the pulse plugin (which rounds them to 6.7 ms) xrun on a loaded
+/// 2-core machine, and its xrun recovery then fails the stream with EIO.
+fn period_request(range: &cpal::SupportedBufferSize, rate: u32) -> Option<u32> {
+    let want = (rate / 50).max(32);
+    match range {
+        cpal::SupportedBufferSize::Range { min, max } if *min <= *max => Some(want.clamp(*min, *max)),
+        _ => Some(want),
+    }
+}
+
+/// Builds a stream with the requested period, falling back to the driver's default when the request is
+/// refused; the configuration that worked stays in `setup` for rebuilds. A default period longer than
+/// [`MAX_DEFAULT_PERIOD`] is not kept: the ALSA jack plugin picked 61 440 frames.
+fn build_with_period<R>(
+    setup: &mut StreamSetup,
+    period: Option<u32>,
+    build: impl Fn(&StreamSetup) -> Result<R, cpal::Error>,
+) -> Result<R, cpal::Error> {
+    if let Some(p) = period {
+        setup.config.buffer_size = cpal::BufferSize::Fixed(p);
+        match build(setup) {
+            Ok(r) => return Ok(r),
+            Err(e) => tracing::debug!(period = p, error = %e, "period request refused; using the driver default"),
+        }
+    }
+    setup.config.buffer_size = cpal::BufferSize::Default;
+    build(setup)
+}
+
+/// A driver-chosen period longer than this is replaced by our request.
+const MAX_DEFAULT_PERIOD: Duration = Duration::from_millis(50);
+
+/// Ring capacity for a device: a second of audio, and at least eight requested periods.
+fn ring_capacity(rate: u32, period: Option<u32>) -> usize {
+    (rate as usize * RING_SECONDS).max(8 * period.unwrap_or(0) as usize)
+}
+
+/// No callback for this long after a stream error: rebuild the stream.
+const REBUILD_AFTER: Duration = Duration::from_millis(150);
+/// No callback for this long (after they had started), without any error: rebuild the stream.
+const SILENT_REBUILD_AFTER: Duration = Duration::from_millis(1_300);
+/// Rebuilds allowed per call before the device counts as lost.
+const MAX_REBUILDS: u32 = 5;
+
+/// What is needed to build a device's stream again after the driver failed it (the ALSA pulse plugin can
+/// fail a stream with EIO and stop calling back while the server is fine).
+struct StreamSetup {
+    device: cpal::Device,
+    config: StreamConfig,
+    fmt: SampleFormat,
+    capacity: usize,
+    seen_errors: u64,
+    rebuilds: u32,
+    /// The period to switch to if the driver's default turns out too long.
+    period_request: Option<u32>,
+}
+
+impl StreamSetup {
+    fn input(&self, health: &Arc<DeviceHealth>) -> Result<(cpal::Stream, rtrb::Consumer<f32>), cpal::Error> {
+        let (prod, cons) = rtrb::RingBuffer::new(self.capacity);
+        let stream = match self.fmt {
+            SampleFormat::I16 => build_input::<i16>(&self.device, &self.config, prod, health.clone()),
+            SampleFormat::I32 => build_input::<i32>(&self.device, &self.config, prod, health.clone()),
+            _ => build_input::<f32>(&self.device, &self.config, prod, health.clone()),
+        }?;
+        stream.play()?;
+        Ok((stream, cons))
+    }
+
+    fn output(&self, health: &Arc<DeviceHealth>) -> Result<(cpal::Stream, rtrb::Producer<f32>), cpal::Error> {
+        let (prod, cons) = rtrb::RingBuffer::new(self.capacity);
+        let stream = match self.fmt {
+            SampleFormat::I16 => build_output::<i16>(&self.device, &self.config, cons, health.clone()),
+            SampleFormat::I32 => build_output::<i32>(&self.device, &self.config, cons, health.clone()),
+            _ => build_output::<f32>(&self.device, &self.config, cons, health.clone()),
+        }?;
+        stream.play()?;
+        Ok((stream, prod))
+    }
+
+    /// Whether the stream failed (new errors, then no callback for [`REBUILD_AFTER`]) and should be
+    /// rebuilt; fails when it failed too often.
+    fn needs_rebuild(
+        &mut self,
+        health: &DeviceHealth,
+        quiet: Duration,
+        started: bool,
+        name: &str,
+    ) -> Result<bool, AudioError> {
+        let observed = health.in_period.load(Relaxed).max(health.out_period.load(Relaxed));
+        let too_long = u64::from(self.config.sample_rate) * MAX_DEFAULT_PERIOD.as_millis() as u64 / 1000;
+        if let Some(p) = self.period_request
+            && observed > too_long
+        {
+            tracing::info!(
+                device = name,
+                observed,
+                requested = p,
+                "driver period too long; reopening with a shorter one"
+            );
+            self.config.buffer_size = cpal::BufferSize::Fixed(p);
+            self.period_request = None;
+            health.in_period.store(0, Relaxed);
+            health.out_period.store(0, Relaxed);
+            return Ok(true);
+        }
+        let errors = health.stream_errors.load(Relaxed);
+        let failed = errors != self.seen_errors && quiet >= REBUILD_AFTER;
+        // The pulse plugin can also stop calling back without any error.
+        if !(failed || started && quiet >= SILENT_REBUILD_AFTER) {
+            return Ok(false);
+        }
+        self.seen_errors = errors;
+        if self.rebuilds >= MAX_REBUILDS {
+            return Err(lost(name, health, "the stream kept failing"));
+        }
+        self.rebuilds += 1;
+        health.rebuilds.fetch_add(1, Relaxed);
+        tracing::warn!(device = name, "sound stream failed; rebuilding it");
+        Ok(true)
+    }
+}
+
+fn reopen_failed(name: &str, e: &cpal::Error) -> AudioError {
+    AudioError::DeviceLost {
+        device: name.to_owned(),
+        why: format!("the stream failed and could not be reopened ({e})"),
+    }
+}
+
+/// Watches a callback counter; no change for [`STALL_AFTER`] is a stall.
+#[derive(Debug)]
+struct Watchdog {
+    last: u64,
+    since: Instant,
+    grace: Duration,
+}
+
+impl Watchdog {
+    fn new() -> Self {
+        Self { last: 0, since: Instant::now(), grace: FIRST_CALLBACK_GRACE }
+    }
+
+    fn started(&self) -> bool {
+        self.grace.is_zero()
+    }
+
+    fn quiet_for(&self, now: Instant) -> Duration {
+        now.duration_since(self.since)
+    }
+
+    fn stalled(&mut self, count: u64, now: Instant) -> bool {
+        if count != self.last {
+            self.last = count;
+            self.since = now;
+            self.grace = Duration::ZERO;
+            return false;
+        }
+        now.duration_since(self.since) > STALL_AFTER + self.grace
+    }
+}
+
+fn lost(name: &str, health: &DeviceHealth, what: &str) -> AudioError {
+    let why = if health.gone.load(Relaxed) { "the driver reported it gone" } else { what };
+    AudioError::DeviceLost { device: name.to_owned(), why: why.to_owned() }
+}
+
+/// Drops a stream on a helper thread and waits at most [`DROP_DEADLINE`]: a dead sound server can make
+/// cpal's join of its own worker hang, and stopping a call must not.
+fn drop_stream(stream: Option<cpal::Stream>) {
+    let Some(stream) = stream else { return };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let spawned = std::thread::Builder::new().name("qv-stream-drop".into()).spawn(move || {
+        drop(stream);
+        let _ = tx.send(());
+    });
+    if spawned.is_ok() {
+        // On timeout the helper is abandoned (it finishes or dies with the process).
+        let _ = rx.recv_timeout(DROP_DEADLINE);
+    }
+}
+
+fn sinc_params() -> SincInterpolationParameters {
+    // 64 taps: about 0.7 ms of delay at 48 kHz, >70 dB image rejection in the voice band.
+    SincInterpolationParameters {
+        sinc_len: 64,
+        f_cutoff: 0.92,
+        oversampling_factor: 128,
+        interpolation: SincInterpolationType::Linear,
+        window: rubato::WindowFunction::BlackmanHarris2,
+    }
+}
+
+fn to_i16(x: f32) -> i16 {
+    (x * 32_768.0).round().clamp(-32_768.0, 32_767.0) as i16
+}
+
+/// Microphone capture.
+pub struct CpalSource {
+    setup: StreamSetup,
+    cons: rtrb::Consumer<f32>,
+    stream: Option<cpal::Stream>,
+    resampler: Option<SincFixedOut<f32>>,
+    inbuf: Vec<f32>,
+    outbuf: Vec<f32>,
+    health: Arc<DeviceHealth>,
+    watchdog: Watchdog,
+    opened: OpenedDevice,
+}
+
+impl std::fmt::Debug for CpalSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpalSource").field("opened", &self.opened).finish()
+    }
+}
+
+impl CpalSource {
+    /// Opens the named (or default) input device for 48 kHz frames of `frame_samples`.
+    ///
+    /// Fails with [`AudioError::NoDevice`], [`AudioError::DeviceNotFound`] or [`AudioError::Unusable`]
+    /// when no stream can be started.
+    pub fn open(name: Option<&str>, frame_samples: usize) -> Result<Self, AudioError> {
+        Self::open_with(name, frame_samples, Arc::new(DeviceHealth::default()))
+    }
+
+    /// Like [`CpalSource::open`], counting into `health`.
+    ///
+    /// Fails like [`CpalSource::open`].
+    pub fn open_with(name: Option<&str>, frame_samples: usize, health: Arc<DeviceHealth>) -> Result<Self, AudioError> {
+        let _quiet = AlsaQuiet::install();
+        let label = name.unwrap_or("default");
+        let device = pick(true, name)?;
+        let (config, fmt, period) = choose_config(&device, true, label)?;
+        let rate = config.sample_rate;
+        let capacity = ring_capacity(rate, period);
+        let opened =
+            OpenedDevice { name: label.to_owned(), rate, channels: config.channels, format: format!("{fmt:?}") };
+        let mut setup =
+            StreamSetup { device, config, fmt, capacity, seen_errors: 0, rebuilds: 0, period_request: None };
+        let (stream, cons) = build_with_period(&mut setup, period, |s| s.input(&health))
+            .map_err(|e| AudioError::Unusable { device: label.to_owned(), offered: format!("{opened} ({e})") })?;
+        let resampler = if rate == SAMPLE_RATE {
+            None
+        } else {
+            Some(
+                SincFixedOut::<f32>::new(
+                    f64::from(SAMPLE_RATE) / f64::from(rate),
+                    1.0,
+                    sinc_params(),
+                    frame_samples,
+                    1,
+                )
+                .map_err(|e| AudioError::Unusable { device: label.to_owned(), offered: format!("{opened} ({e})") })?,
+            )
+        };
+        let max_in = resampler.as_ref().map_or(frame_samples, |r| r.input_frames_max());
+        let max_out = resampler.as_ref().map_or(frame_samples, |r| r.output_frames_max());
+        tracing::info!(device = %opened, "capture device opened");
+        Ok(Self {
+            setup,
+            cons,
+            stream: Some(stream),
+            resampler,
+            inbuf: vec![0.0; max_in],
+            outbuf: vec![0.0; max_out],
+            health,
+            watchdog: Watchdog::new(),
+            opened,
+        })
+    }
+
+    /// What was opened.
+    pub fn opened(&self) -> &OpenedDevice {
+        &self.opened
+    }
+}
+
+impl Drop for CpalSource {
+    fn drop(&mut self) {
+        drop_stream(self.stream.take());
+    }
+}
+
+fn build_input<T>(
+    device: &cpal::Device,
+    config: &StreamConfig,
+    mut prod: rtrb::Producer<f32>,
+    health: Arc<DeviceHealth>,
+) -> Result<cpal::Stream, cpal::Error>
+where
+    T: SizedSample,
+    f32: FromSample<T>,
+{
+    let ch = usize::from(config.channels.max(1));
+    let h = health.clone();
+    device.build_input_stream::<T, _, _>(
+        *config,
+        move |data: &[T], _| {
+            let frames = data.len() / ch;
+            health.in_callbacks.fetch_add(1, Relaxed);
+            health.in_period.fetch_max(frames as u64, Relaxed);
+            let n = frames.min(prod.slots());
+            if let Ok(chunk) = prod.write_chunk_uninit(n) {
+                let scale = 1.0 / ch as f32;
+                chunk.fill_from_iter(
+                    data.chunks_exact(ch).map(|f| f.iter().map(|s| s.to_sample::<f32>()).sum::<f32>() * scale),
+                );
+            }
+            if n < frames {
+                health.in_overruns.fetch_add((frames - n) as u64, Relaxed);
+            }
+        },
+        move |e| h.on_error(&e),
+        Some(Duration::from_secs(2)),
+    )
+}
+
+impl AudioSource for CpalSource {
+    fn read_frame(&mut self, out: &mut [i16]) -> Result<Captured, AudioError> {
+        let need = self.resampler.as_ref().map_or(out.len(), |r| r.input_frames_next());
+        let rate = self.opened.rate as usize;
+        loop {
+            let avail = self.cons.slots();
+            if avail >= need {
+                // A backlog (the thread was descheduled, or the path just came up) would add delay for
+                // the rest of the call: keep only the newest audio.
+                let max = need + rate * CAPTURE_MAX_BACKLOG.as_millis() as usize / 1000;
+                if avail > max
+                    && let Ok(c) = self.cons.read_chunk(avail - need)
+                {
+                    self.health.in_overruns.fetch_add(c.len() as u64, Relaxed);
+                    c.commit_all();
+                }
+                break;
+            }
+            if self.health.cancel.load(Relaxed) {
+                out.fill(0);
+                return Ok(Captured::Audio);
+            }
+            let now = Instant::now();
+            if self.health.gone.load(Relaxed) || self.watchdog.stalled(self.health.in_callbacks.load(Relaxed), now) {
+                return Err(lost(&self.opened.name, &self.health, "the capture callback stopped (no audio for 1.5 s)"));
+            }
+            if self.setup.needs_rebuild(
+                &self.health,
+                self.watchdog.quiet_for(now),
+                self.watchdog.started(),
+                &self.opened.name,
+            )? {
+                drop_stream(self.stream.take());
+                let (stream, cons) =
+                    self.setup.input(&self.health).map_err(|e| reopen_failed(&self.opened.name, &e))?;
+                self.stream = Some(stream);
+                self.cons = cons;
+                self.watchdog = Watchdog::new();
+                continue;
+            }
+            let missing_us = ((need - avail) * 1_000_000 / rate.max(1)) as u64;
+            // Wake within ~2 ms of the samples arriving: capture-to-send delay is mouth-to-ear delay.
+            std::thread::sleep(Duration::from_micros(missing_us.saturating_sub(1_000).clamp(300, 2_000)));
+        }
+        let chunk = self.cons.read_chunk(need).map_err(|_| AudioError::Stalled)?;
+        let (a, b) = chunk.as_slices();
+        self.inbuf[..a.len()].copy_from_slice(a);
+        self.inbuf[a.len()..a.len() + b.len()].copy_from_slice(b);
+        chunk.commit_all();
+        match &mut self.resampler {
+            None => {
+                for (o, &s) in out.iter_mut().zip(&self.inbuf[..need]) {
+                    *o = to_i16(s);
+                }
+            }
+            Some(r) => {
+                let (_, n) = r
+                    .process_into_buffer(&[&self.inbuf[..need]], &mut [&mut self.outbuf[..]], None)
+                    .map_err(|e| AudioError::DeviceLost { device: self.opened.name.clone(), why: e.to_string() })?;
+                for (o, &s) in out.iter_mut().zip(&self.outbuf[..n]) {
+                    *o = to_i16(s);
+                }
+                let n = n.min(out.len());
+                out[n..].fill(0);
+            }
+        }
+        Ok(Captured::Audio)
+    }
+}
+
+/// Speaker playback.
+pub struct CpalSink {
+    setup: StreamSetup,
+    prod: rtrb::Producer<f32>,
+    capacity: usize,
+    stream: Option<cpal::Stream>,
+    resampler: SincFixedIn<f32>,
+    buf: Box<[i16]>,
+    inbuf: Vec<f32>,
+    outbuf: Vec<f32>,
+    health: Arc<DeviceHealth>,
+    watchdog: Watchdog,
+    opened: OpenedDevice,
+    drift: crate::media::drift::DriftControl,
+}
+
+impl std::fmt::Debug for CpalSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpalSink").field("opened", &self.opened).finish()
+    }
+}
+
+impl CpalSink {
+    /// Opens the named (or default) output device for 48 kHz frames of `frame_samples`.
+    ///
+    /// Fails with [`AudioError::NoDevice`], [`AudioError::DeviceNotFound`] or [`AudioError::Unusable`]
+    /// when no stream can be started.
+    pub fn open(name: Option<&str>, frame_samples: usize) -> Result<Self, AudioError> {
+        Self::open_with(name, frame_samples, Arc::new(DeviceHealth::default()))
+    }
+
+    /// Like [`CpalSink::open`], counting into `health`.
+    ///
+    /// Fails like [`CpalSink::open`].
+    pub fn open_with(name: Option<&str>, frame_samples: usize, health: Arc<DeviceHealth>) -> Result<Self, AudioError> {
+        let _quiet = AlsaQuiet::install();
+        let label = name.unwrap_or("default");
+        let device = pick(false, name)?;
+        let (config, fmt, period) = choose_config(&device, false, label)?;
+        let rate = config.sample_rate;
+        let capacity = ring_capacity(rate, period);
+        let opened =
+            OpenedDevice { name: label.to_owned(), rate, channels: config.channels, format: format!("{fmt:?}") };
+        let unusable = |e: &dyn std::fmt::Display| AudioError::Unusable {
+            device: label.to_owned(),
+            offered: format!("{opened} ({e})"),
+        };
+        // Always a resampler (even at 48 kHz): its ratio is what drift compensation adjusts.
+        let resampler = SincFixedIn::<f32>::new(
+            f64::from(rate) / f64::from(SAMPLE_RATE),
+            MAX_RATIO_ADJUST,
+            sinc_params(),
+            frame_samples,
+            1,
+        )
+        .map_err(|e| unusable(&e))?;
+        let mut setup =
+            StreamSetup { device, config, fmt, capacity, seen_errors: 0, rebuilds: 0, period_request: None };
+        let (stream, prod) = build_with_period(&mut setup, period, |s| s.output(&health)).map_err(|e| unusable(&e))?;
+        tracing::info!(device = %opened, "playback device opened");
+        let max_out = resampler.output_frames_max();
+        Ok(Self {
+            setup,
+            prod,
+            capacity,
+            stream: Some(stream),
+            resampler,
+            buf: vec![0; frame_samples].into_boxed_slice(),
+            inbuf: vec![0.0; frame_samples],
+            outbuf: vec![0.0; max_out],
+            health,
+            watchdog: Watchdog::new(),
+            opened,
+            drift: crate::media::drift::DriftControl::new(MAX_DRIFT_CORRECTION),
+        })
+    }
+
+    /// What was opened.
+    pub fn opened(&self) -> &OpenedDevice {
+        &self.opened
+    }
+
+    /// The fill level (device samples) the playout keeps in the ring before each callback.
+    fn target_fill(&self) -> usize {
+        let rate = self.opened.rate as usize;
+        let period = self.health.out_period.load(Relaxed) as usize;
+        // One period is enough when the thread runs between callbacks; a small margin only helps when
+        // callbacks are much shorter than a frame (the frame itself then covers several callbacks).
+        let margin = rate * PLAYOUT_MARGIN.as_micros() as usize / 1_000_000;
+        let frame = self.inbuf.len() * rate / SAMPLE_RATE as usize;
+        let target = if period + margin <= frame { period + margin } else { period.max(1) };
+        target.min(self.capacity / 2)
+    }
+
+    /// Sets the relative playout rate (drift compensation): > 1 plays the 48 kHz stream slower.
+    pub fn set_rate_adjust(&mut self, rel: f64) {
+        let rel = rel.clamp(1.0 / MAX_RATIO_ADJUST, MAX_RATIO_ADJUST);
+        if self.resampler.set_resample_ratio_relative(rel, true).is_ok() {
+            self.health.drift_ppm.store(((rel - 1.0) * 1e6).round() as i64 as u64, Relaxed);
+        }
+    }
+}
+
+impl Drop for CpalSink {
+    fn drop(&mut self) {
+        drop_stream(self.stream.take());
+    }
+}
+
+fn build_output<T>(
+    device: &cpal::Device,
+    config: &StreamConfig,
+    mut cons: rtrb::Consumer<f32>,
+    health: Arc<DeviceHealth>,
+) -> Result<cpal::Stream, cpal::Error>
+where
+    T: SizedSample + FromSample<f32>,
+{
+    let ch = usize::from(config.channels.max(1));
+    let h = health.clone();
+    // Underruns count only once audio has flowed (the ring starts empty).
+    let mut primed = false;
+    device.build_output_stream::<T, _, _>(
+        *config,
+        move |data: &mut [T], _| {
+            let frames = data.len() / ch;
+            health.out_callbacks.fetch_add(1, Relaxed);
+            health.out_period.fetch_max(frames as u64, Relaxed);
+            let n = frames.min(cons.slots());
+            let mut written = 0;
+            if let Ok(chunk) = cons.read_chunk(n) {
+                let (a, b) = chunk.as_slices();
+                for (frame, &s) in data.chunks_exact_mut(ch).zip(a.iter().chain(b)) {
+                    let v = T::from_sample(s);
+                    for o in frame.iter_mut() {
+                        *o = v;
+                    }
+                }
+                written = n;
+                chunk.commit_all();
+            }
+            if written > 0 {
+                primed = true;
+            }
+            if written < frames {
+                for o in &mut data[written * ch..] {
+                    *o = T::from_sample(0.0f32);
+                }
+                if primed {
+                    health.out_underruns.fetch_add(1, Relaxed);
+                }
+            }
+        },
+        move |e| h.on_error(&e),
+        Some(Duration::from_secs(2)),
+    )
+}
+
+impl AudioSink for CpalSink {
+    fn play_frame(&mut self, fill: &mut dyn FnMut(&mut [i16])) -> Result<(), AudioError> {
+        // Wait until the device has drained the ring below its target: the device clock paces playout,
+        // and the jitter buffer is read as late as possible.
+        let rate = self.opened.rate as usize;
+        let mut waited = false;
+        loop {
+            let level = self.capacity - self.prod.slots();
+            let target = self.target_fill();
+            if level < target {
+                break;
+            }
+            if self.health.cancel.load(Relaxed) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if self.health.gone.load(Relaxed) || self.watchdog.stalled(self.health.out_callbacks.load(Relaxed), now) {
+                return Err(lost(
+                    &self.opened.name,
+                    &self.health,
+                    "the playback callback stopped (no audio for 1.5 s)",
+                ));
+            }
+            if self.setup.needs_rebuild(
+                &self.health,
+                self.watchdog.quiet_for(now),
+                self.watchdog.started(),
+                &self.opened.name,
+            )? {
+                drop_stream(self.stream.take());
+                let (stream, prod) =
+                    self.setup.output(&self.health).map_err(|e| reopen_failed(&self.opened.name, &e))?;
+                self.stream = Some(stream);
+                self.prod = prod;
+                self.watchdog = Watchdog::new();
+                continue;
+            }
+            let excess_us = ((level + 1 - target) * 1_000_000 / rate.max(1)) as u64;
+            std::thread::sleep(Duration::from_micros(excess_us.clamp(500, 2_000)));
+            waited = true;
+        }
+        // Just after a callback drained the ring, a frame captured on the same clock edge (the peer on
+        // one machine, or one JACK server) is still on its way: reading the jitter buffer now races with
+        // it and makes it stretch and shrink. With a whole period of slack, read it a little later.
+        let period_us = self.health.out_period.load(Relaxed) * 1_000_000 / self.opened.rate.max(1) as u64;
+        if waited && period_us >= (PLAYOUT_PHASE + PLAYOUT_PHASE_SLACK).as_micros() as u64 {
+            std::thread::sleep(PLAYOUT_PHASE);
+        }
+        fill(&mut self.buf);
+        for (d, &s) in self.inbuf.iter_mut().zip(self.buf.iter()) {
+            *d = f32::from(s) / 32_768.0;
+        }
+        let (_, n) = self
+            .resampler
+            .process_into_buffer(&[&self.inbuf[..]], &mut [&mut self.outbuf[..]], None)
+            .map_err(|e| AudioError::DeviceLost { device: self.opened.name.clone(), why: e.to_string() })?;
+        let (_, dropped) = self.prod.push_partial_slice(&self.outbuf[..n]);
+        if !dropped.is_empty() {
+            self.health.in_overruns.fetch_add(dropped.len() as u64, Relaxed);
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), AudioError> {
+        Ok(())
+    }
+
+    fn observe_buffer(&mut self, now: Instant, level_ms: f64, frame_ms: f64) {
+        if let Some(rel) = self.drift.update(now, level_ms, frame_ms) {
+            self.set_rate_adjust(rel);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On machines without a sound card (CI, these build boxes) opening must fail with a clear message;
+    /// with a card it must succeed. Either way it must not panic.
+    #[test]
+    fn opening_a_missing_device_fails_clearly() {
+        match CpalSink::open(Some("no-such-device-qvoice"), 960) {
+            Err(AudioError::DeviceNotFound(n)) => assert_eq!(n, "no-such-device-qvoice"),
+            Err(AudioError::NoDevice(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn watchdog_allows_a_slow_start_then_catches_a_stall() {
+        let mut w = Watchdog::new();
+        let t0 = w.since;
+        assert!(!w.stalled(0, t0 + Duration::from_millis(2_900)));
+        assert!(w.stalled(0, t0 + Duration::from_millis(3_100)));
+        assert!(!w.stalled(1, t0 + Duration::from_millis(3_200)));
+        assert!(!w.stalled(1, t0 + Duration::from_millis(4_600)));
+        assert!(w.stalled(1, t0 + Duration::from_millis(4_800)));
+    }
+}
+
+#[cfg(test)]
+mod probe {
+    use super::*;
+
+    /// Manual probe: `QV_PROBE_DEVICE=default cargo test --lib probe -- --ignored --nocapture` with a sound
+    /// server running prints what the callbacks did in one second.
+    #[test]
+    #[ignore = "needs a sound server"]
+    fn callbacks_run() {
+        let name = std::env::var("QV_PROBE_DEVICE").unwrap_or_else(|_| "default".into());
+        if std::env::var("QV_PROBE_TWICE").is_ok() {
+            let t = Instant::now();
+            drop(CpalSource::open(Some(&name), 960).unwrap());
+            drop(CpalSink::open(Some(&name), 960).unwrap());
+            eprintln!("probe open+close took {:?}", t.elapsed());
+        }
+        let h = Arc::new(DeviceHealth::default());
+        let mut sink = CpalSink::open_with(Some(&name), 960, h.clone()).unwrap();
+        let mut src = CpalSource::open_with(Some(&name), 960, h.clone()).unwrap();
+        let mut frame = [0i16; 960];
+        for _ in 0..250 {
+            src.read_frame(&mut frame).unwrap();
+            sink.play_frame(&mut |b| b.copy_from_slice(&frame)).unwrap();
+        }
+        eprintln!("{:?} {h:?}", sink.opened());
+    }
+}
