@@ -24,6 +24,10 @@ pub enum Mode {
     Devices,
     /// Typing a username to call.
     DialPrompt,
+    /// Typing the path of a file to send.
+    FilePrompt,
+    /// The Files pane has the keys: save or discard incoming files.
+    Files,
     /// Typing a contacts filter.
     Filter,
     /// In a call whose SAS the user has not compared yet.
@@ -71,7 +75,7 @@ pub(super) fn text_quit(app: &App) -> Binding {
 impl Mode {
     /// Whether printable keys that no binding takes are typed text.
     pub fn takes_text(self) -> bool {
-        matches!(self, Self::Filter | Self::DialPrompt)
+        matches!(self, Self::Filter | Self::DialPrompt | Self::FilePrompt)
     }
 
     /// The keys this mode answers to, in priority order, with their hints.
@@ -79,8 +83,20 @@ impl Mode {
         let k = &app.config.keys;
         let b = Binding::new;
         match self {
-            Self::ConfirmQuit | Self::Incoming | Self::Help | Self::Devices | Self::DialPrompt => {
+            Self::ConfirmQuit | Self::Incoming | Self::Help | Self::Devices | Self::DialPrompt | Self::FilePrompt => {
                 overlays::for_mode(self).map_or_else(Vec::new, |c| c.bindings(app))
+            }
+            Self::Files => {
+                let idle = app.selected_file().is_some_and(|f| f.download.is_none() && !f.discarding);
+                vec![
+                    Binding::named(KeyCode::Enter, Action::SaveFile, idle.then_some("save")),
+                    b(&[&k.accept], Action::SaveFile, None),
+                    b(&[&k.discard], Action::DiscardFile, idle.then_some("discard")),
+                    b(&[&k.cancel, &k.files], Action::Cancel, Some("back")),
+                    b(&[&k.quit], Action::Quit, Some("quit")),
+                    b(&[&k.up], Action::Up, None),
+                    b(&[&k.down], Action::Down, None),
+                ]
             }
             Self::Filter => vec![
                 Binding::named(KeyCode::Enter, Action::FilterDone, Some("keep filter")),
@@ -106,6 +122,8 @@ impl Mode {
                 v.push(b(&[&k.help], Action::ToggleHelp, Some("help")));
                 v.push(b(&[&k.quit], Action::Quit, Some("quit")));
                 v.push(b(&[&k.devices], Action::Devices, None));
+                v.push(b(&[&k.send_file], Action::SendFile, None));
+                v.push(b(&[&k.files], Action::FocusFiles, None));
                 v.push(b(&[&k.filter], Action::StartFilter, None));
                 v.push(b(&[&k.up], Action::Up, None));
                 v.push(b(&[&k.down], Action::Down, None));
@@ -118,11 +136,20 @@ impl Mode {
                 let mut v = Vec::new();
                 let dial_hint = (can_call && app.selected_contact().is_some()).then_some("dial");
                 v.push(b(&[&k.dial], Action::Dial, dial_hint));
+                if !app.files.is_empty() {
+                    v.push(b(&[&k.files], Action::FocusFiles, Some("files")));
+                }
                 v.push(b(&[&k.dial_any], Action::DialAny, can_call.then_some("call name")));
+                let online = !matches!(app.connected, Some((false, _)));
+                let send_hint = (online && app.selected_contact().is_some()).then_some("send file");
+                v.push(b(&[&k.send_file], Action::SendFile, send_hint));
                 v.push(b(&[&k.filter], Action::StartFilter, Some("filter")));
                 v.push(b(&[&k.devices], Action::Devices, Some("devices")));
                 v.push(b(&[&k.help], Action::ToggleHelp, Some("help")));
                 v.push(b(&[&k.quit], Action::Quit, Some("quit")));
+                if app.files.is_empty() {
+                    v.push(b(&[&k.files], Action::FocusFiles, None));
+                }
                 v.push(b(&[&k.up], Action::Up, None));
                 v.push(b(&[&k.down], Action::Down, None));
                 let dismiss = if !app.filter.is_empty() {
@@ -166,9 +193,12 @@ impl App {
             Some(Overlay::Help) => return Mode::Help,
             Some(Overlay::Devices) => return Mode::Devices,
             Some(Overlay::DialPrompt) => return Mode::DialPrompt,
+            Some(Overlay::FilePrompt) => return Mode::FilePrompt,
             None => {}
         }
-        if self.filter_editing {
+        if self.files_focused() {
+            Mode::Files
+        } else if self.filter_editing {
             Mode::Filter
         } else if self.sas_question() {
             Mode::SasQuestion
