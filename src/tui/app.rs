@@ -1020,9 +1020,34 @@ mod tests {
             b.muted = a.muted;
             b.recording = a.recording;
             b.key_warnings = a.key_warnings.clone();
+            b.files = a.files.clone();
+            b.file_cursor = a.file_cursor;
+            b.files_focus = a.files_focus;
+            b.uploads = a.uploads.clone();
+            b.send_to = a.send_to.clone();
+            b.prompt = a.prompt.clone();
             b
         };
         states.push(("idle", snap(&a)));
+        a.handle(t, key('f'));
+        states.push(("file prompt, empty", snap(&a)));
+        a.handle(t, key('x'));
+        states.push(("file prompt, typed", snap(&a)));
+        a.handle(t, code(KeyCode::Esc));
+        a.handle(
+            t,
+            Event::Session(SessionEvent::IncomingFile {
+                file_id: "0123456789abcdef0123456789abcdef".into(),
+                from: "bob".into(),
+                size: 10,
+                expires_ms: 0,
+                trust: Trust::Verified,
+            }),
+        );
+        states.push(("idle with a waiting file", snap(&a)));
+        a.handle(t, key('F'));
+        states.push(("files pane", snap(&a)));
+        a.handle(t, code(KeyCode::Esc));
         a.handle(t, key('/'));
         states.push(("filter", snap(&a)));
         a.handle(t, ring("c9", "dave"));
@@ -1053,15 +1078,15 @@ mod tests {
                 assert_ne!(got, Action::Noop, "{name}: {hint}");
                 // And the action changes the state or asks the session for something.
                 let mut probe = snap(&st);
-                let before = format!(
-                    "{:?}{:?}{:?}{:?}{}",
-                    probe.overlay, probe.incoming, probe.call, probe.filter_editing, probe.filter
-                );
+                let state = |p: &App| {
+                    format!(
+                        "{:?}{:?}{:?}{:?}{}{:?}{}{:?}",
+                        p.overlay, p.incoming, p.call, p.filter_editing, p.filter, p.files, p.files_focus, p.uploads
+                    )
+                };
+                let before = state(&probe);
                 let effect = probe.update(got);
-                let after = format!(
-                    "{:?}{:?}{:?}{:?}{}",
-                    probe.overlay, probe.incoming, probe.call, probe.filter_editing, probe.filter
-                );
+                let after = state(&probe);
                 assert!(effect.is_some() || before != after, "{name}: `{}` ({hint}) did nothing", b.primary());
             }
         }

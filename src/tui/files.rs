@@ -111,6 +111,18 @@ pub fn human_bytes(bytes: u64) -> String {
     if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
+/// `4.2/10.0 MiB`: both in the unit of the total.
+pub fn human_pair(done: u64, total: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut t, mut d, mut u) = (total as f64, done as f64, 0);
+    while t >= 1024.0 && u + 1 < UNITS.len() {
+        t /= 1024.0;
+        d /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{done}/{total} B") } else { format!("{d:.1}/{t:.1} {}", UNITS[u]) }
+}
+
 /// `6d left`, `3h left`, `12m left`.
 pub fn time_left(expires_ms: u64, now_ms: u64) -> String {
     let s = expires_ms.saturating_sub(now_ms) / 1000;
@@ -289,9 +301,7 @@ impl App {
                 let now = self.now;
                 let t = match direction {
                     Direction::Outgoing => {
-                        let Some(u) = self.uploads.iter_mut().find(|u| u.to == peer && u.path == path) else {
-                            return None;
-                        };
+                        let u = self.uploads.iter_mut().find(|u| u.to == peer && u.path == path)?;
                         u.file_id = file_id;
                         u.progress.get_or_insert_with(|| Transfer { resumed, ..Transfer::new(total, now) })
                     }
@@ -372,5 +382,253 @@ impl App {
             _ => {}
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+    use super::super::app::Event;
+    use super::super::keys::TuiConfig;
+    use super::super::mode::Mode;
+    use super::*;
+    use crate::session::ContactView;
+
+    const ID: &str = "00112233445566778899aabbccddeeff";
+
+    fn key(c: char) -> Event {
+        Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
+    }
+    fn code(c: KeyCode) -> Event {
+        Event::Key(KeyEvent::new(c, KeyModifiers::NONE))
+    }
+    fn ev(e: SessionEvent) -> Event {
+        Event::Session(e)
+    }
+    fn cmd(c: SessionCommand) -> Option<Effect> {
+        Some(Effect::Command(c))
+    }
+    fn app() -> (App, Instant) {
+        let t = Instant::now();
+        let mut a = App::new(TuiConfig::default(), "alice".into(), t);
+        let c = |n: &str, trust| ContactView { username: n.into(), display_name: None, online: true, trust };
+        a.handle(
+            t,
+            ev(SessionEvent::Contacts { contacts: vec![c("bob", Trust::Verified), c("eve", Trust::Suspicious)] }),
+        );
+        (a, t)
+    }
+    fn incoming(id: &str) -> SessionEvent {
+        SessionEvent::IncomingFile {
+            file_id: id.into(),
+            from: "bob".into(),
+            size: 3 << 20,
+            expires_ms: 7 * 86_400_000,
+            trust: Trust::Verified,
+        }
+    }
+    fn listed(id: &str, name: &str) -> Listed {
+        Listed {
+            file_id: id.into(),
+            sender: "bob".into(),
+            size: 3 << 20,
+            name: Some(name.into()),
+            trust: Trust::Verified,
+            created_ms: 0,
+            expires_ms: 7 * 86_400_000,
+            problem: None,
+        }
+    }
+
+    #[test]
+    fn send_prompt_opens_on_the_selected_contact_and_sends_in_the_background() {
+        let (mut a, t) = app();
+        assert_eq!(a.handle(t, key('f')), None);
+        assert_eq!(a.mode(), Mode::FilePrompt);
+        assert_eq!(a.send_to.as_deref(), Some("bob"));
+        assert_eq!(a.handle(t, code(KeyCode::Enter)), None, "nothing typed: nothing sent");
+        for c in "~/report.pdfx".chars() {
+            a.handle(t, key(c));
+        }
+        // Letters that are keys elsewhere (q, f, x) are text here.
+        a.handle(t, code(KeyCode::Backspace));
+        let sent = a.handle(t, code(KeyCode::Enter));
+        assert_eq!(sent, cmd(SessionCommand::SendFile { to: "bob".into(), path: "~/report.pdf".into() }));
+        assert_eq!(a.mode(), Mode::Idle);
+        assert_eq!(a.uploads.len(), 1);
+        assert_eq!((a.uploads[0].name(), a.uploads[0].progress.is_none()), ("report.pdf", true));
+
+        // Esc cancels without sending.
+        a.handle(t, key('f'));
+        a.handle(t, key('a'));
+        assert_eq!(a.handle(t, code(KeyCode::Esc)), None);
+        assert_eq!((a.overlay, a.send_to.as_ref(), a.prompt.as_str()), (None, None, ""));
+        assert_eq!(a.uploads.len(), 1);
+    }
+
+    #[test]
+    fn send_is_refused_to_a_suspicious_contact_and_offline() {
+        let (mut a, t) = app();
+        a.handle(t, key('j'));
+        assert_eq!(a.selected_contact().unwrap().username, "eve");
+        assert_eq!(a.handle(t, key('f')), None);
+        assert_eq!(a.overlay, None);
+        assert!(a.status.as_ref().unwrap().0.contains("qvoice verify eve"));
+        let (mut a, t) = app();
+        a.handle(t, ev(SessionEvent::Connection { connected: false, detail: "connection refused".into() }));
+        a.handle(t, key('f'));
+        assert_eq!(a.overlay, None);
+        assert!(a.status.as_ref().unwrap().0.contains("offline"));
+    }
+
+    fn progress(dir: Direction, id: &str, done: u64, total: u64, resumed: u64) -> SessionEvent {
+        let (peer, path) = if dir == Direction::Outgoing { ("bob", "~/report.pdf") } else { ("", "") };
+        SessionEvent::FileProgress {
+            direction: dir,
+            peer: peer.into(),
+            path: path.into(),
+            file_id: id.into(),
+            done,
+            total,
+            resumed,
+        }
+    }
+
+    #[test]
+    fn upload_gauge_follows_progress_then_logs_the_outcome() {
+        let (mut a, t) = app();
+        a.handle(t, key('f'));
+        for c in "~/report.pdf".chars() {
+            a.handle(t, key(c));
+        }
+        a.handle(t, code(KeyCode::Enter));
+        a.handle(t, ev(progress(Direction::Outgoing, ID, 1 << 20, 10 << 20, 1 << 20)));
+        let later = t + Duration::from_secs(2);
+        a.handle(later, ev(progress(Direction::Outgoing, ID, 5 << 20, 10 << 20, 1 << 20)));
+        let u = &a.uploads[0];
+        assert_eq!(u.file_id, ID);
+        let p = u.progress.as_ref().unwrap();
+        assert_eq!((p.done, p.total, p.ratio()), (5 << 20, 10 << 20, 0.5));
+        // 4 MiB moved in 2 s by this run: the resumed MiB does not count.
+        assert_eq!(p.rate(later), Some((2 << 20) as f64));
+        a.handle(
+            later,
+            ev(SessionEvent::FileSent {
+                to: "bob".into(),
+                path: "~/report.pdf".into(),
+                file_id: ID.into(),
+                name: "report.pdf".into(),
+                size: 10 << 20,
+            }),
+        );
+        assert!(a.uploads.is_empty());
+        let last = a.log.back().unwrap();
+        assert!(!last.error && last.text.contains("sent report.pdf (10.0 MiB) to bob"), "{}", last.text);
+
+        a.handle(t, key('f'));
+        for c in "big.iso".chars() {
+            a.handle(t, key(c));
+        }
+        a.handle(t, code(KeyCode::Enter));
+        a.handle(
+            t,
+            ev(SessionEvent::FileFailed {
+                direction: Direction::Outgoing,
+                peer: "bob".into(),
+                path: "big.iso".into(),
+                file_id: String::new(),
+                message: "big.iso is too large for this registry: at most 100 bytes".into(),
+                waiting: false,
+            }),
+        );
+        assert!(a.uploads.is_empty());
+        let last = a.log.back().unwrap();
+        assert!(last.error && last.text.contains("could not send big.iso to bob: big.iso is too large"));
+    }
+
+    #[test]
+    fn incoming_file_is_listed_named_and_rings_only_when_idle() {
+        let (mut a, t) = app();
+        assert_eq!(a.handle(t, ev(incoming(ID))), Some(Effect::Bell));
+        assert_eq!(a.files.len(), 1);
+        assert_eq!(a.files[0].label(), "file 00112233");
+        assert_eq!(a.handle(t, ev(incoming(ID))), None, "announced once");
+        a.handle(t, ev(SessionEvent::Files { incoming: vec![listed(ID, "notes.txt")] }));
+        assert_eq!(a.files[0].label(), "notes.txt");
+        // Typing a filter is not idle: no bell, but the file is listed.
+        a.handle(t, key('/'));
+        assert_eq!(a.handle(t, ev(incoming("ff112233445566778899aabbccddeeff"))), None);
+        assert_eq!(a.files.len(), 2);
+        let quiet = TuiConfig { bell: false, ..TuiConfig::default() };
+        let mut b = App::new(quiet, "alice".into(), t);
+        assert_eq!(b.handle(t, ev(incoming(ID))), None);
+        assert_eq!(time_left(7 * 86_400_000, 0), "7d left");
+        assert_eq!(time_left(90_000, 0), "2m left");
+    }
+
+    #[test]
+    fn files_pane_saves_with_a_gauge_and_discards() {
+        let (mut a, t) = app();
+        a.handle(
+            t,
+            ev(SessionEvent::Files { incoming: vec![listed(ID, "notes.txt"), listed(&ID.replace('0', "e"), "b.bin")] }),
+        );
+        assert_eq!(a.handle(t, key('F')), None);
+        assert_eq!(a.mode(), Mode::Files);
+        assert_eq!(a.handle(t, code(KeyCode::Enter)), cmd(SessionCommand::ReceiveFile(ID.into())));
+        assert_eq!(a.handle(t, code(KeyCode::Enter)), None, "asked once");
+        a.handle(t, ev(progress(Direction::Incoming, ID, 1 << 20, 3 << 20, 0)));
+        assert_eq!(a.files[0].download.as_ref().unwrap().done, 1 << 20);
+        a.handle(
+            t,
+            ev(SessionEvent::FileSaved {
+                file_id: ID.into(),
+                from: "bob".into(),
+                path: "/home/alice/Downloads/notes.txt".into(),
+                size: 3 << 20,
+            }),
+        );
+        assert_eq!(a.files.len(), 1);
+        assert!(a.status.as_ref().unwrap().0.contains("saved /home/alice/Downloads/notes.txt"));
+        // A listing that crossed with the save does not bring it back.
+        a.handle(
+            t,
+            ev(SessionEvent::Files { incoming: vec![listed(ID, "notes.txt"), listed(&ID.replace('0', "e"), "b.bin")] }),
+        );
+        assert_eq!(a.files.len(), 1);
+        let other = ID.replace('0', "e");
+        assert_eq!(a.handle(t, key('x')), cmd(SessionCommand::DiscardFile(other.clone())));
+        assert!(a.files[0].discarding);
+        a.handle(t, ev(SessionEvent::FileDiscarded { file_id: other }));
+        assert!(a.files.is_empty());
+        assert_eq!(a.mode(), Mode::Idle, "the pane gives the keys back when empty");
+        assert!(a.log.back().unwrap().text.contains("discarded b.bin from bob"));
+    }
+
+    #[test]
+    fn a_failed_download_stays_listed_when_the_file_still_waits() {
+        let (mut a, t) = app();
+        a.handle(t, ev(SessionEvent::Files { incoming: vec![listed(ID, "notes.txt")] }));
+        a.handle(t, key('F'));
+        a.handle(t, key('a'));
+        let failed = |waiting| {
+            ev(SessionEvent::FileFailed {
+                direction: Direction::Incoming,
+                peer: String::new(),
+                path: String::new(),
+                file_id: ID.into(),
+                message: "cannot reach the registry".into(),
+                waiting,
+            })
+        };
+        a.handle(t, failed(true));
+        assert!(a.files[0].download.is_none());
+        assert!(a.log.back().unwrap().text.contains("could not receive notes.txt from bob"));
+        assert_eq!(a.handle(t, key('a')), cmd(SessionCommand::ReceiveFile(ID.into())), "can try again");
+        a.handle(t, failed(false));
+        assert!(a.files.is_empty());
     }
 }

@@ -251,7 +251,7 @@ impl Default for KeyBindings {
             no: k("n"),
             cancel: k("esc"),
             send_file: k("f"),
-            files: k("tab F"),
+            files: k("F tab"),
             discard: k("x delete"),
         }
     }

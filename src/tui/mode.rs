@@ -10,6 +10,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use super::app::{Action, App, CallPhase, Overlay};
 use super::keys::{KeyChord, KeySpec};
 use super::overlays;
+use crate::session::Trust;
 
 /// What the screen is doing, from the most to the least urgent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,20 +137,17 @@ impl Mode {
                 let mut v = Vec::new();
                 let dial_hint = (can_call && app.selected_contact().is_some()).then_some("dial");
                 v.push(b(&[&k.dial], Action::Dial, dial_hint));
-                if !app.files.is_empty() {
-                    v.push(b(&[&k.files], Action::FocusFiles, Some("files")));
-                }
                 v.push(b(&[&k.dial_any], Action::DialAny, can_call.then_some("call name")));
-                let online = !matches!(app.connected, Some((false, _)));
-                let send_hint = (online && app.selected_contact().is_some()).then_some("send file");
-                v.push(b(&[&k.send_file], Action::SendFile, send_hint));
                 v.push(b(&[&k.filter], Action::StartFilter, Some("filter")));
                 v.push(b(&[&k.devices], Action::Devices, Some("devices")));
                 v.push(b(&[&k.help], Action::ToggleHelp, Some("help")));
                 v.push(b(&[&k.quit], Action::Quit, Some("quit")));
-                if app.files.is_empty() {
-                    v.push(b(&[&k.files], Action::FocusFiles, None));
-                }
+                // After quit: the files hint (when files wait) and then the send hint fit at 80 columns.
+                v.push(b(&[&k.files], Action::FocusFiles, (!app.files.is_empty()).then_some("files")));
+                let online = !matches!(app.connected, Some((false, _)));
+                let sendable = app.selected_contact().is_some_and(|c| c.trust != Trust::Suspicious);
+                let send_hint = (online && sendable).then_some("file");
+                v.push(b(&[&k.send_file], Action::SendFile, send_hint));
                 v.push(b(&[&k.up], Action::Up, None));
                 v.push(b(&[&k.down], Action::Down, None));
                 let dismiss = if !app.filter.is_empty() {

@@ -226,7 +226,7 @@ impl Component for Help {
             ("call any username", k.dial_any.to_string()),
             ("send a file to the contact", k.send_file.to_string()),
             ("incoming files pane", k.files.to_string()),
-            ("save / discard there", format!("enter {} / {}", k.accept, k.discard)),
+            ("save / discard there", format!("enter {} / {}", k.accept.primary(), k.discard.primary())),
             ("accept incoming call", format!("{} {}", k.accept, k.dial)),
             ("reject incoming call", format!("{} {}", k.reject, k.hangup)),
             ("hang up / cancel", k.hangup.to_string()),
@@ -439,7 +439,7 @@ impl Component for FilePrompt {
         };
         let lines = vec![
             Line::from(vec![Span::from("path: "), Span::from(format!("{typed}▏")).bold()]),
-            Line::from("end-to-end encrypted; it waits at the registry until they save it").dim(),
+            Line::from("end-to-end encrypted; waits at the registry until saved").dim(),
             Line::from("enter to send · esc to cancel · ~/ is your home folder").dim(),
         ];
         Paragraph::new(lines).block(block).render(r, buf);

@@ -10,7 +10,7 @@ use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph, Spa
 
 use super::app::{App, Call, CallPhase, SasCheck};
 use super::bigtext;
-use super::files::{Transfer, human_bytes, time_left};
+use super::files::{Transfer, human_bytes, human_pair, time_left};
 use super::overlays::{Component, ConfirmQuit, Devices, DialPrompt, FilePrompt, Help, IncomingCall};
 use crate::media::MetricsSnapshot;
 use crate::session::{Direction, Trust};
@@ -98,23 +98,27 @@ fn files_height(app: &App) -> u16 {
     if rows == 0 { 0 } else { rows.min(FILES_ROWS) as u16 + 2 }
 }
 
-/// `[███░░░░] 42%  4.2/10.0 MiB  1.1 MiB/s`
+/// `███░░░░ 42% 4.2/10.0 MiB 1.1 MiB/s`
 fn progress_spans(t: &Transfer, now: std::time::Instant, bar_w: usize) -> Vec<Span<'static>> {
     let filled = ((t.ratio() * bar_w as f64).round() as usize).min(bar_w);
-    let rate = t.rate(now).map(|r| format!("  {}/s", human_bytes(r as u64))).unwrap_or_default();
+    let rate = t.rate(now).map(|r| format!(" {}/s", human_bytes(r as u64))).unwrap_or_default();
     vec![
         Span::from("█".repeat(filled)).fg(Color::Green),
         Span::from("░".repeat(bar_w - filled)).fg(Color::DarkGray),
-        Span::from(format!(" {:>3.0}% ", t.ratio() * 100.0)).bold(),
-        Span::from(format!("{}/{}{rate}", human_bytes(t.done), human_bytes(t.total))),
+        Span::from(format!("{:>3.0}% ", t.ratio() * 100.0)).bold(),
+        Span::from(format!("{}{rate}", human_pair(t.done, t.total))),
     ]
 }
 
 /// Files we send (↑) and files waiting for us (↓), with progress gauges while they move.
 fn render_files(app: &App, area: Rect, buf: &mut Buffer) {
     let focused = app.files_focused();
-    let title =
-        if app.files.is_empty() { " Files ".to_string() } else { format!(" Files ({} waiting) ", app.files.len()) };
+    let k = &app.config.keys;
+    let title = match (app.files.len(), focused) {
+        (0, _) => " Files ".to_string(),
+        (n, true) => format!(" Files ({n} waiting) "),
+        (n, false) => format!(" Files ({n} waiting · {} to open) ", k.files.primary()),
+    };
     let block = Block::bordered().title(title).border_style(if focused {
         Style::new().fg(Color::Yellow)
     } else {
@@ -122,44 +126,48 @@ fn render_files(app: &App, area: Rect, buf: &mut Buffer) {
     });
     let inner = block.inner(area);
     block.render(area, buf);
-    let bar_w = (inner.width as usize / 5).clamp(4, 16);
+    let bar_w = (inner.width as usize / 10).clamp(4, 16);
+    // The name gets what the gauge and the numbers leave (at least 8 columns).
+    let row = |mut head: Vec<Span<'static>>, name: &str, tail: Vec<Span<'static>>| {
+        let used: usize = head.iter().chain(&tail).map(Span::width).sum();
+        let name_w = (inner.width as usize).saturating_sub(used + 2).max(8);
+        head.push(Span::from(format!(" {} ", truncate(name, name_w))));
+        head.extend(tail);
+        head
+    };
     let mut lines: Vec<Line> = Vec::new();
     for u in &app.uploads {
-        let mut spans = vec![
-            Span::from("  ↑ ").fg(Color::Cyan),
-            Span::from(truncate(&u.to, 10)).bold(),
-            Span::from(format!(" {} ", truncate(u.name(), 16))),
-        ];
-        match &u.progress {
-            Some(t) => spans.extend(progress_spans(t, app.now, bar_w)),
-            None => spans.push(Span::from("encrypting…").dim()),
-        }
-        lines.push(Line::from(spans));
+        let head = vec![Span::from(" ↑ ").fg(Color::Cyan), Span::from(truncate(&u.to, 10)).bold()];
+        let tail = match &u.progress {
+            Some(t) => progress_spans(t, app.now, bar_w),
+            None => vec![Span::from("encrypting…").dim()],
+        };
+        lines.push(Line::from(row(head, u.name(), tail)));
     }
     // Keep the cursor in view.
     let room = (inner.height as usize).saturating_sub(lines.len()).max(1);
     let skip = app.file_cursor.saturating_sub(room - 1);
     for (i, f) in app.files.iter().enumerate().skip(skip) {
         let cursor = focused && i == app.file_cursor;
-        let mut spans = vec![
-            Span::from(if cursor { "› ↓ " } else { "  ↓ " }).fg(Color::Magenta),
-            Span::from(truncate(&f.from, 10)).bold(),
-            Span::from(" "),
+        let head = vec![
+            Span::from(if cursor { "›↓ " } else { " ↓ " }).fg(Color::Magenta),
+            Span::from(format!("{} ", truncate(&f.from, 10))).bold(),
             trust_mark(f.trust),
-            Span::from(format!(" {} ", truncate(&f.label(), 20))),
         ];
-        if let Some(t) = &f.download {
-            spans.extend(progress_spans(t, app.now, bar_w));
+        let tail = if let Some(t) = &f.download {
+            progress_spans(t, app.now, bar_w)
         } else if f.discarding {
-            spans.push(Span::from("discarding…").dim());
+            vec![Span::from("discarding…").dim()]
         } else {
-            spans.push(Span::from(human_bytes(f.size)));
+            let mut v = vec![Span::from(human_bytes(f.size))];
             if app.wall_ms > 0 {
-                spans.push(Span::from(format!("  {}", time_left(f.expires_ms, app.wall_ms))).dim());
+                v.push(Span::from(format!("  {}", time_left(f.expires_ms, app.wall_ms))).dim());
             }
-            if let Some(p) = &f.problem {
-                spans.push(Span::from(format!("  ⚠ {p}")).fg(Color::Red));
-            }
+            v
+        };
+        let mut spans = row(head, &f.label(), tail);
+        if let Some(p) = f.problem.as_ref().filter(|_| f.download.is_none()) {
+            spans.push(Span::from(format!("  ⚠ {p}")).fg(Color::Red));
         }
         let line = Line::from(spans);
         lines.push(if cursor { line.add_modifier(Modifier::REVERSED) } else { line });
