@@ -976,6 +976,34 @@ mod tests {
     }
 
     #[test]
+    fn transfer_errors_are_said_in_the_users_words() {
+        let missing = std::fs::metadata("/no/such/report.pdf").map_err(TransferError::io("reading")).unwrap_err();
+        let m = user_message(&missing, Direction::Outgoing, "bob", "~/report.pdf");
+        assert_eq!(m, "there is no file ~/report.pdf: check the path (~/ is your home folder)");
+        let api = |code, message: &str| {
+            TransferError::Registry(ClientError::Api { status: 413, code, message: message.into() })
+        };
+        let big = api(ErrorCode::FileTooLarge, "the file is 9 bytes encrypted; this registry takes at most 5 bytes");
+        let m = user_message(&big, Direction::Outgoing, "bob", "big.iso");
+        assert!(m.starts_with("big.iso is too large for this registry: ") && m.contains("at most 5 bytes"), "{m}");
+        let m = user_message(&api(ErrorCode::UnknownUser, "x"), Direction::Outgoing, "bbo", "a");
+        assert_eq!(m, "there is no user bbo on this registry: check the name");
+        let changed = TransferError::KeyChanged("bob".into());
+        assert!(user_message(&changed, Direction::Outgoing, "bob", "a").contains("qvoice verify bob"));
+        assert!(still_waiting(&changed));
+        assert!(!still_waiting(&api(ErrorCode::UnknownFile, "gone")));
+    }
+
+    #[test]
+    fn typed_paths_expand_the_home_folder() {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap();
+        assert_eq!(expand_home("~/a/b.txt"), home.join("a/b.txt"));
+        assert_eq!(expand_home("~"), home);
+        assert_eq!(expand_home("/tmp/~x"), PathBuf::from("/tmp/~x"));
+        assert_eq!(expand_home("~bob/x"), PathBuf::from("~bob/x"));
+    }
+
+    #[test]
     fn stored_ranges_expand() {
         let s = StoredSet::from_ranges(&[[0, 1], [3, 3], [5, 99]], 6);
         assert_eq!((0..6).map(|i| s.has(i)).collect::<Vec<_>>(), [true, true, false, true, false, true]);
