@@ -324,7 +324,7 @@ async fn f_sends_a_file_and_the_files_pane_saves_it() {
     let alice = User::init("alice", &reg.url()).await;
     let bob = User::init("bob", &reg.url()).await;
     let work = tempfile::tempdir().unwrap();
-    let original: Vec<u8> = (0..(2_500_000u32)).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let original: Vec<u8> = (0..2_500_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     let src = work.path().join("holiday.bin");
     std::fs::write(&src, &original).unwrap();
     let downloads = work.path().join("downloads");
