@@ -451,7 +451,7 @@ impl App {
     }
 
     pub(super) fn quit(&mut self) -> Option<Effect> {
-        if self.live_call().is_some() || self.incoming.is_some() {
+        if self.live_call().is_some() || self.incoming.is_some() || self.transfers_running() {
             self.overlay = Some(Overlay::ConfirmQuit);
             None
         } else {

@@ -141,6 +141,11 @@ impl App {
         self.files_focus && !self.files.is_empty()
     }
 
+    /// Whether an upload or a download is under way (quitting stops it).
+    pub fn transfers_running(&self) -> bool {
+        !self.uploads.is_empty() || self.files.iter().any(|f| f.download.is_some())
+    }
+
     /// The incoming file under the cursor of the Files pane.
     pub fn selected_file(&self) -> Option<&IncomingFile> {
         self.files.get(self.file_cursor)
@@ -506,6 +511,10 @@ mod tests {
         }
         a.handle(t, code(KeyCode::Enter));
         a.handle(t, ev(progress(Direction::Outgoing, ID, 1 << 20, 10 << 20, 1 << 20)));
+        // Quitting would stop the upload: asked first.
+        assert_eq!(a.handle(t, key('q')), None);
+        assert_eq!(a.overlay, Some(Overlay::ConfirmQuit));
+        a.handle(t, key('n'));
         let later = t + Duration::from_secs(2);
         a.handle(later, ev(progress(Direction::Outgoing, ID, 5 << 20, 10 << 20, 1 << 20)));
         let u = &a.uploads[0];
@@ -527,6 +536,7 @@ mod tests {
         assert!(a.uploads.is_empty());
         let last = a.log.back().unwrap();
         assert!(!last.error && last.text.contains("sent report.pdf (10.0 MiB) to bob"), "{}", last.text);
+        assert_eq!(a.handle(later, key('q')), Some(Effect::Quit), "nothing running: q quits");
 
         a.handle(t, key('f'));
         for c in "big.iso".chars() {

@@ -91,11 +91,19 @@ impl Component for ConfirmQuit {
         let r = centered(area, 44, 5);
         Clear.render(r, buf);
         let block = Block::bordered().border_style(Style::new().fg(Color::Red)).title(" Quit? ");
-        let peer = app.live_call().map_or("a caller", |c| c.peer.as_str());
-        let lines = vec![
-            Line::from(format!("You are in a call with {peer}.")).centered(),
-            Line::from(format!("Hang up and quit? ({}/{})", k.yes.primary(), k.no.primary())).bold().centered(),
-        ];
+        let lines = if app.live_call().is_some() || app.incoming.is_some() {
+            let peer = app.live_call().map_or("a caller", |c| c.peer.as_str());
+            vec![
+                Line::from(format!("You are in a call with {peer}.")).centered(),
+                Line::from(format!("Hang up and quit? ({}/{})", k.yes.primary(), k.no.primary())).bold().centered(),
+            ]
+        } else {
+            // An upload resumes when the same file is sent again; a download starts over.
+            vec![
+                Line::from("A file transfer is running.").centered(),
+                Line::from(format!("Stop it and quit? ({}/{})", k.yes.primary(), k.no.primary())).bold().centered(),
+            ]
+        };
         Paragraph::new(lines).block(block).alignment(Alignment::Center).render(r, buf);
     }
 }
