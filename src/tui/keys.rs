@@ -339,7 +339,7 @@ pub struct TuiConfig {
     pub log_lines: usize,
     /// Calls kept in the history pane.
     pub history_len: usize,
-    /// Ring the terminal bell on an incoming call.
+    /// Ring the terminal bell on an incoming call, and on an incoming file while nothing else goes on.
     pub bell: bool,
 }
 

@@ -68,7 +68,15 @@ impl Component for ConfirmQuit {
         let k = &app.config.keys;
         let b = Binding::new;
         vec![
-            b(&[&k.yes], Action::Yes, Some("hang up & quit")),
+            b(
+                &[&k.yes],
+                Action::Yes,
+                Some(if app.live_call().is_some() || app.incoming.is_some() {
+                    "hang up & quit"
+                } else {
+                    "stop & quit"
+                }),
+            ),
             b(&[&k.no, &k.cancel], Action::No, Some("stay")),
             // A second ctrl-c (or q) means it.
             b(&[&k.quit], Action::Yes, None),

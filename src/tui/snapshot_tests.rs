@@ -573,3 +573,18 @@ fn download_progress_in_the_files_pane() {
     );
     insta::assert_snapshot!("download_saved", draw(&app, 80, 24));
 }
+
+#[test]
+fn file_from_a_changed_key_and_quitting_during_a_transfer() {
+    let (mut app, t) = base();
+    app.wall_ms = 1;
+    let mut bad = waiting("00112233445566778899aabbccddeeff", "dave", Some("invoice.pdf"), 80_000, Trust::KeyChanged);
+    bad.problem = Some("dave's identity key changed; run `qvoice verify dave` after comparing".into());
+    ev(&mut app, t, SessionEvent::Files { incoming: vec![bad] });
+    key(&mut app, t, KeyCode::Char('f'));
+    typed(&mut app, t, "/tmp/a.txt");
+    key(&mut app, t, KeyCode::Enter);
+    insta::assert_snapshot!(draw(&app, 80, 24));
+    key(&mut app, t, KeyCode::Char('q'));
+    insta::assert_snapshot!("quit_question_during_a_transfer", draw(&app, 80, 24));
+}

@@ -158,6 +158,10 @@ fn render_files(app: &App, area: Rect, buf: &mut Buffer) {
             progress_spans(t, app.now, bar_w)
         } else if f.discarding {
             vec![Span::from("discarding…").dim()]
+        } else if f.trust == Trust::KeyChanged {
+            vec![Span::from(format!("⚠ key changed: qvoice verify {}", f.from)).fg(Color::Red)]
+        } else if let Some(p) = &f.problem {
+            vec![Span::from(format!("⚠ {p}")).fg(Color::Red)]
         } else {
             let mut v = vec![Span::from(human_bytes(f.size))];
             if app.wall_ms > 0 {
@@ -165,11 +169,7 @@ fn render_files(app: &App, area: Rect, buf: &mut Buffer) {
             }
             v
         };
-        let mut spans = row(head, &f.label(), tail);
-        if let Some(p) = f.problem.as_ref().filter(|_| f.download.is_none()) {
-            spans.push(Span::from(format!("  ⚠ {p}")).fg(Color::Red));
-        }
-        let line = Line::from(spans);
+        let line = Line::from(row(head, &f.label(), tail));
         lines.push(if cursor { line.add_modifier(Modifier::REVERSED) } else { line });
     }
     Paragraph::new(lines).render(inner, buf);
