@@ -57,6 +57,7 @@ pub struct Config {
     pub audio: AudioConfig,
     pub media: MediaSettings,
     pub recording: RecordingConfig,
+    pub files: FilesConfig,
     pub tui: TuiConfig,
 }
 
@@ -131,6 +132,14 @@ pub struct RecordingConfig {
     pub dir: Option<PathBuf>,
     /// Record every call from the start (otherwise toggle in the TUI or pass `--record-dir`).
     pub enabled: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Folder for received files (created when needed) [default: the XDG download folder, ~/Downloads;
+    /// HOME_DIR/downloads with --home].
+    pub download_dir: Option<PathBuf>,
 }
 
 /// A config file that does not parse or holds a value qvoice cannot use. The message names the key and the
@@ -257,6 +266,14 @@ impl Config {
                 "[recording] enabled = true needs a folder: set [recording] dir = \"/path/to/recordings\"".into()
             );
         }
+        if let Some(d) = &self.files.download_dir {
+            if d.as_os_str().is_empty() {
+                return Err("[files] download_dir is empty: give a folder, or remove the line for ~/Downloads".into());
+            }
+            if d.exists() && !d.is_dir() {
+                return Err(format!("[files] download_dir = {:?} is a file, not a folder", d.display().to_string()));
+            }
+        }
         self.tui.validate().map_err(|e| format!("[tui] {e}"))?;
         Ok(())
     }
@@ -315,6 +332,10 @@ mod tests {
         assert!(e.contains("[audio] input") && e.contains("no such file"), "{e}");
         let e = load_error("[audio]\ninput = \"loop:/no/such/speech.wav\"\n");
         assert!(e.contains("[audio] input"), "{e}");
+        let e = load_error("[files]\ndownload_dir = \"\"\n");
+        assert!(e.contains("[files] download_dir is empty"), "{e}");
+        let e = load_error("[files]\ndownload_dir = \"/etc/hostname\"\n");
+        assert!(e.contains("[files] download_dir") && e.contains("not a folder"), "{e}");
         let e = load_error("[audio]\nframe_ms = \"twenty\"\n");
         assert!(e.contains("frame_ms"), "{e}");
     }

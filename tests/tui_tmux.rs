@@ -357,3 +357,53 @@ async fn the_tui_exits_when_its_terminal_goes_away() {
     }
     assert!(left.is_empty(), "qvoice still running 5 s after its terminal went away: {left:?}");
 }
+
+/// Encrypted file transfer from the TUI: alice presses `f` on bob, types the path, and the upload runs;
+/// bob's Files pane lists the file by name, `F` then enter saves it into his `[files] download_dir`, and the
+/// saved bytes are the sent ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f_sends_a_file_and_the_files_pane_saves_it() {
+    let reg = Registry::start(Duration::from_secs(45)).await;
+    let alice = User::init("alice", &reg.url()).await;
+    let bob = User::init("bob", &reg.url()).await;
+    let work = tempfile::tempdir().unwrap();
+    let original: Vec<u8> = (0..2_500_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let src = work.path().join("holiday.bin");
+    std::fs::write(&src, &original).unwrap();
+    let downloads = work.path().join("downloads");
+    let cfg = bob.home().join("config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let line = format!("download_dir = {:?}\n", downloads.display().to_string());
+    let text = if text.contains("[files]\n") {
+        text.replace("[files]\n", &format!("[files]\n{line}"))
+    } else {
+        format!("{text}\n[files]\n{line}")
+    };
+    std::fs::write(&cfg, text).unwrap();
+
+    let tag = std::process::id();
+    let b = Pane::start(&format!("qv-file-bob-{tag}"), &bob);
+    b.wait_for("online", |s| s.contains("● online"));
+    let a = Pane::start(&format!("qv-file-alice-{tag}"), &alice);
+    a.wait_for("bob online", |s| s.contains("● bob"));
+    a.keys("f");
+    a.wait_for("path prompt", |s| s.contains("Send a file to bob"));
+    a.keys(src.to_str().unwrap());
+    a.keys("Enter");
+    let s = a.wait_for("sent", |s| s.contains("sent holiday.bin"));
+    assert!(!s.contains("could not send"), "{s}");
+
+    let s = b.wait_for("the file listed by name", |s| s.contains("holiday.bin") && s.contains("Files (1 waiting"));
+    assert!(s.contains("2.4 MiB"), "size shown:\n{s}");
+    b.keys("F");
+    b.wait_for("Files pane keys", |s| s.contains("enter  save") && s.contains("discard"));
+    b.keys("Enter");
+    let s = b.wait_for("saved", |s| s.contains("saved ") && s.contains("verified"));
+    assert!(!s.contains("Files (1"), "the saved file left the pane:\n{s}");
+    let saved = std::fs::read(downloads.join("holiday.bin")).unwrap();
+    assert!(saved == original, "saved {} bytes differ from the {} sent", saved.len(), original.len());
+    // alice hears that bob saved it.
+    a.wait_for("delivery noted", |s| s.contains("bob saved the file you sent"));
+    a.keys("q");
+    b.keys("q");
+}

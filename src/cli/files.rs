@@ -51,7 +51,8 @@ pub struct ReceiveArgs {
     /// Receive every waiting file.
     #[arg(long, conflicts_with = "id")]
     pub all: bool,
-    /// Save into this folder [default: the XDG download folder; DIR/downloads with --home DIR].
+    /// Save into this folder [default: [files] download_dir, else the XDG download folder; DIR/downloads
+    /// with --home DIR].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Delete the file at the registry without saving it.
@@ -63,6 +64,7 @@ pub struct ReceiveArgs {
 }
 
 struct Ctx {
+    cfg: Config,
     files: Files,
     keys: Keystore,
     contacts: ContactBook,
@@ -74,7 +76,7 @@ fn ctx(paths: &Paths) -> anyhow::Result<Ctx> {
     let identity = Arc::new(qvoice_proto::IdentitySecret::from_bytes(&keys.identity.to_bytes()));
     let client = RegistryClient::new(&cfg.registry.url, keys.username.clone(), identity.clone())?;
     let contacts = ContactBook::load(&paths.data_dir)?;
-    Ok(Ctx { files: Files::new(client, identity, &paths.data_dir), keys, contacts })
+    Ok(Ctx { files: Files::new(client, identity, &paths.data_dir), keys, contacts, cfg })
 }
 
 /// The exit code for a failed transfer, after printing what to do.
@@ -254,7 +256,8 @@ pub async fn receive(paths: &Paths, home: Option<&Path>, args: ReceiveArgs) -> a
         }
         return Ok(0);
     }
-    let out = args.out.clone().unwrap_or_else(|| default_download_dir(home));
+    let out =
+        args.out.clone().or_else(|| c.cfg.files.download_dir.clone()).unwrap_or_else(|| default_download_dir(home));
     let mut worst = 0u8;
     for id in ids {
         if args.discard {

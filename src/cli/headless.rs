@@ -88,6 +88,13 @@ fn print_event(ev: &SessionEvent, json: bool) {
             println!("file from {from} ({size} bytes) waiting: qvoice receive {file_id}")
         }
         SessionEvent::FileClosed { file_id, peer, outcome, .. } => println!("file {file_id} with {peer}: {outcome}"),
+        SessionEvent::Files { .. } | SessionEvent::FileProgress { .. } => {}
+        SessionEvent::FileSent { to, name, size, .. } => println!("sent {name} ({size} bytes) to {to}"),
+        SessionEvent::FileSaved { path, from, size, .. } => {
+            println!("saved {path} ({size} bytes from {from}, verified)")
+        }
+        SessionEvent::FileDiscarded { file_id } => println!("discarded {file_id}"),
+        SessionEvent::FileFailed { message, .. } => eprintln!("qvoice: {message}"),
         SessionEvent::Error { message } => eprintln!("qvoice: {message}"),
     }
 }

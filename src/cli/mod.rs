@@ -67,7 +67,7 @@ pub fn uses_terminal(command: Option<&Command>) -> bool {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let paths = Paths::resolve(cli.home.as_deref())?;
     let home = cli.home.clone();
-    let Some(command) = cli.command else { return tui::tui(&paths, &cli.tui).await };
+    let Some(command) = cli.command else { return tui::tui(&paths, home.as_deref(), &cli.tui).await };
     // clap's args_conflicts_with_subcommands would also refuse the global --home before a command.
     if cli.tui.any() && !matches!(command, Command::Tui(_)) {
         return Err(UsageError(
@@ -78,7 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         .into());
     }
     match command {
-        Command::Tui(args) => tui::tui(&paths, &args).await,
+        Command::Tui(args) => tui::tui(&paths, home.as_deref(), &args).await,
         #[cfg(feature = "demo")]
         Command::Demo { dir } => demo::demo(dir).await,
         Command::Init { username, registry, display_name, force } => {

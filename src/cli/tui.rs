@@ -21,6 +21,8 @@ pub async fn run_tui(
     let username = opts.keystore.username.to_string();
     // The TUI opens without the registry (offline header, cached contacts and history) and connects later.
     opts.start_offline = true;
+    // The Files pane lists what waits at start and names each new file.
+    opts.list_files = true;
     let (cmd_tx, cmd_rx) = mpsc::channel(32);
     let (ev_tx, mut driver_rx) = mpsc::channel(512);
     let driver = tokio::spawn(qvoice::session::run(opts, cmd_rx, ev_tx));
@@ -82,7 +84,7 @@ fn log_call_event(ev: &SessionEvent) {
 /// `qvoice` / `qvoice tui`: exit 0 when the user quits.
 ///
 /// Fails without an identity, on an invalid config (exit 2), or when the terminal cannot be set up.
-pub async fn tui(paths: &Paths, args: &TuiArgs) -> anyhow::Result<u8> {
+pub async fn tui(paths: &Paths, home: Option<&std::path::Path>, args: &TuiArgs) -> anyhow::Result<u8> {
     let cfg = Config::load(&paths.config_file)?;
     if !Keystore::path_in(&paths.data_dir).exists() {
         bail!(
@@ -90,7 +92,9 @@ pub async fn tui(paths: &Paths, args: &TuiArgs) -> anyhow::Result<u8> {
              qvoice with a local registry and an echo contact"
         );
     }
-    let opts = session_options(paths, &cfg, &args.io())?;
+    let mut opts = session_options(paths, &cfg, &args.io())?;
+    opts.download_dir =
+        Some(cfg.files.download_dir.clone().unwrap_or_else(|| qvoice::session::files::default_download_dir(home)));
     let log = qvoice::logging::to_file_and_pane(&paths.log_file)?;
     // Said at start, in the log pane, rather than after a peer has answered.
     let (input, output) = (opts.input.clone(), opts.output.clone());

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use super::client::{ClientError, EndRequest, RegistryClient};
 use super::events::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};
+use super::files::{Files, Transfers};
 use super::store::{CallHistory, ContactBook, Keystore};
 use super::waiting::SeenCalls;
 use crate::media::transport::{RelayAllocation, TurnServer, net as media_net};
@@ -60,6 +61,11 @@ pub struct SessionOptions {
     /// Start even when the registry cannot be reached (the TUI): report `Connection { connected: false }`,
     /// the pinned contacts and the saved history, and keep retrying the registration with backoff.
     pub start_offline: bool,
+    /// Where received files are saved ([`SessionCommand::ReceiveFile`]); `None`: the XDG download folder.
+    pub download_dir: Option<PathBuf>,
+    /// Report the files waiting for us ([`SessionEvent::Files`]) after each registration and each new
+    /// file (the TUI's Files pane); otherwise only on [`SessionCommand::ListFiles`].
+    pub list_files: bool,
 }
 
 impl SessionOptions {
@@ -86,6 +92,8 @@ impl SessionOptions {
             prekey_max_age: None,
             metrics_interval: Duration::from_millis(500),
             start_offline: false,
+            download_dir: None,
+            list_files: false,
         }
     }
 }
@@ -186,6 +194,8 @@ struct Driver {
     ended_unposted: Option<String>,
     /// Usernames in the last directory listing: presence of anyone else means a new registration.
     known: std::collections::HashSet<String>,
+    /// File transfers running in the background.
+    transfers: Transfers,
 }
 
 /// The bundled speech clip (espeak-ng, 16 kHz mono), offered as a microphone where there is no sound card.
@@ -212,6 +222,10 @@ pub async fn run(
     let identity = Arc::new(IdentitySecret::from_bytes(&opts.keystore.identity.to_bytes()));
     let client = RegistryClient::new(&opts.registry_url, opts.keystore.username.clone(), identity.clone())?;
     let (internal_tx, mut internal_rx) = mpsc::channel(256);
+    let data_dir = opts.contacts.data_dir().map_or_else(|| PathBuf::from("."), std::path::Path::to_owned);
+    let download_dir = opts.download_dir.clone().unwrap_or_else(|| super::files::default_download_dir(None));
+    let transfers =
+        Transfers::new(Files::new(client.clone(), identity.clone(), &data_dir), download_dir, events.clone());
     let mut d = Driver {
         prekeys: opts.keystore.prekey_secrets(),
         recording: opts.record_on,
@@ -230,6 +244,7 @@ pub async fn run(
         waiting: Vec::new(),
         ended_unposted: None,
         known: std::collections::HashSet::new(),
+        transfers,
     };
     d.emit_saved_history().await;
     d.check_audio().await;
@@ -608,7 +623,15 @@ impl Driver {
         })
         .await;
         self.refresh_contacts().await;
+        if self.opts.list_files {
+            self.transfers.list(self.prekey_copies());
+        }
         Ok(())
+    }
+
+    /// Our prekey secrets, for a background transfer to own.
+    fn prekey_copies(&self) -> Vec<PrekeySecret> {
+        self.prekeys.iter().map(|p| PrekeySecret::from_seed(p.id(), &p.to_seed())).collect()
     }
 
     async fn refresh_contacts(&mut self) {
@@ -761,6 +784,10 @@ impl Driver {
                 self.list_devices().await;
                 self.check_audio().await;
             }
+            SessionCommand::SendFile { to, path } => self.transfers.send(to, path),
+            SessionCommand::ReceiveFile(id) => self.transfers.receive(id, self.prekey_copies()),
+            SessionCommand::DiscardFile(id) => self.transfers.discard(id),
+            SessionCommand::ListFiles => self.transfers.list(self.prekey_copies()),
             SessionCommand::Shutdown => {}
         }
     }
@@ -1012,6 +1039,10 @@ impl Driver {
             RegistryEvent::IncomingFile { file_id, sender, size, expires_ms } => {
                 let trust = self.opts.contacts.trust(&sender);
                 self.emit(SessionEvent::IncomingFile { file_id, from: sender, size, expires_ms, trust }).await;
+                // The listing opens the manifest: it tells the file's name.
+                if self.opts.list_files {
+                    self.transfers.list(self.prekey_copies());
+                }
             }
             RegistryEvent::FileClosed { file_id, peer, outcome, reason } => {
                 let outcome = outcome.as_str().to_owned();

@@ -206,6 +206,29 @@ pub enum SessionEvent {
     /// A file we sent or were sent left the registry (`delivered`, `discarded`, `refused`, `cancelled`,
     /// `expired`).
     FileClosed { file_id: String, peer: String, outcome: String, reason: Option<String> },
+    /// Progress of a file transfer after each chunk: one we send (`direction` outgoing, keyed by `peer` and
+    /// `path` as the command gave them; `file_id` is known from the first report on) or one we receive
+    /// (incoming, keyed by `file_id`). `resumed` bytes were already at the registry when it (re)started.
+    FileProgress {
+        direction: Direction,
+        peer: String,
+        path: String,
+        file_id: String,
+        done: u64,
+        total: u64,
+        resumed: u64,
+    },
+    /// A file we sent is complete at the registry; it waits there for `to`.
+    FileSent { to: String, path: String, file_id: String, name: String, size: u64 },
+    /// A file we received was verified, decrypted and saved at `path`.
+    FileSaved { file_id: String, from: String, path: String, size: u64 },
+    /// A file we received was deleted at the registry without saving it, as asked.
+    FileDiscarded { file_id: String },
+    /// A transfer failed; `message` says why and what to do. `waiting` tells whether an incoming file is
+    /// still at the registry (so it can be tried again).
+    FileFailed { direction: Direction, peer: String, path: String, file_id: String, message: String, waiting: bool },
+    /// The complete files waiting for us at the registry (at start-up, after a new one arrived, on request).
+    Files { incoming: Vec<super::files::Incoming> },
     /// Something went wrong that the user should see (the text says what to do).
     Error { message: String },
     /// Call history saved by earlier runs, oldest first (sent once at start-up).
@@ -241,5 +264,17 @@ pub enum SessionCommand {
         input: Option<String>,
         output: Option<String>,
     },
+    /// Encrypt and upload a file (`~/` is the home folder) to a user, in the background: reported by
+    /// [`SessionEvent::FileProgress`], then [`SessionEvent::FileSent`] or [`SessionEvent::FileFailed`].
+    SendFile {
+        to: String,
+        path: String,
+    },
+    /// Download, verify and save an incoming file into the download folder.
+    ReceiveFile(String),
+    /// Delete an incoming file at the registry without saving it.
+    DiscardFile(String),
+    /// Answer with [`SessionEvent::Files`].
+    ListFiles,
     Shutdown,
 }

@@ -30,11 +30,12 @@ use qvoice_wire::{
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
 use super::client::{ClientError, RegistryClient};
-use super::events::Trust;
+use super::events::{Direction, SessionEvent, Trust};
 use super::store::{ContactBook, write_atomic};
 
 /// Chunk requests in flight at once, each way: enough to hide the registry's fsync per chunk on a fast
@@ -570,6 +571,234 @@ impl Files {
     }
 }
 
+/// `~` and `~/…` as the user's home folder (a path typed in the TUI is not expanded by a shell).
+pub fn expand_home(path: &str) -> PathBuf {
+    let home = || std::env::var_os("HOME").map(PathBuf::from);
+    match path.strip_prefix('~') {
+        Some("") => home().unwrap_or_else(|| PathBuf::from(path)),
+        Some(rest) if rest.starts_with('/') => {
+            home().map_or_else(|| PathBuf::from(path), |h| h.join(rest.trim_start_matches('/')))
+        }
+        _ => PathBuf::from(path),
+    }
+}
+
+/// What went wrong with a transfer, in the user's words: the file that is missing, the limit that was hit,
+/// the name that does not exist, with what to do next.
+pub fn user_message(e: &TransferError, direction: Direction, peer: &str, path: &str) -> String {
+    match e {
+        TransferError::Io { source, .. } if direction == Direction::Outgoing => match source.kind() {
+            std::io::ErrorKind::NotFound => {
+                format!("there is no file {path}: check the path (~/ is your home folder)")
+            }
+            std::io::ErrorKind::PermissionDenied => format!("cannot read {path}: permission denied"),
+            _ => e.to_string(),
+        },
+        TransferError::Registry(ClientError::Api { code, message, .. }) => match code {
+            ErrorCode::FileTooLarge => format!("{path} is too large for this registry: {message}"),
+            ErrorCode::QuotaExceeded | ErrorCode::InboxFull => {
+                format!("the registry has no room for {path} now: {message}")
+            }
+            ErrorCode::UnknownUser => format!("there is no user {peer} on this registry: check the name"),
+            ErrorCode::UnknownFile => {
+                "this file is no longer at the registry (received, discarded, cancelled or expired)".into()
+            }
+            _ => e.to_string(),
+        },
+        _ => e.to_string(),
+    }
+}
+
+/// Whether an incoming file is still at the registry after `e` (so receiving it can be tried again).
+fn still_waiting(e: &TransferError) -> bool {
+    match e {
+        TransferError::Refused { .. } => false,
+        TransferError::Registry(c) => c.code() != Some(ErrorCode::UnknownFile),
+        _ => true,
+    }
+}
+
+/// The session driver's background transfers: each send, receive, discard or listing runs in its own task
+/// (the driver and the UI never wait for one) and reports [`SessionEvent`]s. Dropping this aborts them all.
+#[derive(Debug)]
+pub struct Transfers {
+    files: Files,
+    download_dir: PathBuf,
+    events: mpsc::Sender<SessionEvent>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Transfers {
+    /// Saves received files into `download_dir`; reports on `events`.
+    pub fn new(files: Files, download_dir: PathBuf, events: mpsc::Sender<SessionEvent>) -> Self {
+        Self { files, download_dir, events, tasks: Vec::new() }
+    }
+
+    fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.retain(|t| !t.is_finished());
+        self.tasks.push(tokio::spawn(task));
+    }
+
+    fn contacts(&self) -> Result<ContactBook, String> {
+        ContactBook::load(&self.files.data_dir).map_err(|e| format!("{e:#}"))
+    }
+
+    /// Encrypts and uploads `path` to `to`.
+    pub fn send(&mut self, to: String, path: String) {
+        let (files, events, contacts) = (self.files.clone(), self.events.clone(), self.contacts());
+        self.spawn(async move {
+            let failed = |message: String| SessionEvent::FileFailed {
+                direction: Direction::Outgoing,
+                peer: to.clone(),
+                path: path.clone(),
+                file_id: String::new(),
+                message,
+                waiting: false,
+            };
+            let name = match Username::parse(&to) {
+                Ok(n) => n,
+                Err(e) => return drop(events.send(failed(format!("{to:?} is not a username: {e}"))).await),
+            };
+            if name == *files.me() {
+                return drop(events.send(failed("you cannot send a file to yourself".into())).await);
+            }
+            let mut contacts = match contacts {
+                Ok(c) => c,
+                Err(e) => return drop(events.send(failed(e)).await),
+            };
+            let progress_tx = events.clone();
+            let (peer, shown) = (to.clone(), path.clone());
+            let report = files
+                .send(&mut contacts, &name, &expand_home(&path), |p| {
+                    let _ = progress_tx.try_send(SessionEvent::FileProgress {
+                        direction: Direction::Outgoing,
+                        peer: peer.clone(),
+                        path: shown.clone(),
+                        file_id: p.file_id.clone(),
+                        done: p.done,
+                        total: p.total,
+                        resumed: p.resumed,
+                    });
+                })
+                .await;
+            let ev = match report {
+                Ok(r) => {
+                    tracing::info!(to, file = r.file_id, size = r.size, "file sent");
+                    SessionEvent::FileSent { to, path, file_id: r.file_id, name: r.name, size: r.size }
+                }
+                Err(e) => {
+                    tracing::warn!(to, path, error = %e, "sending a file failed");
+                    failed(user_message(&e, Direction::Outgoing, &to, &path))
+                }
+            };
+            let _ = events.send(ev).await;
+        });
+    }
+
+    /// Downloads, verifies and saves incoming file `id` into the download folder, then acknowledges it.
+    pub fn receive(&mut self, id: String, prekeys: Vec<PrekeySecret>) {
+        let (files, events, contacts) = (self.files.clone(), self.events.clone(), self.contacts());
+        let dir = self.download_dir.clone();
+        self.spawn(async move {
+            let failed = |message: String, waiting: bool| SessionEvent::FileFailed {
+                direction: Direction::Incoming,
+                peer: String::new(),
+                path: String::new(),
+                file_id: id.clone(),
+                message,
+                waiting,
+            };
+            let Ok(fid) = FileId::from_hex(&id) else {
+                return drop(events.send(failed(format!("{id:?} is not a file id"), false)).await);
+            };
+            let mut contacts = match contacts {
+                Ok(c) => c,
+                Err(e) => return drop(events.send(failed(e, true)).await),
+            };
+            let progress_tx = events.clone();
+            let report = files
+                .receive(&mut contacts, &prekeys, &fid, &dir, |p| {
+                    let _ = progress_tx.try_send(SessionEvent::FileProgress {
+                        direction: Direction::Incoming,
+                        peer: String::new(),
+                        path: String::new(),
+                        file_id: p.file_id.clone(),
+                        done: p.done,
+                        total: p.total,
+                        resumed: p.resumed,
+                    });
+                })
+                .await;
+            let ev = match report {
+                Ok(r) => {
+                    tracing::info!(file = r.file_id, from = r.sender, path = %r.path.display(), "file saved");
+                    SessionEvent::FileSaved {
+                        file_id: r.file_id,
+                        from: r.sender,
+                        path: r.path.display().to_string(),
+                        size: r.size,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(file = id, error = %e, "receiving a file failed");
+                    let waiting = still_waiting(&e);
+                    failed(user_message(&e, Direction::Incoming, "", &id), waiting)
+                }
+            };
+            let _ = events.send(ev).await;
+        });
+    }
+
+    /// Deletes incoming file `id` at the registry without saving it.
+    pub fn discard(&mut self, id: String) {
+        let (files, events) = (self.files.clone(), self.events.clone());
+        self.spawn(async move {
+            let result = match FileId::from_hex(&id) {
+                Ok(fid) => files.discard(&fid).await.map_err(|e| user_message(&e, Direction::Incoming, "", &id)),
+                Err(_) => Err(format!("{id:?} is not a file id")),
+            };
+            let ev = match result {
+                Ok(()) => SessionEvent::FileDiscarded { file_id: id },
+                Err(message) => SessionEvent::FileFailed {
+                    direction: Direction::Incoming,
+                    peer: String::new(),
+                    path: String::new(),
+                    file_id: id,
+                    message: format!("could not discard the file: {message}"),
+                    waiting: true,
+                },
+            };
+            let _ = events.send(ev).await;
+        });
+    }
+
+    /// Lists the files waiting for us ([`SessionEvent::Files`]).
+    pub fn list(&mut self, prekeys: Vec<PrekeySecret>) {
+        let (files, events, contacts) = (self.files.clone(), self.events.clone(), self.contacts());
+        self.spawn(async move {
+            let ev = match contacts {
+                Ok(c) => match files.list(&c, &prekeys).await {
+                    Ok((incoming, _)) => SessionEvent::Files { incoming },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not list the waiting files");
+                        return;
+                    }
+                },
+                Err(e) => SessionEvent::Error { message: e },
+            };
+            let _ = events.send(ev).await;
+        });
+    }
+}
+
+impl Drop for Transfers {
+    fn drop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
 fn short_reason(e: &FileError) -> String {
     let s = e.to_string();
     s.chars().take(128).collect()
@@ -744,6 +973,34 @@ mod tests {
         assert!(!tmp.exists());
         std::fs::write(&tmp, b"x").unwrap();
         assert_eq!(place(&tmp, dir.path(), "noext").unwrap(), dir.path().join("noext"));
+    }
+
+    #[test]
+    fn transfer_errors_are_said_in_the_users_words() {
+        let missing = std::fs::metadata("/no/such/report.pdf").map_err(TransferError::io("reading")).unwrap_err();
+        let m = user_message(&missing, Direction::Outgoing, "bob", "~/report.pdf");
+        assert_eq!(m, "there is no file ~/report.pdf: check the path (~/ is your home folder)");
+        let api = |code, message: &str| {
+            TransferError::Registry(ClientError::Api { status: 413, code, message: message.into() })
+        };
+        let big = api(ErrorCode::FileTooLarge, "the file is 9 bytes encrypted; this registry takes at most 5 bytes");
+        let m = user_message(&big, Direction::Outgoing, "bob", "big.iso");
+        assert!(m.starts_with("big.iso is too large for this registry: ") && m.contains("at most 5 bytes"), "{m}");
+        let m = user_message(&api(ErrorCode::UnknownUser, "x"), Direction::Outgoing, "bbo", "a");
+        assert_eq!(m, "there is no user bbo on this registry: check the name");
+        let changed = TransferError::KeyChanged("bob".into());
+        assert!(user_message(&changed, Direction::Outgoing, "bob", "a").contains("qvoice verify bob"));
+        assert!(still_waiting(&changed));
+        assert!(!still_waiting(&api(ErrorCode::UnknownFile, "gone")));
+    }
+
+    #[test]
+    fn typed_paths_expand_the_home_folder() {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap();
+        assert_eq!(expand_home("~/a/b.txt"), home.join("a/b.txt"));
+        assert_eq!(expand_home("~"), home);
+        assert_eq!(expand_home("/tmp/~x"), PathBuf::from("/tmp/~x"));
+        assert_eq!(expand_home("~bob/x"), PathBuf::from("~bob/x"));
     }
 
     #[test]

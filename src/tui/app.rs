@@ -63,6 +63,14 @@ pub enum Action {
     No,
     /// Close an overlay, clear the filter, dismiss an ended call or a warning banner.
     Cancel,
+    /// Open the path prompt to send a file to the selected contact.
+    SendFile,
+    /// Move the keys to the Files pane (and back).
+    FocusFiles,
+    /// Save the selected incoming file into the download folder.
+    SaveFile,
+    /// Delete the selected incoming file without saving it.
+    DiscardFile,
     Tick,
     Resize(u16, u16),
     Session(SessionEvent),
@@ -205,6 +213,8 @@ pub enum Overlay {
     ConfirmQuit,
     /// Typing a username to call ([`App::prompt`]).
     DialPrompt,
+    /// Typing the path of a file to send to [`App::send_to`] ([`App::prompt`]).
+    FilePrompt,
 }
 
 /// Audio devices reported by the session, and the overlay's cursor over inputs then outputs.
@@ -274,6 +284,20 @@ pub struct App {
     pub now: Instant,
     /// Filled when the devices overlay asks the session.
     pub devices: Option<DeviceList>,
+    /// Files waiting for us at the registry (the Files pane), oldest first.
+    pub files: Vec<super::files::IncomingFile>,
+    /// Index into [`App::files`].
+    pub file_cursor: usize,
+    /// The Files pane has the keys.
+    pub files_focus: bool,
+    /// Files we are sending.
+    pub uploads: Vec<super::files::Upload>,
+    /// Who the file prompt sends to.
+    pub send_to: Option<String>,
+    /// Wall-clock time, ms since the Unix epoch (set by the run loop; file expiry is shown against it).
+    pub wall_ms: u64,
+    /// See [`super::files`].
+    pub(super) closed_files: Vec<String>,
 }
 
 impl App {
@@ -304,6 +328,13 @@ impl App {
             size: (80, 24),
             now,
             devices: None,
+            files: Vec::new(),
+            file_cursor: 0,
+            files_focus: false,
+            uploads: Vec::new(),
+            send_to: None,
+            wall_ms: 0,
+            closed_files: Vec::new(),
         }
     }
 
@@ -414,12 +445,13 @@ impl App {
     fn on_user(&mut self, action: Action) -> Option<Effect> {
         match super::overlays::for_mode(self.mode()) {
             Some(overlay) => overlay.update(self, action),
+            None if self.mode() == super::mode::Mode::Files => self.on_files(action),
             None => self.on_main(action),
         }
     }
 
     pub(super) fn quit(&mut self) -> Option<Effect> {
-        if self.live_call().is_some() || self.incoming.is_some() {
+        if self.live_call().is_some() || self.incoming.is_some() || self.transfers_running() {
             self.overlay = Some(Overlay::ConfirmQuit);
             None
         } else {
@@ -470,6 +502,15 @@ impl App {
             Action::DialAny => {
                 self.prompt.clear();
                 self.overlay = Some(Overlay::DialPrompt);
+                None
+            }
+            Action::SendFile => self.start_send_file(),
+            Action::FocusFiles => {
+                if self.files.is_empty() {
+                    self.set_status("no files are waiting for you".into());
+                } else {
+                    self.files_focus = true;
+                }
                 None
             }
             Action::Hangup => self.live_call().map(|_| Effect::Command(SessionCommand::Hangup)),
@@ -692,13 +733,14 @@ impl App {
                 self.recording_dir = dir;
             }
             SessionEvent::Muted { on } => self.muted = on && self.live_call().is_some(),
-            SessionEvent::IncomingFile { file_id, from, size, .. } => {
-                self.push_log(format!("file from {from} ({size} bytes) waiting: qvoice receive {file_id}"), false);
-                return self.config.bell.then_some(Effect::Bell);
-            }
-            SessionEvent::FileClosed { file_id, peer, outcome, .. } => {
-                self.push_log(format!("file {file_id} with {peer}: {outcome}"), false);
-            }
+            e @ (SessionEvent::IncomingFile { .. }
+            | SessionEvent::FileClosed { .. }
+            | SessionEvent::Files { .. }
+            | SessionEvent::FileProgress { .. }
+            | SessionEvent::FileSent { .. }
+            | SessionEvent::FileSaved { .. }
+            | SessionEvent::FileDiscarded { .. }
+            | SessionEvent::FileFailed { .. }) => return self.on_file_event(e),
             SessionEvent::Error { message } => {
                 self.push_log(message.clone(), true);
                 self.set_status(message);
@@ -978,9 +1020,34 @@ mod tests {
             b.muted = a.muted;
             b.recording = a.recording;
             b.key_warnings = a.key_warnings.clone();
+            b.files = a.files.clone();
+            b.file_cursor = a.file_cursor;
+            b.files_focus = a.files_focus;
+            b.uploads = a.uploads.clone();
+            b.send_to = a.send_to.clone();
+            b.prompt = a.prompt.clone();
             b
         };
         states.push(("idle", snap(&a)));
+        a.handle(t, key('f'));
+        states.push(("file prompt, empty", snap(&a)));
+        a.handle(t, key('x'));
+        states.push(("file prompt, typed", snap(&a)));
+        a.handle(t, code(KeyCode::Esc));
+        a.handle(
+            t,
+            Event::Session(SessionEvent::IncomingFile {
+                file_id: "0123456789abcdef0123456789abcdef".into(),
+                from: "bob".into(),
+                size: 10,
+                expires_ms: 0,
+                trust: Trust::Verified,
+            }),
+        );
+        states.push(("idle with a waiting file", snap(&a)));
+        a.handle(t, key('F'));
+        states.push(("files pane", snap(&a)));
+        a.handle(t, code(KeyCode::Esc));
         a.handle(t, key('/'));
         states.push(("filter", snap(&a)));
         a.handle(t, ring("c9", "dave"));
@@ -1011,15 +1078,15 @@ mod tests {
                 assert_ne!(got, Action::Noop, "{name}: {hint}");
                 // And the action changes the state or asks the session for something.
                 let mut probe = snap(&st);
-                let before = format!(
-                    "{:?}{:?}{:?}{:?}{}",
-                    probe.overlay, probe.incoming, probe.call, probe.filter_editing, probe.filter
-                );
+                let state = |p: &App| {
+                    format!(
+                        "{:?}{:?}{:?}{:?}{}{:?}{}{:?}",
+                        p.overlay, p.incoming, p.call, p.filter_editing, p.filter, p.files, p.files_focus, p.uploads
+                    )
+                };
+                let before = state(&probe);
                 let effect = probe.update(got);
-                let after = format!(
-                    "{:?}{:?}{:?}{:?}{}",
-                    probe.overlay, probe.incoming, probe.call, probe.filter_editing, probe.filter
-                );
+                let after = state(&probe);
                 assert!(effect.is_some() || before != after, "{name}: `{}` ({hint}) did nothing", b.primary());
             }
         }

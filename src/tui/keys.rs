@@ -222,6 +222,12 @@ pub struct KeyBindings {
     pub no: KeySpec,
     /// Close an overlay, clear the filter, dismiss an ended call or a warning.
     pub cancel: KeySpec,
+    /// Send a file to the selected contact (asks for its path).
+    pub send_file: KeySpec,
+    /// Move to the incoming-files pane and back (there `accept` or enter saves, `discard` deletes).
+    pub files: KeySpec,
+    /// Delete the selected incoming file without saving it.
+    pub discard: KeySpec,
 }
 
 impl Default for KeyBindings {
@@ -244,13 +250,16 @@ impl Default for KeyBindings {
             yes: k("y"),
             no: k("n"),
             cancel: k("esc"),
+            send_file: k("f"),
+            files: k("F tab"),
+            discard: k("x delete"),
         }
     }
 }
 
 impl KeyBindings {
     /// The main-screen actions, which must not share a key.
-    fn main_screen(&self) -> [(&'static str, &KeySpec); 12] {
+    fn main_screen(&self) -> [(&'static str, &KeySpec); 14] {
         [
             ("dial", &self.dial),
             ("dial_any", &self.dial_any),
@@ -264,13 +273,15 @@ impl KeyBindings {
             ("up", &self.up),
             ("down", &self.down),
             ("cancel", &self.cancel),
+            ("send_file", &self.send_file),
+            ("files", &self.files),
         ]
     }
 
     /// Checks that actions available at the same moment have distinct keys; fails with
     /// [`KeyError::Conflict`] naming both actions.
     pub fn validate(&self) -> Result<(), KeyError> {
-        let groups: [Vec<(&'static str, &KeySpec)>; 4] = [
+        let groups: [Vec<(&'static str, &KeySpec)>; 5] = [
             self.main_screen().to_vec(),
             // The incoming-call prompt: dial's keys also accept, hangup's also reject.
             vec![
@@ -293,6 +304,16 @@ impl KeyBindings {
                 ("quit", &self.quit),
             ],
             vec![("accept", &self.accept), ("reject", &self.reject), ("yes", &self.yes), ("no", &self.no)],
+            // The incoming-files pane.
+            vec![
+                ("accept", &self.accept),
+                ("discard", &self.discard),
+                ("files", &self.files),
+                ("up", &self.up),
+                ("down", &self.down),
+                ("cancel", &self.cancel),
+                ("quit", &self.quit),
+            ],
         ];
         for group in &groups {
             for (i, (a, ka)) in group.iter().enumerate() {
@@ -318,7 +339,7 @@ pub struct TuiConfig {
     pub log_lines: usize,
     /// Calls kept in the history pane.
     pub history_len: usize,
-    /// Ring the terminal bell on an incoming call.
+    /// Ring the terminal bell on an incoming call, and on an incoming file while nothing else goes on.
     pub bell: bool,
 }
 

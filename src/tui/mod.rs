@@ -5,6 +5,7 @@
 
 mod app;
 mod bigtext;
+pub mod files;
 mod keys;
 mod mode;
 mod overlays;
@@ -123,6 +124,8 @@ async fn event_loop(
 /// Applies events; carries out effects. Returns true when the user quit.
 async fn apply(app: &mut App, batch: Vec<Event>, commands: &mpsc::Sender<SessionCommand>) -> anyhow::Result<bool> {
     for event in batch {
+        app.wall_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         match app.handle(Instant::now(), event) {
             None => {}
             Some(Effect::Bell) => {

@@ -10,6 +10,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use super::app::{Action, App, CallPhase, Overlay};
 use super::keys::{KeyChord, KeySpec};
 use super::overlays;
+use crate::session::Trust;
 
 /// What the screen is doing, from the most to the least urgent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +25,10 @@ pub enum Mode {
     Devices,
     /// Typing a username to call.
     DialPrompt,
+    /// Typing the path of a file to send.
+    FilePrompt,
+    /// The Files pane has the keys: save or discard incoming files.
+    Files,
     /// Typing a contacts filter.
     Filter,
     /// In a call whose SAS the user has not compared yet.
@@ -71,7 +76,7 @@ pub(super) fn text_quit(app: &App) -> Binding {
 impl Mode {
     /// Whether printable keys that no binding takes are typed text.
     pub fn takes_text(self) -> bool {
-        matches!(self, Self::Filter | Self::DialPrompt)
+        matches!(self, Self::Filter | Self::DialPrompt | Self::FilePrompt)
     }
 
     /// The keys this mode answers to, in priority order, with their hints.
@@ -79,8 +84,20 @@ impl Mode {
         let k = &app.config.keys;
         let b = Binding::new;
         match self {
-            Self::ConfirmQuit | Self::Incoming | Self::Help | Self::Devices | Self::DialPrompt => {
+            Self::ConfirmQuit | Self::Incoming | Self::Help | Self::Devices | Self::DialPrompt | Self::FilePrompt => {
                 overlays::for_mode(self).map_or_else(Vec::new, |c| c.bindings(app))
+            }
+            Self::Files => {
+                let idle = app.selected_file().is_some_and(|f| f.download.is_none() && !f.discarding);
+                vec![
+                    Binding::named(KeyCode::Enter, Action::SaveFile, idle.then_some("save")),
+                    b(&[&k.accept], Action::SaveFile, None),
+                    b(&[&k.discard], Action::DiscardFile, idle.then_some("discard")),
+                    b(&[&k.cancel, &k.files], Action::Cancel, Some("back")),
+                    b(&[&k.quit], Action::Quit, Some("quit")),
+                    b(&[&k.up], Action::Up, None),
+                    b(&[&k.down], Action::Down, None),
+                ]
             }
             Self::Filter => vec![
                 Binding::named(KeyCode::Enter, Action::FilterDone, Some("keep filter")),
@@ -106,6 +123,8 @@ impl Mode {
                 v.push(b(&[&k.help], Action::ToggleHelp, Some("help")));
                 v.push(b(&[&k.quit], Action::Quit, Some("quit")));
                 v.push(b(&[&k.devices], Action::Devices, None));
+                v.push(b(&[&k.send_file], Action::SendFile, None));
+                v.push(b(&[&k.files], Action::FocusFiles, None));
                 v.push(b(&[&k.filter], Action::StartFilter, None));
                 v.push(b(&[&k.up], Action::Up, None));
                 v.push(b(&[&k.down], Action::Down, None));
@@ -123,6 +142,12 @@ impl Mode {
                 v.push(b(&[&k.devices], Action::Devices, Some("devices")));
                 v.push(b(&[&k.help], Action::ToggleHelp, Some("help")));
                 v.push(b(&[&k.quit], Action::Quit, Some("quit")));
+                // After quit: the files hint (when files wait) and then the send hint fit at 80 columns.
+                v.push(b(&[&k.files], Action::FocusFiles, (!app.files.is_empty()).then_some("files")));
+                let online = !matches!(app.connected, Some((false, _)));
+                let sendable = app.selected_contact().is_some_and(|c| c.trust != Trust::Suspicious);
+                let send_hint = (online && sendable).then_some("file");
+                v.push(b(&[&k.send_file], Action::SendFile, send_hint));
                 v.push(b(&[&k.up], Action::Up, None));
                 v.push(b(&[&k.down], Action::Down, None));
                 let dismiss = if !app.filter.is_empty() {
@@ -166,9 +191,12 @@ impl App {
             Some(Overlay::Help) => return Mode::Help,
             Some(Overlay::Devices) => return Mode::Devices,
             Some(Overlay::DialPrompt) => return Mode::DialPrompt,
+            Some(Overlay::FilePrompt) => return Mode::FilePrompt,
             None => {}
         }
-        if self.filter_editing {
+        if self.files_focused() {
+            Mode::Files
+        } else if self.filter_editing {
             Mode::Filter
         } else if self.sas_question() {
             Mode::SasQuestion

@@ -35,7 +35,8 @@ pub fn for_mode(mode: Mode) -> Option<&'static dyn Component> {
         Mode::Help => Some(&Help),
         Mode::Devices => Some(&Devices),
         Mode::DialPrompt => Some(&DialPrompt),
-        Mode::Filter | Mode::SasQuestion | Mode::InCall | Mode::Idle => None,
+        Mode::FilePrompt => Some(&FilePrompt),
+        Mode::Files | Mode::Filter | Mode::SasQuestion | Mode::InCall | Mode::Idle => None,
     }
 }
 
@@ -54,6 +55,9 @@ pub struct Devices;
 /// Typing any username to call.
 #[derive(Debug)]
 pub struct DialPrompt;
+/// Typing the path of a file to send to the selected contact.
+#[derive(Debug)]
+pub struct FilePrompt;
 
 impl Component for ConfirmQuit {
     fn shown(&self, app: &App) -> bool {
@@ -64,7 +68,15 @@ impl Component for ConfirmQuit {
         let k = &app.config.keys;
         let b = Binding::new;
         vec![
-            b(&[&k.yes], Action::Yes, Some("hang up & quit")),
+            b(
+                &[&k.yes],
+                Action::Yes,
+                Some(if app.live_call().is_some() || app.incoming.is_some() {
+                    "hang up & quit"
+                } else {
+                    "stop & quit"
+                }),
+            ),
             b(&[&k.no, &k.cancel], Action::No, Some("stay")),
             // A second ctrl-c (or q) means it.
             b(&[&k.quit], Action::Yes, None),
@@ -87,11 +99,19 @@ impl Component for ConfirmQuit {
         let r = centered(area, 44, 5);
         Clear.render(r, buf);
         let block = Block::bordered().border_style(Style::new().fg(Color::Red)).title(" Quit? ");
-        let peer = app.live_call().map_or("a caller", |c| c.peer.as_str());
-        let lines = vec![
-            Line::from(format!("You are in a call with {peer}.")).centered(),
-            Line::from(format!("Hang up and quit? ({}/{})", k.yes.primary(), k.no.primary())).bold().centered(),
-        ];
+        let lines = if app.live_call().is_some() || app.incoming.is_some() {
+            let peer = app.live_call().map_or("a caller", |c| c.peer.as_str());
+            vec![
+                Line::from(format!("You are in a call with {peer}.")).centered(),
+                Line::from(format!("Hang up and quit? ({}/{})", k.yes.primary(), k.no.primary())).bold().centered(),
+            ]
+        } else {
+            // An upload resumes when the same file is sent again; a download starts over.
+            vec![
+                Line::from("A file transfer is running.").centered(),
+                Line::from(format!("Stop it and quit? ({}/{})", k.yes.primary(), k.no.primary())).bold().centered(),
+            ]
+        };
         Paragraph::new(lines).block(block).alignment(Alignment::Center).render(r, buf);
     }
 }
@@ -217,9 +237,12 @@ impl Component for Help {
 
     fn render(&self, app: &App, area: Rect, buf: &mut Buffer) {
         let k = &app.config.keys;
-        let rows: [(&str, String); 14] = [
+        let rows: [(&str, String); 17] = [
             ("dial selected contact", k.dial.to_string()),
             ("call any username", k.dial_any.to_string()),
+            ("send a file to the contact", k.send_file.to_string()),
+            ("incoming files pane", k.files.to_string()),
+            ("save / discard there", format!("enter {} / {}", k.accept.primary(), k.discard.primary())),
             ("accept incoming call", format!("{} {}", k.accept, k.dial)),
             ("reject incoming call", format!("{} {}", k.reject, k.hangup)),
             ("hang up / cancel", k.hangup.to_string()),
@@ -374,6 +397,66 @@ impl Component for DialPrompt {
         let lines = vec![
             Line::from(vec![Span::from("name: "), Span::from(format!("{}▏", app.prompt)).bold()]),
             Line::from("enter to call · esc to cancel").dim(),
+        ];
+        Paragraph::new(lines).block(block).render(r, buf);
+    }
+}
+
+impl Component for FilePrompt {
+    fn shown(&self, app: &App) -> bool {
+        app.overlay == Some(Overlay::FilePrompt)
+    }
+
+    fn bindings(&self, app: &App) -> Vec<Binding> {
+        vec![
+            Binding::named(KeyCode::Enter, Action::PromptSubmit, (!app.prompt.trim().is_empty()).then_some("send")),
+            Binding::named(KeyCode::Esc, Action::Cancel, Some("cancel")),
+            Binding::named(KeyCode::Backspace, Action::PromptBackspace, None),
+            text_quit(app),
+        ]
+    }
+
+    fn update(&self, app: &mut App, action: Action) -> Option<Effect> {
+        match action {
+            Action::PromptInput(c) => {
+                app.prompt.push(c);
+                None
+            }
+            Action::PromptBackspace => {
+                app.prompt.pop();
+                None
+            }
+            Action::PromptSubmit => app.submit_send_file(),
+            Action::Cancel => {
+                app.overlay = None;
+                app.prompt.clear();
+                app.send_to = None;
+                None
+            }
+            Action::Quit => Some(Effect::Quit),
+            _ => None,
+        }
+    }
+
+    fn render(&self, app: &App, area: Rect, buf: &mut Buffer) {
+        let r = centered(area, 64, 6);
+        Clear.render(r, buf);
+        let to = app.send_to.as_deref().unwrap_or("?");
+        let block = Block::bordered().border_type(BorderType::Rounded).title(format!(" Send a file to {to} "));
+        // The end of a long path is the part being typed: show that.
+        let room = r.width.saturating_sub(10) as usize;
+        let typed: String = {
+            let n = app.prompt.chars().count();
+            if n > room {
+                format!("…{}", app.prompt.chars().skip(n + 1 - room).collect::<String>())
+            } else {
+                app.prompt.clone()
+            }
+        };
+        let lines = vec![
+            Line::from(vec![Span::from("path: "), Span::from(format!("{typed}▏")).bold()]),
+            Line::from("end-to-end encrypted; waits at the registry until saved").dim(),
+            Line::from("enter to send · esc to cancel · ~/ is your home folder").dim(),
         ];
         Paragraph::new(lines).block(block).render(r, buf);
     }

@@ -438,3 +438,153 @@ fn mute_does_not_carry_into_the_next_call() {
     assert!(!app.muted);
     insta::assert_snapshot!(draw(&app, 80, 24));
 }
+
+fn typed(app: &mut App, t: Instant, s: &str) {
+    for c in s.chars() {
+        key(app, t, KeyCode::Char(c));
+    }
+}
+
+fn waiting(id: &str, from: &str, name: Option<&str>, size: u64, trust: Trust) -> crate::session::files::Incoming {
+    crate::session::files::Incoming {
+        file_id: id.into(),
+        sender: from.into(),
+        size,
+        name: name.map(Into::into),
+        trust,
+        created_ms: 0,
+        expires_ms: 6 * 86_400_000 + 3_600_000,
+        problem: None,
+    }
+}
+
+#[test]
+fn send_file_prompt() {
+    let (mut app, t) = base();
+    key(&mut app, t, KeyCode::Char('f'));
+    typed(&mut app, t, "~/docs/quarterly-report.pdf");
+    insta::assert_snapshot!(draw(&app, 80, 24));
+}
+
+#[test]
+fn upload_in_progress_gauge() {
+    let (mut app, t) = base();
+    key(&mut app, t, KeyCode::Char('f'));
+    typed(&mut app, t, "~/docs/report.pdf");
+    key(&mut app, t, KeyCode::Enter);
+    key(&mut app, t, KeyCode::Char('f'));
+    typed(&mut app, t, "/tmp/big.iso");
+    key(&mut app, t, KeyCode::Enter);
+    let progress = |done| SessionEvent::FileProgress {
+        direction: Direction::Outgoing,
+        peer: "bob".into(),
+        path: "~/docs/report.pdf".into(),
+        file_id: "00112233445566778899aabbccddeeff".into(),
+        done,
+        total: 12 << 20,
+        resumed: 0,
+    };
+    ev(&mut app, t, progress(0));
+    let later = t + Duration::from_secs(4);
+    app.handle(later, Event::Session(progress(5 << 20)));
+    insta::assert_snapshot!(draw(&app, 80, 24));
+}
+
+#[test]
+fn incoming_files_listed() {
+    let (mut app, t) = base();
+    app.wall_ms = 1;
+    ev(
+        &mut app,
+        t,
+        SessionEvent::Files {
+            incoming: vec![
+                waiting(
+                    "00112233445566778899aabbccddeeff",
+                    "bob",
+                    Some("holiday-photos.tar"),
+                    48 << 20,
+                    Trust::Verified,
+                ),
+                waiting("ff112233445566778899aabbccddeeff", "dave", Some("notes.txt"), 2300, Trust::Unverified),
+            ],
+        },
+    );
+    ev(
+        &mut app,
+        t,
+        SessionEvent::IncomingFile {
+            file_id: "ee112233445566778899aabbccddeeff".into(),
+            from: "carol".into(),
+            size: 1 << 20,
+            expires_ms: 3 * 3_600_000,
+            trust: Trust::Unverified,
+        },
+    );
+    insta::assert_snapshot!(draw(&app, 80, 24));
+}
+
+#[test]
+fn download_progress_in_the_files_pane() {
+    let (mut app, t) = base();
+    app.wall_ms = 1;
+    ev(
+        &mut app,
+        t,
+        SessionEvent::Files {
+            incoming: vec![
+                waiting(
+                    "00112233445566778899aabbccddeeff",
+                    "bob",
+                    Some("holiday-photos.tar"),
+                    48 << 20,
+                    Trust::Verified,
+                ),
+                waiting("ff112233445566778899aabbccddeeff", "dave", Some("notes.txt"), 2300, Trust::Unverified),
+            ],
+        },
+    );
+    key(&mut app, t, KeyCode::Char('F'));
+    key(&mut app, t, KeyCode::Enter);
+    let later = t + Duration::from_secs(3);
+    app.handle(
+        later,
+        Event::Session(SessionEvent::FileProgress {
+            direction: Direction::Incoming,
+            peer: String::new(),
+            path: String::new(),
+            file_id: "00112233445566778899aabbccddeeff".into(),
+            done: 30 << 20,
+            total: 48 << 20,
+            resumed: 0,
+        }),
+    );
+    key(&mut app, later, KeyCode::Down);
+    insta::assert_snapshot!(draw(&app, 80, 24));
+    // Saved: the row goes, the log and the header say where.
+    app.handle(
+        later,
+        Event::Session(SessionEvent::FileSaved {
+            file_id: "00112233445566778899aabbccddeeff".into(),
+            from: "bob".into(),
+            path: "/home/alice/Downloads/holiday-photos.tar".into(),
+            size: 48 << 20,
+        }),
+    );
+    insta::assert_snapshot!("download_saved", draw(&app, 80, 24));
+}
+
+#[test]
+fn file_from_a_changed_key_and_quitting_during_a_transfer() {
+    let (mut app, t) = base();
+    app.wall_ms = 1;
+    let mut bad = waiting("00112233445566778899aabbccddeeff", "dave", Some("invoice.pdf"), 80_000, Trust::KeyChanged);
+    bad.problem = Some("dave's identity key changed; run `qvoice verify dave` after comparing".into());
+    ev(&mut app, t, SessionEvent::Files { incoming: vec![bad] });
+    key(&mut app, t, KeyCode::Char('f'));
+    typed(&mut app, t, "/tmp/a.txt");
+    key(&mut app, t, KeyCode::Enter);
+    insta::assert_snapshot!(draw(&app, 80, 24));
+    key(&mut app, t, KeyCode::Char('q'));
+    insta::assert_snapshot!("quit_question_during_a_transfer", draw(&app, 80, 24));
+}

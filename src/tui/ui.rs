@@ -10,7 +10,8 @@ use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph, Spa
 
 use super::app::{App, Call, CallPhase, SasCheck};
 use super::bigtext;
-use super::overlays::{Component, ConfirmQuit, Devices, DialPrompt, Help, IncomingCall};
+use super::files::{Transfer, human_bytes, human_pair, time_left};
+use super::overlays::{Component, ConfirmQuit, Devices, DialPrompt, FilePrompt, Help, IncomingCall};
 use crate::media::MetricsSnapshot;
 use crate::session::{Direction, Trust};
 
@@ -46,7 +47,7 @@ impl Widget for &App {
             }
         }
         // Overlays draw themselves; nothing but the quit question may cover an incoming call.
-        let overlays: [&dyn Component; 5] = [&Help, &Devices, &DialPrompt, &IncomingCall, &ConfirmQuit];
+        let overlays: [&dyn Component; 6] = [&Help, &Devices, &DialPrompt, &FilePrompt, &IncomingCall, &ConfirmQuit];
         for o in overlays {
             if o.shown(self) {
                 o.render(self, area, buf);
@@ -59,10 +60,15 @@ fn full_body(app: &App, area: Rect, buf: &mut Buffer) {
     let [main, log] = Layout::vertical([Constraint::Fill(1), Constraint::Length(LOG_H)]).areas(area);
     let [left, right] = Layout::horizontal([Constraint::Length(CONTACTS_W), Constraint::Fill(1)]).areas(main);
     let [contacts, history] = Layout::vertical([Constraint::Fill(1), Constraint::Length(HISTORY_H)]).areas(left);
-    let [call, gauges] = Layout::vertical([Constraint::Length(CALL_H), Constraint::Fill(1)]).areas(right);
+    let files_h = files_height(app);
+    let [call, files, gauges] =
+        Layout::vertical([Constraint::Length(CALL_H), Constraint::Length(files_h), Constraint::Fill(1)]).areas(right);
     render_contacts(app, contacts, buf);
     render_history(app, history, buf);
     render_call(app, call, buf);
+    if files_h > 0 {
+        render_files(app, files, buf);
+    }
     render_gauges(app, gauges, buf);
     render_log(app, log, buf);
 }
@@ -73,9 +79,100 @@ fn compact_body(app: &App, area: Rect, buf: &mut Buffer) {
         let [call, gauges] = Layout::vertical([Constraint::Length(call_h), Constraint::Fill(1)]).areas(area);
         render_call(app, call, buf);
         render_gauges(app, gauges, buf);
+    } else if app.files_focused() || !app.uploads.is_empty() {
+        let files_h = files_height(app).min(area.height);
+        let [files, contacts] = Layout::vertical([Constraint::Length(files_h), Constraint::Fill(1)]).areas(area);
+        render_files(app, files, buf);
+        render_contacts(app, contacts, buf);
     } else {
         render_contacts(app, area, buf);
     }
+}
+
+/// Rows of the Files pane kept on screen at most (the cursor scrolls through the rest).
+const FILES_ROWS: usize = 6;
+
+/// The Files pane's height: none when nothing is sent or waiting.
+fn files_height(app: &App) -> u16 {
+    let rows = app.uploads.len() + app.files.len();
+    if rows == 0 { 0 } else { rows.min(FILES_ROWS) as u16 + 2 }
+}
+
+/// `███░░░░ 42% 4.2/10.0 MiB 1.1 MiB/s`
+fn progress_spans(t: &Transfer, now: std::time::Instant, bar_w: usize) -> Vec<Span<'static>> {
+    let filled = ((t.ratio() * bar_w as f64).round() as usize).min(bar_w);
+    let rate = t.rate(now).map(|r| format!(" {}/s", human_bytes(r as u64))).unwrap_or_default();
+    vec![
+        Span::from("█".repeat(filled)).fg(Color::Green),
+        Span::from("░".repeat(bar_w - filled)).fg(Color::DarkGray),
+        Span::from(format!("{:>3.0}% ", t.ratio() * 100.0)).bold(),
+        Span::from(format!("{}{rate}", human_pair(t.done, t.total))),
+    ]
+}
+
+/// Files we send (↑) and files waiting for us (↓), with progress gauges while they move.
+fn render_files(app: &App, area: Rect, buf: &mut Buffer) {
+    let focused = app.files_focused();
+    let k = &app.config.keys;
+    let title = match (app.files.len(), focused) {
+        (0, _) => " Files ".to_string(),
+        (n, true) => format!(" Files ({n} waiting) "),
+        (n, false) => format!(" Files ({n} waiting · {} to open) ", k.files.primary()),
+    };
+    let block = Block::bordered().title(title).border_style(if focused {
+        Style::new().fg(Color::Yellow)
+    } else {
+        Style::new()
+    });
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let bar_w = (inner.width as usize / 10).clamp(4, 16);
+    // The name gets what the gauge and the numbers leave (at least 8 columns).
+    let row = |mut head: Vec<Span<'static>>, name: &str, tail: Vec<Span<'static>>| {
+        let used: usize = head.iter().chain(&tail).map(Span::width).sum();
+        let name_w = (inner.width as usize).saturating_sub(used + 2).max(8);
+        head.push(Span::from(format!(" {} ", truncate(name, name_w))));
+        head.extend(tail);
+        head
+    };
+    let mut lines: Vec<Line> = Vec::new();
+    for u in &app.uploads {
+        let head = vec![Span::from(" ↑ ").fg(Color::Cyan), Span::from(truncate(&u.to, 10)).bold()];
+        let tail = match &u.progress {
+            Some(t) => progress_spans(t, app.now, bar_w),
+            None => vec![Span::from("encrypting…").dim()],
+        };
+        lines.push(Line::from(row(head, u.name(), tail)));
+    }
+    // Keep the cursor in view.
+    let room = (inner.height as usize).saturating_sub(lines.len()).max(1);
+    let skip = app.file_cursor.saturating_sub(room - 1);
+    for (i, f) in app.files.iter().enumerate().skip(skip) {
+        let cursor = focused && i == app.file_cursor;
+        let head = vec![
+            Span::from(if cursor { "›↓ " } else { " ↓ " }).fg(Color::Magenta),
+            Span::from(format!("{} ", truncate(&f.from, 10))).bold(),
+            trust_mark(f.trust),
+        ];
+        let tail = if let Some(t) = &f.download {
+            progress_spans(t, app.now, bar_w)
+        } else if f.discarding {
+            vec![Span::from("discarding…").dim()]
+        } else if f.trust == Trust::KeyChanged {
+            vec![Span::from(format!("⚠ key changed: qvoice verify {}", f.from)).fg(Color::Red)]
+        } else if let Some(p) = &f.problem {
+            vec![Span::from(format!("⚠ {p}")).fg(Color::Red)]
+        } else {
+            let mut v = vec![Span::from(human_bytes(f.size))];
+            if app.wall_ms > 0 {
+                v.push(Span::from(format!("  {}", time_left(f.expires_ms, app.wall_ms))).dim());
+            }
+            v
+        };
+        let line = Line::from(row(head, &f.label(), tail));
+        lines.push(if cursor { line.add_modifier(Modifier::REVERSED) } else { line });
+    }
+    Paragraph::new(lines).render(inner, buf);
 }
 
 /// Below 24x6: a few lines of plain text, still saying what the call is doing.
