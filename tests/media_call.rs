@@ -112,3 +112,87 @@ fn opus_call_survives_ten_percent_loss_and_thirty_ms_jitter() {
         }
     }
 }
+
+/// Two engines whose start is staggered by `delay_b`, A sending `input`, each at its own frame duration.
+fn staggered(
+    dir: &std::path::Path,
+    input: &std::path::Path,
+    codec: CodecKind,
+    frames: (u8, u8),
+    delay_b: Duration,
+) -> Call {
+    use qvoice::media::{AudioIn, AudioOut, MediaConfig, MediaEngine};
+    use std::net::UdpSocket;
+    let sa = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sb = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let proto = if codec == CodecKind::Opus { qvoice_proto::Codec::Opus } else { qvoice_proto::Codec::Pcm16 };
+    let (ka, kb) = handshake(proto, &sa, &sb, 7);
+    let (a_out, b_out) = (dir.join("a_out.wav"), dir.join("b_out.wav"));
+    let mk = |keys: qvoice_proto::SessionKeys, sock: UdpSocket, out: &std::path::Path, frame_ms: u8, input: AudioIn| {
+        let peers = keys.peer_candidates.clone();
+        let mut cfg = MediaConfig::new(keys.media, sock, peers);
+        cfg.codec = codec;
+        cfg.frame_ms = frame_ms;
+        cfg.input = input;
+        cfg.output = AudioOut::Wav { path: out.to_path_buf(), rate: Some(RATE) };
+        cfg
+    };
+    let mut a = MediaEngine::start(mk(ka, sa, &a_out, frames.0, AudioIn::Wav(input.to_path_buf()))).unwrap();
+    std::thread::sleep(delay_b);
+    let mut b = MediaEngine::start(mk(kb, sb, &b_out, frames.1, AudioIn::Silence)).unwrap();
+    let a_events = a.take_events().unwrap();
+    let b_events = b.take_events().unwrap();
+    Call { a, b, a_events, b_events, a_out, b_out }
+}
+
+#[test]
+fn the_first_frame_carries_the_first_captured_audio() {
+    // A chirp at the very start of A's input, and B's engine starting 400 ms after A's: no path exists
+    // until B answers the checks. Audio captured while waiting cannot be sent; the file starts again when
+    // the path comes up, so B hears the opening chirp whole (it once lost the first ~60 ms of every call,
+    // here it would lose all 400 ms).
+    let dir = tempdir("first_frame");
+    let mut samples = chirp();
+    samples.extend(vec![0.0; RATE as usize]);
+    let input = dir.path().join("chirp_first.wav");
+    write_wav(&input, RATE, &samples);
+    let call = staggered(dir.path(), &input, CodecKind::Pcm, (20, 20), Duration::from_millis(400));
+    wait_for(&call.a_events, Duration::from_secs(6), |e| matches!(e, MediaEvent::InputEnded));
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = call.a.stop().unwrap();
+    let mb = call.b.stop().unwrap();
+    let (out, _) = read_wav(&call.b_out);
+    let (delay, score) = chirp_delay(&out, 0, out.len().saturating_sub(chirp().len()));
+    println!(
+        "opening chirp at {} ms in B's output, score {score:.3}; B metrics {}",
+        delay * 1000 / RATE as usize,
+        serde_json::to_string(&mb).unwrap()
+    );
+    assert!(score > 0.8, "the opening chirp did not arrive whole (best match {score:.3})");
+}
+
+#[test]
+fn frames_of_the_wrong_duration_are_counted_not_silently_played() {
+    // A sends 20 ms frames into a call B runs at 40 ms: each frame fills half of B's frame. They are
+    // counted as undecodable (and concealed), never dropped silently or played with stale halves.
+    for codec in [CodecKind::Opus, CodecKind::Pcm] {
+        let dir = tempdir("missized");
+        let input = make_input(dir.path(), 1.0);
+        let call = staggered(dir.path(), &input.path, codec, (20, 40), Duration::ZERO);
+        wait_for(&call.a_events, Duration::from_secs(8), |e| matches!(e, MediaEvent::InputEnded));
+        let _ = call.a.stop().unwrap();
+        let mb = call.b.stop().unwrap();
+        println!("{codec:?}: B metrics {}", serde_json::to_string(&mb).unwrap());
+        assert!(mb.frames_received > 50, "{codec:?}: frames arrived: {}", mb.frames_received);
+        // Every frame is accounted for: decoded-and-refused as undecodable, or (two 20 ms timestamps in one
+        // 40 ms slot) dropped as a duplicate by the jitter buffer.
+        assert!(mb.undecodable > 20, "{codec:?}: mis-sized frames counted as undecodable: {}", mb.undecodable);
+        assert!(
+            (mb.undecodable + mb.duplicates) * 10 >= mb.frames_received * 9,
+            "{codec:?}: only {} undecodable + {} duplicates of {} mis-sized frames accounted for",
+            mb.undecodable,
+            mb.duplicates,
+            mb.frames_received
+        );
+    }
+}

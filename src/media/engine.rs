@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use qvoice_proto::{Candidate, MediaCrypto};
 
 use super::audio::{AudioSink, AudioSource, Captured, NullSink, WavRecorder, WavSink, WavSource};
-use super::codec::{CodecKind, Decoder, Encoder, MAX_ENCODED, MAX_FRAME_SAMPLES, SAMPLE_RATE};
+use super::codec::{CodecError, CodecKind, Decoder, Encoder, MAX_ENCODED, MAX_FRAME_SAMPLES, SAMPLE_RATE};
 use super::device::{CpalSink, CpalSource, DeviceHealth};
 use super::impair::{Impairer, Impairment};
 use super::jitter::{JitterBuffer, JitterConfig, Pop};
@@ -541,6 +541,7 @@ fn capture_loop(
     let mut ended = false;
     let mut loss_hint = 0u64;
     let mut timestamp = 0u32;
+    let (mut path_up, mut waited) = (false, false);
     while !shared.stop.load(Relaxed) {
         let got = match src.read_frame(&mut pcm[..frame_samples]) {
             Ok(g) => g,
@@ -562,14 +563,23 @@ fn capture_loop(
             encoder.set_peer_loss(u16::try_from(hint).unwrap_or(u16::MAX))?;
             Counters::set(&c.fec_enabled, u64::from(encoder.fec_enabled()));
         }
+        if !path_up {
+            if !shared.path_up.load(Relaxed) {
+                // Nothing can be sent before a path is selected; queueing would only start the peer's
+                // jitter buffer deep. A device keeps being drained at its own pace.
+                waited = true;
+                continue;
+            }
+            // The path is up: the first frame sent (timestamp 0) carries the first audio of the call. A
+            // file starts again from its first sample (what was read while waiting was only pacing); a
+            // device's first frame is the one it just captured.
+            path_up = true;
+            if waited && src.restart() {
+                continue;
+            }
+        }
         if !recorder.push(shared.recording.load(Relaxed), &pcm[..frame_samples]) {
             Counters::add(&c.record_drops, 1);
-        }
-        if !shared.path_up.load(Relaxed) {
-            // Nothing can be sent before a path is selected; queueing would only start the peer's jitter
-            // buffer deep. The device keeps being drained at its own pace.
-            timestamp = timestamp.wrapping_add(frame_samples as u32);
-            continue;
         }
         match encoder.encode(&pcm[..frame_samples], &mut frame.data) {
             Ok(n) => {
@@ -625,7 +635,13 @@ fn playout_loop(
                 }
                 Pop::Frame(data) => {
                     played_audio = true;
-                    decoder.decode(data, out)
+                    // A frame must fill the negotiated duration exactly: a shorter one (a peer sending 20 ms
+                    // Opus packets into a 40 ms call) would leave part of the frame stale, so it counts as
+                    // undecodable and is concealed like a corrupt one.
+                    match decoder.decode(data, out) {
+                        Ok(n) if n != frame_samples => Err(CodecError::BadPacket),
+                        r => r,
+                    }
                 }
                 Pop::Conceal { fec } => decoder.conceal(fec, out),
             };
@@ -821,6 +837,7 @@ fn snapshot(s: &Shared) -> MetricsSnapshot {
         jb_overflow_drops: g(&c.jb_overflow),
         duplicates: g(&c.jb_duplicates),
         malformed: g(&c.malformed),
+        undecodable: g(&c.decode_errors),
         unauthenticated: g(&c.unauthenticated),
         replayed: g(&c.replayed),
         peer_address_changes: g(&c.peer_address_changes),

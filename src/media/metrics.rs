@@ -106,6 +106,9 @@ pub struct MetricsSnapshot {
     pub duplicates: u64,
     /// Datagrams dropped as malformed (too short, wrong version, wrong session).
     pub malformed: u64,
+    /// Authenticated audio frames that could not be decoded as the negotiated codec and frame duration
+    /// (corrupt payload, or a size that does not match the frame duration): concealed and counted here.
+    pub undecodable: u64,
     /// Datagrams that failed authentication.
     pub unauthenticated: u64,
     /// Datagrams rejected by the replay window (replays, and duplicates on the path).

@@ -91,6 +91,13 @@ pub trait AudioSource {
     ///
     /// Fails when the device stops delivering audio.
     fn read_frame(&mut self, out: &mut [i16]) -> Result<Captured, AudioError>;
+
+    /// Starts the source over from its beginning, paced from now, if it has one (a file does; a live
+    /// device does not). Returns whether it did: the engine then reads the first frame again, so the first
+    /// frame a call sends carries the source's first audio even though the path came up later.
+    fn restart(&mut self) -> bool {
+        false
+    }
 }
 
 /// A playback device: consumes 48 kHz mono frames.
@@ -255,6 +262,15 @@ impl AudioSource for WavSource {
         }
         out[filled..].fill(0);
         Ok(if filled == 0 { Captured::Ended } else { Captured::Audio })
+    }
+
+    fn restart(&mut self) -> bool {
+        self.pos = 0;
+        if let Some(p) = &mut self.pacer {
+            // The frame just read was due now: the restarted first frame is due one frame later.
+            *p = Pacer::new(Instant::now(), p.frame).skip();
+        }
+        true
     }
 }
 
