@@ -87,9 +87,18 @@ impl RotatingFile {
         }
         self.file = open_log(&self.path)?;
         self.size = 0;
+        // Stderr sent to this file (the TUI's, see [`StderrToFile`]) follows it to the new file; it would
+        // otherwise keep writing into the rotated one.
+        let redirected = STDERR_TARGET.lock().is_ok_and(|t| t.as_deref() == Some(self.path.as_path()));
+        if redirected {
+            nix::unistd::dup2(self.file.as_raw_fd(), 2).map_err(std::io::Error::from)?;
+        }
         Ok(())
     }
 }
+
+/// The log file the process's stderr currently goes to, if [`StderrToFile`] redirected it.
+static STDERR_TARGET: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 /// Logs to `file` (appending, rotated at [`MAX_LOG_BYTES`]) and sends each line, without its timestamp, to
 /// the returned receiver for the TUI's log pane.
@@ -157,6 +166,9 @@ impl StderrToFile {
         let f = open_log(file)?;
         let saved = std::sync::Arc::new(std::io::stderr().as_fd().try_clone_to_owned()?);
         nix::unistd::dup2(f.as_raw_fd(), 2)?;
+        if let Ok(mut t) = STDERR_TARGET.lock() {
+            *t = Some(file.to_owned());
+        }
         // The hook owns a reference, so the saved descriptor stays open (and is never a reused number).
         let for_hook = saved.clone();
         let prev = std::panic::take_hook();
@@ -170,6 +182,9 @@ impl StderrToFile {
 
 impl Drop for StderrToFile {
     fn drop(&mut self) {
+        if let Ok(mut t) = STDERR_TARGET.lock() {
+            *t = None;
+        }
         let _ = nix::unistd::dup2(self.saved.as_raw_fd(), 2);
     }
 }
@@ -247,6 +262,22 @@ mod tests {
         let mut f = RotatingFile::open(&path, 100, 3).unwrap();
         f.write_line(format!("line 20 {}\n", "x".repeat(30)).as_bytes()).unwrap();
         assert!(std::fs::read_to_string(&path).unwrap().starts_with("line 20"));
+    }
+
+    #[test]
+    fn redirected_stderr_follows_the_log_to_the_new_file_after_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/qvoice.log");
+        let mut f = RotatingFile::open(&path, 100, 3).unwrap();
+        let redirect = StderrToFile::new(&path).unwrap();
+        for i in 0..3 {
+            f.write_line(format!("line {i:02} {}\n", "x".repeat(30)).as_bytes()).unwrap();
+        }
+        // What a C library prints on fd 2 after the rotation lands in the current file, not in `.1`.
+        nix::unistd::write(std::io::stderr(), b"from-fd-2-after-rotation\n").unwrap();
+        drop(redirect);
+        let current = std::fs::read_to_string(&path).unwrap();
+        assert!(current.contains("from-fd-2-after-rotation"), "current log:\n{current}");
     }
 
     #[test]
