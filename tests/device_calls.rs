@@ -402,9 +402,13 @@ fn read_wav_any(path: &Path) -> (Vec<f64>, u32) {
 
 /// A call between `qva` and `qvb` on a JACK dummy server; the feed and bob's output are recorded on the
 /// same JACK clock by `jack_rec`.
-async fn jack_call(rate: u32, period: u32) {
+///
+/// Returns false (nothing asserted) when the JACK server itself reported an xrun during the call and
+/// `may_retry`: on a loaded 2-core box the dummy driver's timer can miss a cycle, which glitches every client
+/// on the graph (the feed and the recorder too), so such a run says nothing about qvoice.
+async fn jack_call(rate: u32, period: u32, may_retry: bool) -> bool {
     let _serial = SERIAL.lock().await;
-    let Some(lab) = Lab::jack(rate, period) else { return };
+    let Some(lab) = Lab::jack(rate, period) else { return true };
     let reg = Registry::start(Duration::from_secs(45)).await;
     let alice = User::init("alice", &reg.url()).await;
     let bob = User::init("bob", &reg.url()).await;
@@ -435,6 +439,11 @@ async fn jack_call(rate: u32, period: u32) {
     let bm = b.last_metrics().unwrap();
     eprintln!("jack {rate}/{period}: caller metrics {am}\ncallee metrics {bm}");
     let _ = std::fs::copy(&rec_path, std::env::temp_dir().join(format!("qv-device-jack-{rate}.wav")));
+    let server_xruns = lab.log("jackd").matches("JackEngine::XRun").count();
+    if server_xruns > 0 && may_retry {
+        eprintln!("jack {rate}/{period}: the JACK server itself reported {server_xruns} xruns; running the call again");
+        return false;
+    }
     let (both, rec_rate) = read_wav_any(&rec_path);
     assert_eq!(rec_rate, rate);
     // The feed as it reached alice's port is the reference (same JACK clock as bob's output); compare at
@@ -453,6 +462,7 @@ async fn jack_call(rate: u32, period: u32) {
         let heard16 = resample_linear(&heard, rate as f64 / by as f64, RATE as f64);
         assert_clean_speech(&what, &fed16, &heard16);
     }
+    true
 }
 
 fn resample_linear(x: &[f64], from: f64, to: f64) -> Vec<f64> {
@@ -472,12 +482,16 @@ fn resample_linear(x: &[f64], from: f64, to: f64) -> Vec<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jack_dummy_48k_960_frame_periods() {
-    jack_call(48_000, 960).await;
+    if !jack_call(48_000, 960, true).await {
+        jack_call(48_000, 960, false).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_offering_only_44k1_with_1024_frame_periods() {
-    jack_call(44_100, 1_024).await;
+    if !jack_call(44_100, 1_024, true).await {
+        jack_call(44_100, 1_024, false).await;
+    }
 }
 
 /// The sound server dies mid-call: alice (listening, devices on PulseAudio) ends the call with the
@@ -529,27 +543,28 @@ async fn killed_sound_server_ends_the_call_with_a_reason() {
 }
 
 /// Devices are checked before dialling and before answering: a caller whose device cannot be opened never
-/// rings anyone, and a callee whose device cannot be opened refuses instead of answering.
+/// rings anyone, and a listener whose device cannot be opened refuses to start (exit 5, naming the device)
+/// instead of going online and answering a call it cannot run. (A device that breaks after `listen` started
+/// is caught by the driver's check before answering; the killed-server test covers loss mid-call.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_devices_are_refused_before_dialling_and_answering() {
+    let _serial = SERIAL.lock().await;
     let reg = Registry::start(Duration::from_secs(45)).await;
     let alice = User::init("alice", &reg.url()).await;
     let bob = User::init("bob", &reg.url()).await;
 
     let mut a = alice.spawn(&["call", "bob", "--input", "silence", "--output", "no-such-pcm"]);
-    let ended = a.wait("ended", SHORT).await;
-    assert_eq!(ended["reason"]["kind"], "no_audio", "{ended}");
-    assert!(ended.to_string().contains("no-such-pcm"), "{ended}");
-    assert!(!a.seen.iter().any(|v| v["event"] == "ringing"), "the caller rang with an unusable device");
-    a.exit_code(SHORT).await;
+    assert_eq!(a.exit_code(SHORT).await, 5, "exit code of a call with an unusable speaker");
+    let text = serde_json::to_string(&a.seen).unwrap();
+    assert!(text.contains("no-such-pcm"), "the refusal names the device: {text}");
+    assert!(
+        !a.seen.iter().any(|v| v["event"] == "dialing" || v["event"] == "ringing"),
+        "the caller dialled with an unusable device: {text}"
+    );
 
     let mut b = bob.spawn(&["listen", "--auto-answer", "--once", "--input", "no-such-pcm", "--output", "null"]);
-    b.wait_for("connection", SHORT, |v| v["connected"] == true).await;
-    let mut a = alice.call("bob", &[]);
-    let b_ended = b.wait("ended", SHORT).await;
-    assert_eq!(b_ended["reason"]["kind"], "no_audio", "{b_ended}");
-    assert!(b_ended.to_string().contains("no-such-pcm"), "{b_ended}");
-    a.wait("ended", SHORT).await;
-    assert!(!a.seen.iter().any(|v| v["event"] == "audio_flowing"), "the callee answered a call it cannot run");
-    eprintln!("caller saw: {:?}", a.end_reason());
+    assert_eq!(b.exit_code(SHORT).await, 5, "exit code of a listener with an unusable microphone");
+    let text = serde_json::to_string(&b.seen).unwrap();
+    assert!(text.contains("no-such-pcm"), "the refusal names the device: {text}");
+    assert!(!b.seen.iter().any(|v| v["event"] == "connection" && v["connected"] == true), "went online: {text}");
 }
