@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Does RECORDED carry the speech of REFERENCE? Standard library only (runs on a bare CI machine).
 
-Usage: scripts/speech_match.py REFERENCE.wav RECORDED.wav [--from SECONDS] [--min R]
+Usage: scripts/speech_match.py REFERENCE.wav RECORDED.wav [--from SECONDS] [--len SECONDS] [--max-lag SECONDS] [--min R]
 
 Both files mono 16-bit PCM at the same rate (qvoice writes its output WAV at the input WAV's rate).
-Compares the 20 ms log-energy envelopes of REFERENCE (from --from seconds to its end) and RECORDED:
-the best Pearson correlation over lags within +-1.5 s (20 ms frames tolerate the frame-sized shifts of an
-adaptive jitter buffer). Prints it and its lag. Silence, noise or another
+Compares the 20 ms log-energy envelopes of REFERENCE (from --from seconds, for --len seconds or to its end)
+and RECORDED: the best Pearson correlation over lags within +-max-lag (default 1.5 s; 20 ms frames tolerate
+the frame-sized shifts of an adaptive jitter buffer). A caller's file input starts when the media path comes
+up (after about 2.5 s on a relayed call), so that is where the reference begins in RECORDED. Prints it and its lag. Silence, noise or another
 utterance scores near 0; the same speech through Opus and a network scores > 0.9.
 Exit status 0 when the score is at least --min (default 0.6; time-reversed speech scores ~0.4, noise ~0.2), 1 otherwise, 2 on bad input.
 """
@@ -44,7 +45,15 @@ def pearson(a, b):
 
 def main():
     args = sys.argv[1:]
-    start_s, min_r = 0.0, 0.6
+    start_s, min_r, len_s, max_lag_s = 0.0, 0.6, None, 1.5
+    if "--len" in args:
+        i = args.index("--len")
+        len_s = float(args[i + 1])
+        del args[i:i + 2]
+    if "--max-lag" in args:
+        i = args.index("--max-lag")
+        max_lag_s = float(args[i + 1])
+        del args[i:i + 2]
     if "--from" in args:
         i = args.index("--from")
         start_s = float(args[i + 1])
@@ -62,7 +71,7 @@ def main():
         sys.exit(f"sample rates differ: {rate_r} vs {rate_o}")
     hop = 50  # envelope frames per second
     first = int(start_s * hop)
-    window = ref[first:]
+    window = ref[first:] if len_s is None else ref[first:first + int(len_s * hop)]
     if len(window) < hop:
         sys.exit("reference window shorter than 1 s")
 
@@ -77,7 +86,8 @@ def main():
                 best, best_l = r, lag
         return best, best_l
 
-    score, lag = best_lag(window, first, range(-75, 76))
+    max_lag = int(max_lag_s * hop)
+    score, lag = best_lag(window, first, range(-max_lag, max_lag + 1))
     print(f"correlation {score:.3f} at lag {lag * 1000 // hop} ms")
     sys.exit(0 if score >= min_r else 1)
 
