@@ -156,7 +156,7 @@ fn build_file_transfer() -> FileTransfer {
     let alice = IdentitySecret::generate(&mut rng);
     let bob = IdentitySecret::generate(&mut rng);
     let bob_prekey = PrekeySecret::generate(&mut rng, 1);
-    let prekey = bob_prekey.sign(&bob);
+    let prekey = bob_prekey.sign(&bob, NOW_MS + qvoice_proto::PREKEY_LIFETIME_MS);
     let plaintext: Vec<u8> = (0..2600u32).map(|i| (i % 251) as u8).collect();
     let meta = FileMeta { name: "fuzz.bin".to_owned(), sha256: sha256(&plaintext) };
     let name = |s: &str| Username::parse(s).expect("fixture username");
