@@ -38,6 +38,8 @@ use crate::media::codec::SAMPLE_RATE;
 pub const STALL_AFTER: Duration = Duration::from_millis(1_500);
 /// Extra time allowed for the first callback after the stream starts (servers can be slow to start).
 const FIRST_CALLBACK_GRACE: Duration = Duration::from_millis(1_500);
+/// Callbacks after which a stream counts as flowing (the start grace ends).
+const FLOWING_AFTER: u64 = 4;
 /// How long dropping a stream may take before its helper thread is abandoned.
 pub const DROP_DEADLINE: Duration = Duration::from_millis(300);
 /// Ring capacity in seconds of device audio (an upper bound; the fill is kept near one period).
@@ -140,43 +142,121 @@ pub struct DeviceInfo {
     pub native: Option<String>,
 }
 
-/// Lists the default host's devices; `probe` also opens each one to read its native configuration.
-///
-/// Fails when the host cannot enumerate devices.
-pub fn list_devices_probed(probe: bool) -> Result<Vec<DeviceInfo>, AudioError> {
-    let _quiet = AlsaQuiet::install();
-    let host = host();
-    let devices = host.devices().map_err(|e| AudioError::NoDevice(e.to_string()))?;
-    Ok(devices
-        .map(|d| {
-            let desc = d.description().ok();
-            let name = desc.as_ref().and_then(|x| x.driver().map(str::to_owned)).unwrap_or_else(|| d.to_string());
-            let native = probe.then(|| native_summary(&d)).flatten();
-            DeviceInfo {
-                description: desc.as_ref().map_or_else(String::new, |x| x.name().to_string()),
-                name,
-                id: d.id().map_or_else(|_| String::new(), |i| i.to_string()),
-                input: desc.as_ref().is_some_and(|x| x.supports_input()),
-                output: desc.as_ref().is_some_and(|x| x.supports_output()),
-                native,
-            }
-        })
-        .collect())
+/// The sound system a device name selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// An ALSA PCM through cpal's ALSA host (`hw:1,0`, `plughw:...`, `.asoundrc` PCMs).
+    Alsa,
+    /// A PulseAudio (or pipewire-pulse) sink or source through cpal's native PulseAudio client, which
+    /// speaks the server's own protocol (no libpulse, no ALSA pulse plugin).
+    Pulse,
 }
 
-/// Lists the default host's devices without opening them.
+/// How a device name is read:
+/// - `pulse` is the PulseAudio server's default source/sink (or `$PULSE_SOURCE` / `$PULSE_SINK` when set,
+///   as libpulse clients do), `pulse:NAME` a named source or sink (`pulse:alsa_output.pci-0000_00_1f.3`,
+///   `pulse:mysink.monitor`);
+/// - `alsa:NAME` is the ALSA PCM `NAME` (`alsa:default`, `alsa:pulse` for the ALSA pulse plugin);
+/// - `default` (or nothing) is `pulse` when a PulseAudio server answers, else ALSA's `default`: the ALSA
+///   pulse plugin fails streams with EIO while the server has no timing data yet and then stops calling
+///   back, so a desktop's sound server is reached natively;
+/// - any other name is an ALSA PCM name, as before (`hw:1,0`, `qva` from `~/.asoundrc`).
 ///
-/// Fails when the host cannot enumerate devices.
+/// Returns no backend for `default` (decided when opening) and the name within the backend (none: its
+/// default).
+fn parse_name(name: Option<&str>) -> (Option<Backend>, Option<&str>) {
+    match name {
+        None | Some("default") => (None, None),
+        Some("pulse" | "pulse:") => (Some(Backend::Pulse), None),
+        Some(n) => {
+            if let Some(rest) = n.strip_prefix("pulse:") {
+                (Some(Backend::Pulse), Some(rest))
+            } else if let Some(rest) = n.strip_prefix("alsa:") {
+                (Some(Backend::Alsa), Some(rest).filter(|r| !r.is_empty() && *r != "default"))
+            } else {
+                (Some(Backend::Alsa), Some(n))
+            }
+        }
+    }
+}
+
+/// Lists the ALSA PCMs and, when a PulseAudio server answers, its sources and sinks (`pulse`,
+/// `pulse:NAME`); `probe` also opens each ALSA PCM to read its native configuration.
+///
+/// Fails when neither host can enumerate devices.
+pub fn list_devices_probed(probe: bool) -> Result<Vec<DeviceInfo>, AudioError> {
+    let _quiet = AlsaQuiet::install();
+    let mut out = Vec::new();
+    if let Some(pulse) = pulse_host()
+        && let Ok(devices) = pulse.devices()
+    {
+        out.push(DeviceInfo {
+            name: "pulse".into(),
+            description: "PulseAudio: the server's default source and sink ($PULSE_SOURCE / $PULSE_SINK when set)"
+                .into(),
+            id: "pulseaudio:@DEFAULT@".into(),
+            input: true,
+            output: true,
+            native: None,
+        });
+        for d in devices {
+            let desc = d.description().ok();
+            let Ok(id) = d.id() else { continue };
+            out.push(DeviceInfo {
+                name: format!("pulse:{}", id.id()),
+                description: format!("PulseAudio: {}", desc.as_ref().map_or("", |x| x.name())),
+                id: id.to_string(),
+                input: desc.as_ref().is_some_and(|x| x.supports_input()),
+                output: desc.as_ref().is_some_and(|x| x.supports_output()),
+                native: native_summary(&d),
+            });
+        }
+    }
+    let alsa = alsa_host().devices().map_err(|e| AudioError::NoDevice(e.to_string()));
+    let alsa = match alsa {
+        Ok(devices) => devices,
+        Err(e) if out.is_empty() => return Err(e),
+        Err(_) => return Ok(out),
+    };
+    out.extend(alsa.map(|d| {
+        let desc = d.description().ok();
+        let name = desc.as_ref().and_then(|x| x.driver().map(str::to_owned)).unwrap_or_else(|| d.to_string());
+        let native = probe.then(|| native_summary(&d)).flatten();
+        DeviceInfo {
+            description: desc.as_ref().map_or_else(String::new, |x| x.name().to_string()),
+            name,
+            id: d.id().map_or_else(|_| String::new(), |i| i.to_string()),
+            input: desc.as_ref().is_some_and(|x| x.supports_input()),
+            output: desc.as_ref().is_some_and(|x| x.supports_output()),
+            native,
+        }
+    }));
+    Ok(out)
+}
+
+/// Lists devices without opening the ALSA PCMs.
+///
+/// Fails when no host can enumerate devices.
 pub fn list_devices() -> Result<Vec<DeviceInfo>, AudioError> {
     list_devices_probed(false)
 }
 
-/// The audio host, created once and kept for the life of the process. cpal's ALSA host frees ALSA's global
+/// The ALSA host, created once and kept for the life of the process. cpal's ALSA host frees ALSA's global
 /// configuration when its last handle goes away; a stream opened after that (the pre-call device check
 /// closes its streams, then the call opens them again) never gets a callback through the pulse plugin.
-fn host() -> &'static cpal::Host {
+fn alsa_host() -> &'static cpal::Host {
     static HOST: std::sync::OnceLock<cpal::Host> = std::sync::OnceLock::new();
-    HOST.get_or_init(cpal::default_host)
+    HOST.get_or_init(|| cpal::host_from_id(cpal::HostId::Alsa).unwrap_or_else(|_| cpal::default_host()))
+}
+
+/// A fresh connection to the PulseAudio server, when one answers (cpal gives up after a short timeout). Each
+/// open gets its own connection, so a server restarted between calls is found again; a stream keeps the
+/// connection it was built on, so a rebuild after the server died fails instead of silently moving.
+fn pulse_host() -> Option<cpal::Host> {
+    if !cpal::available_hosts().contains(&cpal::HostId::PulseAudio) {
+        return None;
+    }
+    cpal::host_from_id(cpal::HostId::PulseAudio).ok()
 }
 
 fn native_summary(d: &cpal::Device) -> Option<String> {
@@ -190,15 +270,30 @@ fn matches(d: &cpal::Device, name: &str) -> bool {
 }
 
 fn pick(input: bool, name: Option<&str>) -> Result<cpal::Device, AudioError> {
-    let host = host();
-    match name {
-        None | Some("default") => {
+    let label = name.unwrap_or("default");
+    match parse_name(name) {
+        (None, _) => match pulse_host() {
+            Some(host) => pick_pulse(&host, input, None),
+            None => pick(input, Some("alsa:default")),
+        },
+        (Some(Backend::Pulse), n) => {
+            let host = pulse_host().ok_or_else(|| {
+                AudioError::NoDevice(format!(
+                    "{label:?} needs a PulseAudio server and none answers (start it, or check `pactl info` \
+                     and $PULSE_SERVER)"
+                ))
+            })?;
+            pick_pulse(&host, input, n)
+        }
+        (Some(Backend::Alsa), None) => {
+            let host = alsa_host();
             let d = if input { host.default_input_device() } else { host.default_output_device() };
             d.ok_or_else(|| AudioError::NoDevice("the audio host reports no default device".into()))
         }
-        Some(n) => {
-            // An ALSA PCM name (`pulse`, `hw:1,0`): cpal canonicalises `hw:1,0` to `hw:CARD=1,DEV=0`.
-            if let Ok(id) = format!("{}:{n}", host.id().name().to_lowercase()).parse::<cpal::DeviceId>()
+        (Some(Backend::Alsa), Some(n)) => {
+            let host = alsa_host();
+            // An ALSA PCM name (`hw:1,0`, `qva`): cpal canonicalises `hw:1,0` to `hw:CARD=1,DEV=0`.
+            if let Ok(id) = format!("alsa:{n}").parse::<cpal::DeviceId>()
                 && let Some(d) = host.device_by_id(&id)
             {
                 return Ok(d);
@@ -207,6 +302,25 @@ fn pick(input: bool, name: Option<&str>) -> Result<cpal::Device, AudioError> {
             it.find(|d| matches(d, n)).ok_or_else(|| AudioError::DeviceNotFound(n.to_string()))
         }
     }
+}
+
+/// A PulseAudio source (`input`) or sink by name, or the default one (`$PULSE_SOURCE` / `$PULSE_SINK`,
+/// else the server's default).
+fn pick_pulse(host: &cpal::Host, input: bool, name: Option<&str>) -> Result<cpal::Device, AudioError> {
+    let env = std::env::var(if input { "PULSE_SOURCE" } else { "PULSE_SINK" }).ok().filter(|v| !v.is_empty());
+    let Some(wanted) = name.map(str::to_owned).or(env) else {
+        let d = if input { host.default_input_device() } else { host.default_output_device() };
+        return d.ok_or_else(|| AudioError::NoDevice("the PulseAudio server reports no default device".into()));
+    };
+    let devices = host.devices().map_err(|e| AudioError::NoDevice(format!("PulseAudio: {e}")))?;
+    let mut found = devices.filter(|d| d.id().is_ok_and(|i| i.id() == wanted));
+    // A sink and its monitor source have different names; a sink and a source never share one.
+    found
+        .find(|d| {
+            let desc = d.description().ok();
+            desc.is_some_and(|x| if input { x.supports_input() } else { x.supports_output() })
+        })
+        .ok_or_else(|| AudioError::DeviceNotFound(format!("pulse:{wanted}")))
 }
 
 /// What was opened, for logs and error messages.
@@ -389,7 +503,14 @@ impl StreamSetup {
         }
         self.rebuilds += 1;
         health.rebuilds.fetch_add(1, Relaxed);
-        tracing::warn!(device = name, "sound stream failed; rebuilding it");
+        tracing::warn!(
+            device = name,
+            quiet_ms = quiet.as_millis() as u64,
+            errors,
+            in_callbacks = health.in_callbacks.load(Relaxed),
+            out_callbacks = health.out_callbacks.load(Relaxed),
+            "sound stream failed; rebuilding it"
+        );
         Ok(true)
     }
 }
@@ -426,7 +547,12 @@ impl Watchdog {
         if count != self.last {
             self.last = count;
             self.since = now;
-            self.grace = Duration::ZERO;
+            // A stream's first callbacks can come long before the rest: a PulseAudio null sink asks for
+            // its prebuffer at once and then sleeps out its idle latency (about a second) before asking
+            // again. The grace ends once callbacks flow.
+            if count >= FLOWING_AFTER {
+                self.grace = Duration::ZERO;
+            }
             return false;
         }
         now.duration_since(self.since) > STALL_AFTER + self.grace
@@ -784,8 +910,11 @@ where
         *config,
         move |data: &mut [T], _| {
             let frames = data.len() / ch;
-            health.out_callbacks.fetch_add(1, Relaxed);
-            health.out_period.fetch_max(frames as u64, Relaxed);
+            // The first callback asks for the whole prebuffer (PulseAudio: two periods); the period the
+            // playout keeps in the ring is that of the callbacks after it.
+            if health.out_callbacks.fetch_add(1, Relaxed) > 0 {
+                health.out_period.fetch_max(frames as u64, Relaxed);
+            }
             let n = frames.min(cons.slots());
             let mut written = 0;
             if let Ok(chunk) = cons.read_chunk(n) {
@@ -911,9 +1040,17 @@ mod tests {
         let t0 = w.since;
         assert!(!w.stalled(0, t0 + Duration::from_millis(2_900)));
         assert!(w.stalled(0, t0 + Duration::from_millis(3_100)));
+        // A first callback (the prebuffer) then a long pause: still the start grace.
         assert!(!w.stalled(1, t0 + Duration::from_millis(3_200)));
-        assert!(!w.stalled(1, t0 + Duration::from_millis(4_600)));
-        assert!(w.stalled(1, t0 + Duration::from_millis(4_800)));
+        assert!(!w.started());
+        assert!(!w.stalled(1, t0 + Duration::from_millis(6_100)));
+        assert!(w.stalled(1, t0 + Duration::from_millis(6_300)));
+        // Once callbacks flow, 1.5 s without one is a stall.
+        let t1 = t0 + Duration::from_millis(6_400);
+        assert!(!w.stalled(FLOWING_AFTER, t1));
+        assert!(w.started());
+        assert!(!w.stalled(FLOWING_AFTER, t1 + Duration::from_millis(1_400)));
+        assert!(w.stalled(FLOWING_AFTER, t1 + Duration::from_millis(1_600)));
     }
 }
 
