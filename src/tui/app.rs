@@ -10,7 +10,7 @@ use crossterm::event::KeyEvent;
 
 use super::keys::TuiConfig;
 use crate::media::MetricsSnapshot;
-use crate::session::events::CallRecord;
+use crate::session::events::{AudioDirection, CallRecord};
 use crate::session::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};
 
 /// Samples kept for each sparkline.
@@ -126,6 +126,10 @@ pub struct Call {
     /// Final duration reported by the session.
     pub ended_duration_s: Option<f64>,
     pub metrics: Option<MetricsSnapshot>,
+    /// The microphone the call's media uses (as `--input` spells it), once the session said.
+    pub input: Option<String>,
+    /// The speaker the call's media uses, once the session said.
+    pub output: Option<String>,
 }
 
 impl Call {
@@ -144,6 +148,8 @@ impl Call {
             active_since: None,
             ended_duration_s: None,
             metrics: None,
+            input: None,
+            output: None,
         }
     }
 
@@ -757,6 +763,28 @@ impl App {
             SessionEvent::Audio { usable, message } => {
                 self.audio_problem =
                     if usable { None } else { message.or_else(|| Some("no usable audio device".into())) };
+            }
+            SessionEvent::AudioDevice { call_id, direction, device, detail, switched } => {
+                let Some(c) = self.call_mut(&call_id).filter(|c| c.is_live()) else { return None };
+                match direction {
+                    AudioDirection::Input => c.input = Some(device.clone()),
+                    AudioDirection::Output => c.output = Some(device.clone()),
+                }
+                if let Some(d) = &mut self.devices {
+                    match direction {
+                        AudioDirection::Input => d.input.clone_from(&device),
+                        AudioDirection::Output => d.output.clone_from(&device),
+                    }
+                }
+                if switched {
+                    let msg = format!("{} switched to {device} ({detail})", direction.noun());
+                    self.push_log(msg.clone(), false);
+                    self.set_status(msg);
+                }
+            }
+            SessionEvent::AudioSwitchFailed { message, .. } => {
+                self.push_log(message.clone(), true);
+                self.set_status(message);
             }
         }
         None

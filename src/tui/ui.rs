@@ -436,6 +436,15 @@ fn render_call(app: &App, area: Rect, buf: &mut Buffer) {
     if let Some(p) = &c.path {
         lines.push(Line::from(format!("path   {p}")));
     }
+    if c.is_live() && (c.input.is_some() || c.output.is_some()) {
+        // A WAV file by its name: the folder rarely fits.
+        let short = |d: &str| match std::path::Path::new(d).file_name() {
+            Some(f) if d.ends_with(".wav") => f.to_string_lossy().into_owned(),
+            _ => d.to_owned(),
+        };
+        let name = |d: &Option<String>| d.as_deref().map_or_else(|| "?".to_owned(), |d| truncate(&short(d), 24));
+        lines.push(Line::from(format!("audio  mic {} · spk {}", name(&c.input), name(&c.output))));
+    }
     if !show_big
         && c.is_live()
         && let Some(sas) = &c.sas
