@@ -546,6 +546,7 @@ fn wait_ready(rx: &Receiver<Result<(), MediaError>>, name: &'static str) -> Resu
 }
 
 /// What a source is opened with besides the spelling.
+#[derive(Clone, Copy)]
 struct SourceCtx {
     frame_samples: usize,
     /// The engine's clock origin: paced sources deliver frame k at `epoch + (k+1) * frame`.
@@ -554,6 +555,7 @@ struct SourceCtx {
 }
 
 /// What a sink is opened with besides the spelling.
+#[derive(Clone, Copy)]
 struct SinkCtx {
     /// A WAV sink's rate when the output does not name one.
     rate: u32,
@@ -585,7 +587,7 @@ fn open_source(
     ctx: &SourceCtx,
     epoch: Instant,
     health: &Arc<DeviceHealth>,
-) -> Result<(Box<dyn AudioSource>, String), AudioError> {
+) -> Result<(Box<dyn AudioSource + Send>, String), AudioError> {
     let (frame, frame_samples) = (ctx.frame, ctx.frame_samples);
     Ok(match input {
         AudioIn::Device(name) => {
@@ -610,7 +612,7 @@ fn open_sink(
     ctx: &SinkCtx,
     epoch: Instant,
     health: &Arc<DeviceHealth>,
-) -> Result<(Box<dyn AudioSink>, String), AudioError> {
+) -> Result<(Box<dyn AudioSink + Send>, String), AudioError> {
     let frame_samples = ctx.frame_samples;
     Ok(match out {
         AudioOut::Device(name) => {
@@ -628,7 +630,7 @@ fn open_sink(
 }
 
 /// The user-facing text of a switch that did not happen.
-fn switch_failed_text(dir: AudioDirection, spec: &str, old: &str, e: &AudioError) -> String {
+fn switch_failed_text(dir: AudioDirection, spec: &str, old: &str, e: &str) -> String {
     format!("could not switch the {} to {spec:?}: {e}; the call goes on with {old:?}", dir.noun())
 }
 
@@ -681,20 +683,80 @@ impl Recording {
     }
 }
 
-/// Takes a pending input switch: opens the new input while the old one still runs, then swaps them (a sound
-/// device's stream is dropped on a helper thread abandoned after 300 ms, so a stuck driver cannot hang the
-/// call), starts the new device's stall watchdog and period measurement afresh, and reports the input in
-/// use; when the new one cannot be opened the old one stays and the event says why.
-fn switch_source(shared: &Shared, cur: &mut Current<dyn AudioSource, AudioIn>, ctx: &SourceCtx) {
-    let Some(next) = shared.switch_in.take() else { return };
-    let (dir, spec) = (AudioDirection::Input, next.spec());
-    if next == cur.spec {
-        shared.event(MediaEvent::AudioInUse { dir, spec, detail: cur.detail.clone(), switched: true });
-        return;
+/// An input or output being opened for a switch. Sound devices and WAV inputs (read and resampled whole)
+/// open on a helper thread, so the call goes on with the old one meanwhile and a driver that hangs while
+/// opening cannot hang the call; the rest opens at once. Either way the result comes through `rx`.
+struct Opening<D: ?Sized, S> {
+    spec: S,
+    rx: Receiver<Result<(Box<D>, String), AudioError>>,
+    since: Instant,
+}
+
+impl<D: ?Sized + 'static, S> Opening<D, S>
+where
+    Box<D>: Send,
+{
+    fn start(
+        spec: S,
+        background: bool,
+        open: impl FnOnce() -> Result<(Box<D>, String), AudioError> + Send + 'static,
+    ) -> Self {
+        let (tx, rx) = sync_channel(1);
+        if background {
+            // If the thread cannot start, `tx` is dropped with the closure and the switch fails.
+            let _ = std::thread::Builder::new().name("qv-device-open".into()).spawn(move || {
+                // When nobody waits any more (a newer choice, the call ended) the device is dropped here.
+                let _ = tx.send(open());
+            });
+        } else {
+            let _ = tx.send(open());
+        }
+        Self { spec, rx, since: Instant::now() }
     }
-    let t0 = Instant::now();
-    match open_source(&next, ctx, grid_at(ctx.epoch, ctx.frame, t0), &shared.device) {
-        Ok((dev, detail)) => {
+
+    /// The result once the opening finished.
+    fn poll(&self) -> Option<Result<(Box<D>, String), String>> {
+        match self.rx.try_recv() {
+            Ok(r) => Some(r.map_err(|e| e.to_string())),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Some(Err("the thread opening it could not run (out of threads or memory)".into()))
+            }
+        }
+    }
+}
+
+/// Takes a pending input switch and finishes one that opened: the new input is opened while the old one
+/// still runs (see [`Opening`]), then they are swapped (a sound device's stream is dropped on a helper
+/// thread abandoned after 300 ms, so a stuck driver cannot hang the call), the new device's stall watchdog
+/// and period measurement start afresh, and the input in use is reported. When the new input cannot be
+/// opened the old one stays and the event says why. A file starts from its beginning, paced from now.
+fn switch_source(
+    shared: &Shared,
+    cur: &mut Current<dyn AudioSource + Send, AudioIn>,
+    opening: &mut Option<Opening<dyn AudioSource + Send, AudioIn>>,
+    ctx: &SourceCtx,
+) {
+    let dir = AudioDirection::Input;
+    if let Some(next) = shared.switch_in.take() {
+        if next == cur.spec {
+            // The last choice wins: an opening still under way is dropped.
+            *opening = None;
+            shared.event(MediaEvent::AudioInUse { dir, spec: next.spec(), detail: cur.detail.clone(), switched: true });
+        } else {
+            let background = matches!(next, AudioIn::Device(_) | AudioIn::Wav(_) | AudioIn::WavLoop(_));
+            let (input, ctx, health) = (next.clone(), *ctx, shared.device.clone());
+            let epoch = grid_at(ctx.epoch, ctx.frame, Instant::now());
+            *opening = Some(Opening::start(next, background, move || open_source(&input, &ctx, epoch, &health)));
+        }
+    }
+    let Some(result) = opening.as_ref().and_then(Opening::poll) else { return };
+    let Some(op) = opening.take() else { return };
+    let spec = op.spec.spec();
+    match result {
+        Ok((mut dev, detail)) => {
+            // A file opened on the helper thread was paced from then; it starts now.
+            dev.restart();
             drop(std::mem::replace(&mut cur.dev, dev));
             // The callback counter and period now belong to the new device: its watchdog gets the slow-start
             // grace, and the period it reports is its own.
@@ -704,10 +766,10 @@ fn switch_source(shared: &Shared, cur: &mut Current<dyn AudioSource, AudioIn>, c
                 from = %cur.spec.spec(),
                 to = %spec,
                 device = %detail,
-                took_ms = t0.elapsed().as_millis() as u64,
+                took_ms = op.since.elapsed().as_millis() as u64,
                 "microphone switched"
             );
-            cur.spec = next;
+            cur.spec = op.spec;
             cur.detail.clone_from(&detail);
             shared.event(MediaEvent::AudioInUse { dir, spec, detail, switched: true });
         }
@@ -721,18 +783,32 @@ fn switch_source(shared: &Shared, cur: &mut Current<dyn AudioSource, AudioIn>, c
 
 /// The output side of [`switch_source`]: the old output is finished (a WAV file is finalised) and dropped,
 /// and the new device starts with its own drift controller (re-anchored), period measurement and
-/// watchdog. The jitter buffer is the call's and stays.
-fn switch_sink(shared: &Shared, cur: &mut Current<dyn AudioSink, AudioOut>, ctx: &SinkCtx) {
-    let Some(next) = shared.switch_out.take() else { return };
-    let (dir, spec) = (AudioDirection::Output, next.spec());
-    if next == cur.spec {
-        shared.event(MediaEvent::AudioInUse { dir, spec, detail: cur.detail.clone(), switched: true });
-        return;
+/// watchdog. The jitter buffer is the call's and stays. Only sound devices open on a helper thread: a file
+/// or null output opens at once, on the output clock's next frame.
+fn switch_sink(
+    shared: &Shared,
+    cur: &mut Current<dyn AudioSink + Send, AudioOut>,
+    opening: &mut Option<Opening<dyn AudioSink + Send, AudioOut>>,
+    ctx: &SinkCtx,
+) {
+    let dir = AudioDirection::Output;
+    if let Some(next) = shared.switch_out.take() {
+        if next == cur.spec {
+            *opening = None;
+            shared.event(MediaEvent::AudioInUse { dir, spec: next.spec(), detail: cur.detail.clone(), switched: true });
+        } else {
+            let background = matches!(next, AudioOut::Device(_));
+            let (out, ctx, health) = (next.clone(), *ctx, shared.device.clone());
+            // The old output just played the frame due at the current grid point: the new one starts at
+            // the next.
+            let epoch = grid_at(ctx.epoch, ctx.frame, Instant::now()) + ctx.frame;
+            *opening = Some(Opening::start(next, background, move || open_sink(&out, &ctx, epoch, &health)));
+        }
     }
-    let t0 = Instant::now();
-    // The old output just played the frame due at the current grid point: the new one starts at the next.
-    let epoch = grid_at(ctx.epoch, ctx.frame, t0) + ctx.frame;
-    match open_sink(&next, ctx, epoch, &shared.device) {
+    let Some(result) = opening.as_ref().and_then(Opening::poll) else { return };
+    let Some(op) = opening.take() else { return };
+    let spec = op.spec.spec();
+    match result {
         Ok((dev, detail)) => {
             if let Err(e) = std::mem::replace(&mut cur.dev, dev).finish() {
                 tracing::warn!(output = %cur.spec.spec(), error = %e, "the previous output did not close cleanly");
@@ -745,10 +821,10 @@ fn switch_sink(shared: &Shared, cur: &mut Current<dyn AudioSink, AudioOut>, ctx:
                 from = %cur.spec.spec(),
                 to = %spec,
                 device = %detail,
-                took_ms = t0.elapsed().as_millis() as u64,
+                took_ms = op.since.elapsed().as_millis() as u64,
                 "speaker switched"
             );
-            cur.spec = next;
+            cur.spec = op.spec;
             cur.detail.clone_from(&detail);
             shared.event(MediaEvent::AudioInUse { dir, spec, detail, switched: true });
         }
@@ -762,13 +838,14 @@ fn switch_sink(shared: &Shared, cur: &mut Current<dyn AudioSink, AudioOut>, ctx:
 
 fn capture_loop(
     shared: &Shared,
-    mut src: Current<dyn AudioSource, AudioIn>,
+    mut src: Current<dyn AudioSource + Send, AudioIn>,
     mut recorder: Recording,
     mut encoder: Encoder,
     tx: tokio::sync::mpsc::Sender<TxFrame>,
     ctx: &SourceCtx,
 ) -> Result<(), MediaError> {
     let frame_samples = ctx.frame_samples;
+    let mut opening = None;
     let c = &shared.counters;
     let mut pcm = [0i16; MAX_FRAME_SAMPLES];
     let mut frame = TxFrame { timestamp: 0, len: 0, data: [0; MAX_ENCODED] };
@@ -777,7 +854,7 @@ fn capture_loop(
     let mut timestamp = 0u32;
     let (mut path_up, mut waited) = (false, false);
     while !shared.stop.load(Relaxed) {
-        switch_source(shared, &mut src, ctx);
+        switch_source(shared, &mut src, &mut opening, ctx);
         let got = match src.dev.read_frame(&mut pcm[..frame_samples]) {
             Ok(g) => g,
             Err(e) => {
@@ -844,20 +921,21 @@ fn rms(x: &[i16]) -> f64 {
 
 fn playout_loop(
     shared: &Shared,
-    mut sink: Current<dyn AudioSink, AudioOut>,
+    mut sink: Current<dyn AudioSink + Send, AudioOut>,
     mut recorder: Recording,
     mut decoder: Decoder,
     rx: Receiver<RxFrame>,
     ctx: &SinkCtx,
 ) -> Result<(), MediaError> {
     let frame_samples = ctx.frame_samples;
+    let mut opening = None;
     let c = &shared.counters;
     let mut jb = JitterBuffer::new(JitterConfig::for_frame_ms(shared.frame_ms), Instant::now());
     let mut quiet = true;
     let mut first_played = false;
     let mut failure: Option<AudioError> = None;
     while !shared.stop.load(Relaxed) {
-        switch_sink(shared, &mut sink, ctx);
+        switch_sink(shared, &mut sink, &mut opening, ctx);
         let mut played_audio = false;
         let r = sink.dev.play_frame(&mut |buf: &mut [i16]| {
             let now = Instant::now();
