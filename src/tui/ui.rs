@@ -442,8 +442,10 @@ fn render_call(app: &App, area: Rect, buf: &mut Buffer) {
             Some(f) if d.ends_with(".wav") => f.to_string_lossy().into_owned(),
             _ => d.to_owned(),
         };
-        let name = |d: &Option<String>| d.as_deref().map_or_else(|| "?".to_owned(), |d| truncate(&short(d), 24));
-        lines.push(Line::from(format!("audio  mic {} · spk {}", name(&c.input), name(&c.output))));
+        // Each name gets half of what the pane leaves beside "mic " and " · spk ".
+        let room = (usize::from(info.width).saturating_sub(11) / 2).max(4);
+        let name = |d: &Option<String>| d.as_deref().map_or_else(|| "?".to_owned(), |d| truncate(&short(d), room));
+        lines.push(Line::from(format!("mic {} · spk {}", name(&c.input), name(&c.output))));
     }
     if !show_big
         && c.is_live()
