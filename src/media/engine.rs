@@ -1187,3 +1187,54 @@ fn snapshot(s: &Shared) -> MetricsSnapshot {
         mos: mos_from_r(r),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_switched_file_keeps_the_engine_frame_grid() {
+        let epoch = Instant::now();
+        let frame = Duration::from_millis(20);
+        assert_eq!(grid_at(epoch, frame, epoch), epoch);
+        // Before the epoch (a switch while the call's clock has not started): the epoch itself.
+        assert_eq!(grid_at(epoch + Duration::from_millis(45), frame, epoch), epoch + Duration::from_millis(45));
+        assert_eq!(grid_at(epoch, frame, epoch + Duration::from_millis(45)), epoch + Duration::from_millis(40));
+        assert_eq!(grid_at(epoch, frame, epoch + Duration::from_millis(60)), epoch + Duration::from_millis(60));
+    }
+
+    #[test]
+    fn the_last_switch_request_wins_and_is_taken_once() {
+        let slot = SwitchSlot::<AudioIn>::default();
+        assert_eq!(slot.take(), None);
+        slot.put(AudioIn::Silence);
+        slot.put(AudioIn::Device(Some("pulse".into())));
+        assert_eq!(slot.take(), Some(AudioIn::Device(Some("pulse".into()))));
+        assert_eq!(slot.take(), None);
+    }
+
+    #[test]
+    fn an_opening_reports_its_result_or_the_error_text() {
+        type Opened = Result<(Box<dyn AudioSource + Send>, String), AudioError>;
+        let ok: Opening<dyn AudioSource + Send, &str> = Opening::start("silence", false, || -> Opened {
+            let pacer = super::super::audio::Pacer::new(Instant::now(), Duration::from_millis(20));
+            Ok((Box::new(SilenceSource { pacer }), "silence".into()))
+        });
+        assert!(matches!(ok.poll(), Some(Ok((_, d))) if d == "silence"));
+        let bad: Opening<dyn AudioSource + Send, &str> =
+            Opening::start("x", true, || -> Opened { Err(AudioError::DeviceNotFound("x".into())) });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let result = loop {
+            if let Some(r) = bad.poll() {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "the opening thread never answered");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let Err(text) = result else { panic!("opened a missing device") };
+        assert!(text.contains("audio device \"x\" not found"), "{text}");
+        let msg = switch_failed_text(AudioDirection::Input, "x", "default", &text);
+        assert!(msg.starts_with("could not switch the microphone to \"x\": audio device \"x\" not found"), "{msg}");
+        assert!(msg.ends_with("the call goes on with \"default\""), "{msg}");
+    }
+}

@@ -765,7 +765,7 @@ impl App {
                     if usable { None } else { message.or_else(|| Some("no usable audio device".into())) };
             }
             SessionEvent::AudioDevice { call_id, direction, device, detail, switched } => {
-                let Some(c) = self.call_mut(&call_id).filter(|c| c.is_live()) else { return None };
+                let c = self.call_mut(&call_id).filter(|c| c.is_live())?;
                 match direction {
                     AudioDirection::Input => c.input = Some(device.clone()),
                     AudioDirection::Output => c.output = Some(device.clone()),
