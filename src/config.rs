@@ -285,6 +285,32 @@ impl Config {
     }
 }
 
+/// Sets `[audio] <key>` (`input` or `output`) to `value` in the config file at `path`, keeping everything
+/// else in it (other settings, comments, order); a missing file is created. Written atomically, readable by
+/// its owner only, like [`Config::save`].
+///
+/// Fails when the file cannot be read or written, does not parse, or would not load afterwards.
+pub fn save_audio_choice(path: &Path, key: &str, value: &str) -> anyhow::Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| ConfigError {
+        file: path.to_owned(),
+        problem: e.to_string().trim().into(),
+    })?;
+    let audio = doc.entry("audio").or_insert_with(toml_edit::table);
+    let Some(table) = audio.as_table_like_mut() else {
+        return Err(ConfigError { file: path.to_owned(), problem: "[audio] is not a table".into() }.into());
+    };
+    table.insert(key, toml_edit::value(value));
+    let text = doc.to_string();
+    toml::from_str::<Config>(&text)
+        .map_err(|e| ConfigError { file: path.to_owned(), problem: e.to_string().trim().to_owned() })?;
+    crate::session::store::write_atomic(path, text.as_bytes(), 0o600)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,6 +397,34 @@ mod tests {
         assert_eq!(p.data_dir, Path::new("/h/data"));
         assert_eq!(p.state_dir, Path::new("/h/state"));
         assert_eq!(p.log_file, Path::new("/h/state/qvoice.log"));
+    }
+
+    #[test]
+    fn an_audio_choice_is_saved_keeping_the_rest_of_the_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let text = "# my registry\n[registry]\nurl = \"http://r.example:5001\" # home\n\n[audio]\ncodec = \"pcm\"\n";
+        std::fs::write(&path, text).unwrap();
+        save_audio_choice(&path, "input", "hw:CARD=USB,DEV=0").unwrap();
+        save_audio_choice(&path, "output", "/tmp/speaker.wav").unwrap();
+        let saved = std::fs::read_to_string(&path).unwrap();
+        assert!(saved.contains("# my registry") && saved.contains("# home"), "comments kept:\n{saved}");
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.registry.url, "http://r.example:5001");
+        assert_eq!(cfg.audio.codec, "pcm");
+        assert_eq!(cfg.audio.input, "hw:CARD=USB,DEV=0");
+        assert_eq!(cfg.audio.output, "/tmp/speaker.wav");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        // A missing file is created with just the choice.
+        let fresh = dir.path().join("new.toml");
+        save_audio_choice(&fresh, "output", "null").unwrap();
+        assert_eq!(Config::load(&fresh).unwrap().audio.output, "null");
+        // A file that does not parse is not overwritten.
+        std::fs::write(&path, "[audio\n").unwrap();
+        let e = save_audio_choice(&path, "input", "default").unwrap_err();
+        assert!(e.downcast_ref::<ConfigError>().is_some(), "{e:#}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[audio\n");
     }
 
     #[test]

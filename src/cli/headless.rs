@@ -84,6 +84,11 @@ fn print_event(ev: &SessionEvent, json: bool) {
         SessionEvent::Recording { on, .. } => println!("recording {}", if *on { "on" } else { "off" }),
         SessionEvent::Muted { on } => println!("microphone {}", if *on { "muted" } else { "live" }),
         SessionEvent::Devices { input, output, .. } => println!("audio: input {input}, output {output}"),
+        SessionEvent::AudioDevice { direction, device, detail, switched, .. } => {
+            let now = if *switched { "switched to" } else { "using" };
+            println!("{} {now} {device} ({detail})", direction.noun())
+        }
+        SessionEvent::AudioSwitchFailed { message, .. } => eprintln!("qvoice: {message}"),
         SessionEvent::IncomingFile { file_id, from, size, .. } => {
             println!("file from {from} ({size} bytes) waiting: qvoice receive {file_id}")
         }
@@ -100,7 +105,7 @@ fn print_event(ev: &SessionEvent, json: bool) {
 }
 
 /// Runs `call` or `listen` without a TUI: events go to stdout, commands come from stdin lines
-/// (`accept`, `reject`, `hangup`, `mute`, `unmute`) and signals.
+/// (`accept`, `reject`, `hangup`, `mute`, `unmute`, `input SPEC`, `output SPEC`) and signals.
 pub async fn headless(paths: &Paths, io: IoArgs, mode: Mode) -> anyhow::Result<u8> {
     if let Some(file) = io.input.as_deref().and_then(qvoice::config::wav_input_file)
         && !file.is_file()
@@ -216,6 +221,9 @@ fn spawn_stdin_commands(tx: mpsc::Sender<SessionCommand>) {
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(line)) = lines.next_line().await {
+            // `input SPEC` / `output SPEC` switch the call's devices (the rest of the line, so paths may
+            // hold spaces).
+            let rest = |w: &str| line.trim().strip_prefix(w).map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
             let mut words = line.split_whitespace();
             // Without an id, accept/reject apply to the call that is ringing now.
             let cmd = match (words.next(), words.next()) {
@@ -227,6 +235,12 @@ fn spawn_stdin_commands(tx: mpsc::Sender<SessionCommand>) {
                 (Some("dial" | "call"), Some(name)) => Some(SessionCommand::Dial(name.to_owned())),
                 (Some("verify"), Some(name)) => Some(SessionCommand::Verify(name.to_owned())),
                 (Some("mismatch"), _) => Some(SessionCommand::SasMismatch),
+                (Some("input"), Some(_)) => {
+                    rest("input").map(|i| SessionCommand::SetDevices { input: Some(i), output: None })
+                }
+                (Some("output"), Some(_)) => {
+                    rest("output").map(|o| SessionCommand::SetDevices { input: None, output: Some(o) })
+                }
                 _ => None,
             };
             if let Some(c) = cmd

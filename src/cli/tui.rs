@@ -93,6 +93,8 @@ pub async fn tui(paths: &Paths, home: Option<&std::path::Path>, args: &TuiArgs) 
         );
     }
     let mut opts = session_options(paths, &cfg, &args.io())?;
+    // The device picker's choice is remembered in this run's config file.
+    opts.config_file = Some(paths.config_file.clone());
     opts.download_dir =
         Some(cfg.files.download_dir.clone().unwrap_or_else(|| qvoice::session::files::default_download_dir(home)));
     let log = qvoice::logging::to_file_and_pane(&paths.log_file)?;

@@ -2,7 +2,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::Release};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -167,6 +167,26 @@ impl MediaConfig {
     }
 }
 
+/// Which side of the call's audio a device is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AudioDirection {
+    /// The microphone (`--input`, `[audio] input`).
+    Input,
+    /// The speaker (`--output`, `[audio] output`).
+    Output,
+}
+
+impl AudioDirection {
+    /// The user's word for it.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Input => "microphone",
+            Self::Output => "speaker",
+        }
+    }
+}
+
 /// Things the session layer and TUI react to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
@@ -209,6 +229,28 @@ pub enum MediaEvent {
     InputEnded,
     /// A media thread hit an error it cannot recover from; the text is for the user.
     Failed(String),
+    /// The input or output now in use: once for each when the engine starts, and after each switch
+    /// ([`MediaHandle::switch_input`] / [`MediaHandle::switch_output`]) that worked (`switched`).
+    AudioInUse {
+        /// Which one.
+        dir: AudioDirection,
+        /// Its spelling (as `--input` / `--output` take it).
+        spec: String,
+        /// What was opened: a sound device's name, rate, channels and sample format; "WAV file"...
+        detail: String,
+        /// After a switch (false: at start).
+        switched: bool,
+    },
+    /// A switch could not be made: the old input or output stays in use and the call goes on. The
+    /// message names the device and what to do.
+    SwitchFailed {
+        /// Which one.
+        dir: AudioDirection,
+        /// The spelling that was asked for.
+        spec: String,
+        /// For the user.
+        message: String,
+    },
 }
 
 /// State shared by the engine threads and the handle.
@@ -228,6 +270,44 @@ pub(crate) struct Shared {
     pub(crate) peer: Mutex<Option<SocketAddr>>,
     /// Sound-device callbacks' counters (xruns, errors, under/overruns) and the cancel flag for waits.
     pub(crate) device: Arc<DeviceHealth>,
+    /// A new input asked for by [`MediaHandle::switch_input`], taken by the capture thread.
+    pub(crate) switch_in: SwitchSlot<AudioIn>,
+    /// A new output asked for by [`MediaHandle::switch_output`], taken by the playout thread.
+    pub(crate) switch_out: SwitchSlot<AudioOut>,
+}
+
+/// A request handed to the thread that owns a device. The thread looks at the flag once per frame (a relaxed
+/// load, no lock on the audio path) and takes the lock only when a request is there.
+#[derive(Debug)]
+pub(crate) struct SwitchSlot<T> {
+    pending: AtomicBool,
+    next: Mutex<Option<T>>,
+}
+
+impl<T> Default for SwitchSlot<T> {
+    fn default() -> Self {
+        Self { pending: AtomicBool::new(false), next: Mutex::new(None) }
+    }
+}
+
+impl<T> SwitchSlot<T> {
+    /// Asks for `v`; a request the thread has not taken yet is replaced (the last choice wins).
+    fn put(&self, v: T) {
+        if let Ok(mut next) = self.next.lock() {
+            *next = Some(v);
+            self.pending.store(true, Release);
+        }
+    }
+
+    /// The request, if any (called by the owning thread once per frame).
+    fn take(&self) -> Option<T> {
+        if !self.pending.load(Relaxed) {
+            return None;
+        }
+        let mut next = self.next.lock().ok()?;
+        self.pending.store(false, Relaxed);
+        next.take()
+    }
 }
 
 impl Shared {
@@ -311,6 +391,8 @@ impl MediaEngine {
             events: ev_tx,
             peer: Mutex::new(None),
             device: Arc::new(DeviceHealth::default()),
+            switch_in: SwitchSlot::default(),
+            switch_out: SwitchSlot::default(),
         });
         let out_rate = match (&cfg.output, &cfg.input) {
             (AudioOut::Wav { rate: Some(r), .. }, _) => *r,
@@ -339,15 +421,23 @@ impl MediaEngine {
         let out = cfg.output.clone();
         let rec = cfg.record_dir.as_ref().map(|d| d.join("received.wav"));
         let out_epoch = epoch + cfg.output_phase;
+        let sink_ctx = SinkCtx { rate: out_rate, frame_samples, epoch: out_epoch, frame };
         handle.playout = Some(spawn(format!("{}-playout", cfg.label), move || {
-            let opened = open_sink(&out, out_rate, frame_samples, out_epoch, &s.device).and_then(|sink| {
+            let opened = open_sink(&out, &sink_ctx, out_epoch, &s.device).and_then(|sink| {
                 let recorder = Recording::open(rec, s.recording.load(Relaxed))?;
                 Ok((sink, recorder))
             });
             match opened {
-                Ok((sink, recorder)) => {
+                Ok(((sink, detail), recorder)) => {
                     let _ = ready_tx.send(Ok(()));
-                    playout_loop(&s, sink, recorder, decoder, from_net, frame_samples)
+                    s.event(MediaEvent::AudioInUse {
+                        dir: AudioDirection::Output,
+                        spec: out.spec(),
+                        detail: detail.clone(),
+                        switched: false,
+                    });
+                    let sink = Current { dev: sink, spec: out, detail };
+                    playout_loop(&s, sink, recorder, decoder, from_net, &sink_ctx)
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e.into()));
@@ -361,15 +451,23 @@ impl MediaEngine {
         let s = shared.clone();
         let input = cfg.input.clone();
         let rec = cfg.record_dir.as_ref().map(|d| d.join("sent.wav"));
+        let source_ctx = SourceCtx { frame_samples, epoch, frame };
         handle.capture = Some(spawn(format!("{}-capture", cfg.label), move || {
-            let opened = open_source(&input, frame, frame_samples, epoch, &s.device).and_then(|src| {
+            let opened = open_source(&input, &source_ctx, epoch, &s.device).and_then(|src| {
                 let recorder = Recording::open(rec, s.recording.load(Relaxed))?;
                 Ok((src, recorder))
             });
             match opened {
-                Ok((src, recorder)) => {
+                Ok(((src, detail), recorder)) => {
                     let _ = ready_tx.send(Ok(()));
-                    capture_loop(&s, src, recorder, encoder, tx_frames, frame_samples)
+                    s.event(MediaEvent::AudioInUse {
+                        dir: AudioDirection::Input,
+                        spec: input.spec(),
+                        detail: detail.clone(),
+                        switched: false,
+                    });
+                    let src = Current { dev: src, spec: input, detail };
+                    capture_loop(&s, src, recorder, encoder, tx_frames, &source_ctx)
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e.into()));
@@ -447,35 +545,93 @@ fn wait_ready(rx: &Receiver<Result<(), MediaError>>, name: &'static str) -> Resu
     rx.recv_timeout(Duration::from_secs(10)).map_err(|_| MediaError::ThreadPanicked(name))?
 }
 
+/// What a source is opened with besides the spelling.
+#[derive(Clone, Copy)]
+struct SourceCtx {
+    frame_samples: usize,
+    /// The engine's clock origin: paced sources deliver frame k at `epoch + (k+1) * frame`.
+    epoch: Instant,
+    frame: Duration,
+}
+
+/// What a sink is opened with besides the spelling.
+#[derive(Clone, Copy)]
+struct SinkCtx {
+    /// A WAV sink's rate when the output does not name one.
+    rate: u32,
+    frame_samples: usize,
+    /// The output clock's origin (the engine's epoch plus the output phase).
+    epoch: Instant,
+    frame: Duration,
+}
+
+/// The input or output a thread runs now, with what to report about it.
+struct Current<D: ?Sized, S> {
+    dev: Box<D>,
+    spec: S,
+    detail: String,
+}
+
+/// The first point of `epoch`'s frame grid at or after `now` minus one frame: a paced file or silence opened
+/// mid-call continues on the engine's grid instead of catching up from the epoch in a burst.
+fn grid_at(epoch: Instant, frame: Duration, now: Instant) -> Instant {
+    let Some(since) = now.checked_duration_since(epoch) else { return epoch };
+    let k = since.as_nanos() / frame.as_nanos().max(1);
+    epoch + frame * u32::try_from(k).unwrap_or(u32::MAX)
+}
+
+/// Opens an input; `epoch` is where its pacing starts (the engine's epoch at start, the current grid point
+/// on a switch). Returns it with what to tell the user about it.
 fn open_source(
     input: &AudioIn,
-    frame: Duration,
-    frame_samples: usize,
+    ctx: &SourceCtx,
     epoch: Instant,
     health: &Arc<DeviceHealth>,
-) -> Result<Box<dyn AudioSource>, AudioError> {
+) -> Result<(Box<dyn AudioSource + Send>, String), AudioError> {
+    let (frame, frame_samples) = (ctx.frame, ctx.frame_samples);
     Ok(match input {
-        AudioIn::Device(name) => Box::new(CpalSource::open_with(name.as_deref(), frame_samples, health.clone())?),
-        AudioIn::Wav(p) => Box::new(WavSource::open(p, frame, Some(epoch))?),
-        AudioIn::WavLoop(p) => Box::new(WavSource::open(p, frame, Some(epoch))?.looping()),
-        AudioIn::Silence => Box::new(SilenceSource { pacer: super::audio::Pacer::new(epoch, frame).skip() }),
-        AudioIn::Echo(line) => Box::new(line.source(frame_samples, epoch)?),
+        AudioIn::Device(name) => {
+            let src = CpalSource::open_with(name.as_deref(), frame_samples, health.clone())?;
+            let detail = src.opened().to_string();
+            (Box::new(src), detail)
+        }
+        AudioIn::Wav(p) => (Box::new(WavSource::open(p, frame, Some(epoch))?), "WAV file".into()),
+        AudioIn::WavLoop(p) => {
+            (Box::new(WavSource::open(p, frame, Some(epoch))?.looping()), "WAV file, played over and over".into())
+        }
+        AudioIn::Silence => {
+            (Box::new(SilenceSource { pacer: super::audio::Pacer::new(epoch, frame).skip() }), "silence".into())
+        }
+        AudioIn::Echo(line) => (Box::new(line.source(frame_samples, epoch)?), "echo line".into()),
     })
 }
 
+/// Opens an output paced from `epoch` (see [`open_source`]); returns it with what to tell the user.
 fn open_sink(
     out: &AudioOut,
-    rate: u32,
-    frame_samples: usize,
+    ctx: &SinkCtx,
     epoch: Instant,
     health: &Arc<DeviceHealth>,
-) -> Result<Box<dyn AudioSink>, AudioError> {
+) -> Result<(Box<dyn AudioSink + Send>, String), AudioError> {
+    let frame_samples = ctx.frame_samples;
     Ok(match out {
-        AudioOut::Device(name) => Box::new(CpalSink::open_with(name.as_deref(), frame_samples, health.clone())?),
-        AudioOut::Wav { path, .. } => Box::new(WavSink::create(path, rate, frame_samples, Some(epoch))?),
-        AudioOut::Null => Box::new(NullSink::new(frame_samples, epoch)),
-        AudioOut::Echo(line) => Box::new(line.sink(frame_samples, epoch)?),
+        AudioOut::Device(name) => {
+            let sink = CpalSink::open_with(name.as_deref(), frame_samples, health.clone())?;
+            let detail = sink.opened().to_string();
+            (Box::new(sink), detail)
+        }
+        AudioOut::Wav { path, rate } => {
+            let rate = rate.unwrap_or(ctx.rate);
+            (Box::new(WavSink::create(path, rate, frame_samples, Some(epoch))?), format!("WAV file at {rate} Hz"))
+        }
+        AudioOut::Null => (Box::new(NullSink::new(frame_samples, epoch)), "discarded".into()),
+        AudioOut::Echo(line) => (Box::new(line.sink(frame_samples, epoch)?), "echo line".into()),
     })
+}
+
+/// The user-facing text of a switch that did not happen.
+fn switch_failed_text(dir: AudioDirection, spec: &str, old: &str, e: &str) -> String {
+    format!("could not switch the {} to {spec:?}: {e}; the call goes on with {old:?}", dir.noun())
 }
 
 struct SilenceSource {
@@ -527,14 +683,169 @@ impl Recording {
     }
 }
 
+/// An input or output being opened for a switch. Sound devices and WAV inputs (read and resampled whole)
+/// open on a helper thread, so the call goes on with the old one meanwhile and a driver that hangs while
+/// opening cannot hang the call; the rest opens at once. Either way the result comes through `rx`.
+struct Opening<D: ?Sized, S> {
+    spec: S,
+    rx: Receiver<Result<(Box<D>, String), AudioError>>,
+    since: Instant,
+}
+
+impl<D: ?Sized + 'static, S> Opening<D, S>
+where
+    Box<D>: Send,
+{
+    fn start(
+        spec: S,
+        background: bool,
+        open: impl FnOnce() -> Result<(Box<D>, String), AudioError> + Send + 'static,
+    ) -> Self {
+        let (tx, rx) = sync_channel(1);
+        if background {
+            // If the thread cannot start, `tx` is dropped with the closure and the switch fails.
+            let _ = std::thread::Builder::new().name("qv-device-open".into()).spawn(move || {
+                // When nobody waits any more (a newer choice, the call ended) the device is dropped here.
+                let _ = tx.send(open());
+            });
+        } else {
+            let _ = tx.send(open());
+        }
+        Self { spec, rx, since: Instant::now() }
+    }
+
+    /// The result once the opening finished.
+    fn poll(&self) -> Option<Result<(Box<D>, String), String>> {
+        match self.rx.try_recv() {
+            Ok(r) => Some(r.map_err(|e| e.to_string())),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Some(Err("the thread opening it could not run (out of threads or memory)".into()))
+            }
+        }
+    }
+}
+
+/// Takes a pending input switch and finishes one that opened: the new input is opened while the old one
+/// still runs (see [`Opening`]), then they are swapped (a sound device's stream is dropped on a helper
+/// thread abandoned after 300 ms, so a stuck driver cannot hang the call), the new device's stall watchdog
+/// and period measurement start afresh, and the input in use is reported. When the new input cannot be
+/// opened the old one stays and the event says why. A file starts from its beginning, paced from now.
+fn switch_source(
+    shared: &Shared,
+    cur: &mut Current<dyn AudioSource + Send, AudioIn>,
+    opening: &mut Option<Opening<dyn AudioSource + Send, AudioIn>>,
+    ctx: &SourceCtx,
+) {
+    let dir = AudioDirection::Input;
+    if let Some(next) = shared.switch_in.take() {
+        if next == cur.spec {
+            // The last choice wins: an opening still under way is dropped.
+            *opening = None;
+            shared.event(MediaEvent::AudioInUse { dir, spec: next.spec(), detail: cur.detail.clone(), switched: true });
+        } else {
+            let background = matches!(next, AudioIn::Device(_) | AudioIn::Wav(_) | AudioIn::WavLoop(_));
+            let (input, ctx, health) = (next.clone(), *ctx, shared.device.clone());
+            let epoch = grid_at(ctx.epoch, ctx.frame, Instant::now());
+            *opening = Some(Opening::start(next, background, move || open_source(&input, &ctx, epoch, &health)));
+        }
+    }
+    let Some(result) = opening.as_ref().and_then(Opening::poll) else { return };
+    let Some(op) = opening.take() else { return };
+    let spec = op.spec.spec();
+    match result {
+        Ok((mut dev, detail)) => {
+            // A file opened on the helper thread was paced from then; it starts now.
+            dev.restart();
+            drop(std::mem::replace(&mut cur.dev, dev));
+            // The callback counter and period now belong to the new device: its watchdog gets the slow-start
+            // grace, and the period it reports is its own.
+            shared.device.in_callbacks.store(0, Relaxed);
+            shared.device.in_period.store(0, Relaxed);
+            tracing::info!(
+                from = %cur.spec.spec(),
+                to = %spec,
+                device = %detail,
+                took_ms = op.since.elapsed().as_millis() as u64,
+                "microphone switched"
+            );
+            cur.spec = op.spec;
+            cur.detail.clone_from(&detail);
+            shared.event(MediaEvent::AudioInUse { dir, spec, detail, switched: true });
+        }
+        Err(e) => {
+            let message = switch_failed_text(dir, &spec, &cur.spec.spec(), &e);
+            tracing::warn!("{message}");
+            shared.event(MediaEvent::SwitchFailed { dir, spec, message });
+        }
+    }
+}
+
+/// The output side of [`switch_source`]: the old output is finished (a WAV file is finalised) and dropped,
+/// and the new device starts with its own drift controller (re-anchored), period measurement and
+/// watchdog. The jitter buffer is the call's and stays. Only sound devices open on a helper thread: a file
+/// or null output opens at once, on the output clock's next frame.
+fn switch_sink(
+    shared: &Shared,
+    cur: &mut Current<dyn AudioSink + Send, AudioOut>,
+    opening: &mut Option<Opening<dyn AudioSink + Send, AudioOut>>,
+    ctx: &SinkCtx,
+) {
+    let dir = AudioDirection::Output;
+    if let Some(next) = shared.switch_out.take() {
+        if next == cur.spec {
+            *opening = None;
+            shared.event(MediaEvent::AudioInUse { dir, spec: next.spec(), detail: cur.detail.clone(), switched: true });
+        } else {
+            let background = matches!(next, AudioOut::Device(_));
+            let (out, ctx, health) = (next.clone(), *ctx, shared.device.clone());
+            // The old output just played the frame due at the current grid point: the new one starts at
+            // the next.
+            let epoch = grid_at(ctx.epoch, ctx.frame, Instant::now()) + ctx.frame;
+            *opening = Some(Opening::start(next, background, move || open_sink(&out, &ctx, epoch, &health)));
+        }
+    }
+    let Some(result) = opening.as_ref().and_then(Opening::poll) else { return };
+    let Some(op) = opening.take() else { return };
+    let spec = op.spec.spec();
+    match result {
+        Ok((dev, detail)) => {
+            if let Err(e) = std::mem::replace(&mut cur.dev, dev).finish() {
+                tracing::warn!(output = %cur.spec.spec(), error = %e, "the previous output did not close cleanly");
+            }
+            let d = &shared.device;
+            d.out_callbacks.store(0, Relaxed);
+            d.out_period.store(0, Relaxed);
+            d.drift_ppm.store(0, Relaxed);
+            tracing::info!(
+                from = %cur.spec.spec(),
+                to = %spec,
+                device = %detail,
+                took_ms = op.since.elapsed().as_millis() as u64,
+                "speaker switched"
+            );
+            cur.spec = op.spec;
+            cur.detail.clone_from(&detail);
+            shared.event(MediaEvent::AudioInUse { dir, spec, detail, switched: true });
+        }
+        Err(e) => {
+            let message = switch_failed_text(dir, &spec, &cur.spec.spec(), &e);
+            tracing::warn!("{message}");
+            shared.event(MediaEvent::SwitchFailed { dir, spec, message });
+        }
+    }
+}
+
 fn capture_loop(
     shared: &Shared,
-    mut src: Box<dyn AudioSource>,
+    mut src: Current<dyn AudioSource + Send, AudioIn>,
     mut recorder: Recording,
     mut encoder: Encoder,
     tx: tokio::sync::mpsc::Sender<TxFrame>,
-    frame_samples: usize,
+    ctx: &SourceCtx,
 ) -> Result<(), MediaError> {
+    let frame_samples = ctx.frame_samples;
+    let mut opening = None;
     let c = &shared.counters;
     let mut pcm = [0i16; MAX_FRAME_SAMPLES];
     let mut frame = TxFrame { timestamp: 0, len: 0, data: [0; MAX_ENCODED] };
@@ -543,7 +854,8 @@ fn capture_loop(
     let mut timestamp = 0u32;
     let (mut path_up, mut waited) = (false, false);
     while !shared.stop.load(Relaxed) {
-        let got = match src.read_frame(&mut pcm[..frame_samples]) {
+        switch_source(shared, &mut src, &mut opening, ctx);
+        let got = match src.dev.read_frame(&mut pcm[..frame_samples]) {
             Ok(g) => g,
             Err(e) => {
                 shared.event(MediaEvent::Failed(e.to_string()));
@@ -574,7 +886,7 @@ fn capture_loop(
             // file starts again from its first sample (what was read while waiting was only pacing); a
             // device's first frame is the one it just captured.
             path_up = true;
-            if waited && src.restart() {
+            if waited && src.dev.restart() {
                 continue;
             }
         }
@@ -609,20 +921,23 @@ fn rms(x: &[i16]) -> f64 {
 
 fn playout_loop(
     shared: &Shared,
-    mut sink: Box<dyn AudioSink>,
+    mut sink: Current<dyn AudioSink + Send, AudioOut>,
     mut recorder: Recording,
     mut decoder: Decoder,
     rx: Receiver<RxFrame>,
-    frame_samples: usize,
+    ctx: &SinkCtx,
 ) -> Result<(), MediaError> {
+    let frame_samples = ctx.frame_samples;
+    let mut opening = None;
     let c = &shared.counters;
     let mut jb = JitterBuffer::new(JitterConfig::for_frame_ms(shared.frame_ms), Instant::now());
     let mut quiet = true;
     let mut first_played = false;
     let mut failure: Option<AudioError> = None;
     while !shared.stop.load(Relaxed) {
+        switch_sink(shared, &mut sink, &mut opening, ctx);
         let mut played_audio = false;
-        let r = sink.play_frame(&mut |buf: &mut [i16]| {
+        let r = sink.dev.play_frame(&mut |buf: &mut [i16]| {
             let now = Instant::now();
             while let Ok(f) = rx.try_recv() {
                 jb.push(f.arrival, f.timestamp, &f.data[..usize::from(f.len)]);
@@ -674,7 +989,7 @@ fn playout_loop(
             break;
         }
         if jb.is_playing() {
-            sink.observe_buffer(Instant::now(), jb.mean_wait_ms(), f64::from(shared.frame_ms));
+            sink.dev.observe_buffer(Instant::now(), jb.mean_wait_ms(), f64::from(shared.frame_ms));
         }
         if played_audio && !first_played {
             first_played = true;
@@ -682,7 +997,7 @@ fn playout_loop(
             shared.event(MediaEvent::FirstAudioPlayed { at, since_start: at - shared.start });
         }
     }
-    let finished = sink.finish();
+    let finished = sink.dev.finish();
     recorder.finish()?;
     if let Some(e) = failure {
         return Err(e.into());
@@ -714,6 +1029,21 @@ impl MediaHandle {
     /// Starts or pauses recording (needs [`MediaConfig::record_dir`]; the files are created on first start).
     pub fn set_recording(&self, on: bool) {
         self.shared.recording.store(on, Relaxed);
+    }
+
+    /// Switches the call's input to `input` without interrupting the call. The capture thread takes the
+    /// request at its next frame, opens the new input while the old one still runs, and swaps them; it
+    /// reports [`MediaEvent::AudioInUse`] (with `switched`) or, when the new input cannot be opened,
+    /// [`MediaEvent::SwitchFailed`] and keeps the old one. A request not yet taken is replaced by a newer
+    /// one. A file starts from its beginning.
+    pub fn switch_input(&self, input: AudioIn) {
+        self.shared.switch_in.put(input);
+    }
+
+    /// Switches the call's output to `output`, like [`MediaHandle::switch_input`] on the playout thread. A
+    /// WAV file is written from the switch on; the previous one is finalised.
+    pub fn switch_output(&self, output: AudioOut) {
+        self.shared.switch_out.put(output);
     }
 
     /// Whether the microphone is muted.
@@ -855,5 +1185,56 @@ fn snapshot(s: &Shared) -> MetricsSnapshot {
         est_delay_ms,
         r_factor: r,
         mos: mos_from_r(r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_switched_file_keeps_the_engine_frame_grid() {
+        let epoch = Instant::now();
+        let frame = Duration::from_millis(20);
+        assert_eq!(grid_at(epoch, frame, epoch), epoch);
+        // Before the epoch (a switch while the call's clock has not started): the epoch itself.
+        assert_eq!(grid_at(epoch + Duration::from_millis(45), frame, epoch), epoch + Duration::from_millis(45));
+        assert_eq!(grid_at(epoch, frame, epoch + Duration::from_millis(45)), epoch + Duration::from_millis(40));
+        assert_eq!(grid_at(epoch, frame, epoch + Duration::from_millis(60)), epoch + Duration::from_millis(60));
+    }
+
+    #[test]
+    fn the_last_switch_request_wins_and_is_taken_once() {
+        let slot = SwitchSlot::<AudioIn>::default();
+        assert_eq!(slot.take(), None);
+        slot.put(AudioIn::Silence);
+        slot.put(AudioIn::Device(Some("pulse".into())));
+        assert_eq!(slot.take(), Some(AudioIn::Device(Some("pulse".into()))));
+        assert_eq!(slot.take(), None);
+    }
+
+    #[test]
+    fn an_opening_reports_its_result_or_the_error_text() {
+        type Opened = Result<(Box<dyn AudioSource + Send>, String), AudioError>;
+        let ok: Opening<dyn AudioSource + Send, &str> = Opening::start("silence", false, || -> Opened {
+            let pacer = super::super::audio::Pacer::new(Instant::now(), Duration::from_millis(20));
+            Ok((Box::new(SilenceSource { pacer }), "silence".into()))
+        });
+        assert!(matches!(ok.poll(), Some(Ok((_, d))) if d == "silence"));
+        let bad: Opening<dyn AudioSource + Send, &str> =
+            Opening::start("x", true, || -> Opened { Err(AudioError::DeviceNotFound("x".into())) });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let result = loop {
+            if let Some(r) = bad.poll() {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "the opening thread never answered");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let Err(text) = result else { panic!("opened a missing device") };
+        assert!(text.contains("audio device \"x\" not found"), "{text}");
+        let msg = switch_failed_text(AudioDirection::Input, "x", "default", &text);
+        assert!(msg.starts_with("could not switch the microphone to \"x\": audio device \"x\" not found"), "{msg}");
+        assert!(msg.ends_with("the call goes on with \"default\""), "{msg}");
     }
 }

@@ -32,7 +32,7 @@ pub use audio::{AudioError, AudioSink, AudioSource, Captured, WavRecorder, WavSi
 pub use codec::{CodecError, CodecKind};
 pub use device::{CpalSink, CpalSource, DeviceHealth, DeviceInfo, OpenedDevice, list_devices, list_devices_probed};
 pub use echo::EchoLine;
-pub use engine::{AudioIn, AudioOut, MediaConfig, MediaEngine, MediaEvent, MediaHandle, check_devices};
+pub use engine::{AudioDirection, AudioIn, AudioOut, MediaConfig, MediaEngine, MediaEvent, MediaHandle, check_devices};
 pub use impair::Impairment;
 pub use jitter::{JitterBuffer, JitterConfig};
 pub use metrics::MetricsSnapshot;

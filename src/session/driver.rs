@@ -22,7 +22,7 @@ use qvoice_wire::{CallState, EndKind, ErrorCode, Event as RegistryEvent};
 use tokio::sync::mpsc;
 
 use super::client::{ClientError, EndRequest, RegistryClient};
-use super::events::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};
+use super::events::{AudioDirection, ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};
 use super::files::{Files, Transfers};
 use super::store::{CallHistory, ContactBook, Keystore};
 use super::waiting::SeenCalls;
@@ -66,6 +66,9 @@ pub struct SessionOptions {
     /// Report the files waiting for us ([`SessionEvent::Files`]) after each registration and each new
     /// file (the TUI's Files pane); otherwise only on [`SessionCommand::ListFiles`].
     pub list_files: bool,
+    /// Devices chosen with [`SessionCommand::SetDevices`] are saved here (`[audio] input`/`output`; the
+    /// rest of the file is kept). `None`: they hold until the session ends (the demo, headless calls).
+    pub config_file: Option<PathBuf>,
 }
 
 impl SessionOptions {
@@ -94,6 +97,7 @@ impl SessionOptions {
             start_offline: false,
             download_dir: None,
             list_files: false,
+            config_file: None,
         }
     }
 }
@@ -773,22 +777,75 @@ impl Driver {
             },
             SessionCommand::RefreshContacts => self.refresh_contacts().await,
             SessionCommand::ListDevices => self.list_devices().await,
-            SessionCommand::SetDevices { input, output } => {
-                if let Some(i) = input {
-                    self.opts.input = AudioIn::from_spec(&i);
-                }
-                if let Some(o) = output {
-                    self.opts.output = AudioOut::from_spec(&o);
-                }
-                tracing::info!(input = %self.opts.input.spec(), output = %self.opts.output.spec(), "audio devices for the next call");
-                self.list_devices().await;
-                self.check_audio().await;
-            }
+            SessionCommand::SetDevices { input, output } => self.set_devices(input, output).await,
             SessionCommand::SendFile { to, path } => self.transfers.send(to, path),
             SessionCommand::ReceiveFile(id) => self.transfers.receive(id, self.prekey_copies()),
             SessionCommand::DiscardFile(id) => self.transfers.discard(id),
             SessionCommand::ListFiles => self.transfers.list(self.prekey_copies()),
             SessionCommand::Shutdown => {}
+        }
+    }
+
+    /// During a call, asks the media engine to switch (the choice is kept and saved when it reports the
+    /// switch worked, see [`Driver::device_switched`]); otherwise the choice is for the next call, and saved.
+    async fn set_devices(&mut self, input: Option<String>, output: Option<String>) {
+        if let Some(Call::Active { media, .. }) = &self.call {
+            if let Ok(m) = media.lock() {
+                if let Some(i) = &input {
+                    m.switch_input(AudioIn::from_spec(i));
+                }
+                if let Some(o) = &output {
+                    m.switch_output(AudioOut::from_spec(o));
+                }
+            }
+            return;
+        }
+        if let Some(i) = input {
+            self.opts.input = AudioIn::from_spec(&i);
+            self.save_device(AudioDirection::Input, &i).await;
+        }
+        if let Some(o) = output {
+            self.opts.output = AudioOut::from_spec(&o);
+            self.save_device(AudioDirection::Output, &o).await;
+        }
+        tracing::info!(input = %self.opts.input.spec(), output = %self.opts.output.spec(), "audio devices for the next call");
+        self.list_devices().await;
+        self.check_audio().await;
+    }
+
+    /// The running call now uses `spec`: the next calls will too, and the config file remembers it.
+    async fn device_switched(&mut self, dir: AudioDirection, spec: &str) {
+        match dir {
+            AudioDirection::Input => self.opts.input = AudioIn::from_spec(spec),
+            AudioDirection::Output => self.opts.output = AudioOut::from_spec(spec),
+        }
+        self.save_device(dir, spec).await;
+        // It opened, so the "no usable audio device" warning (if any) no longer holds.
+        self.emit(SessionEvent::Audio { usable: true, message: None }).await;
+    }
+
+    /// Writes `[audio] input`/`output` into the config file (when the session has one). A failure is
+    /// reported and changes nothing else: the choice holds until the session ends.
+    async fn save_device(&self, dir: AudioDirection, spec: &str) {
+        let Some(path) = self.opts.config_file.clone() else { return };
+        let key = match dir {
+            AudioDirection::Input => "input",
+            AudioDirection::Output => "output",
+        };
+        let value = spec.to_owned();
+        let p = path.clone();
+        let saved = tokio::task::spawn_blocking(move || crate::config::save_audio_choice(&p, key, &value)).await;
+        match saved {
+            Ok(Ok(())) => tracing::info!("saved [audio] {key} = {spec:?} in {}", path.display()),
+            Ok(Err(e)) => {
+                self.error(format!(
+                    "could not save the {} choice in {} ({e:#}); it holds until qvoice exits",
+                    dir.noun(),
+                    path.display()
+                ))
+                .await;
+            }
+            Err(e) => self.error(format!("saving the {} choice failed: {e}", dir.noun())).await,
         }
     }
 
@@ -1411,6 +1468,10 @@ impl Driver {
     }
 
     async fn media_event(&mut self, id: &str, event: MediaEvent) {
+        // A switch that worked is the user's choice from now on, even if the call ended meanwhile.
+        if let MediaEvent::AudioInUse { dir, spec, switched: true, .. } = &event {
+            self.device_switched(*dir, spec).await;
+        }
         let Some(Call::Active { call_id, .. }) = &self.call else { return };
         if call_id != id {
             return;
@@ -1458,6 +1519,14 @@ impl Driver {
                     let path = pr.path.clone().unwrap_or_default();
                     self.emit(SessionEvent::Active { call_id, peer, direction, codec, frame_ms, path }).await;
                 }
+            }
+            MediaEvent::AudioInUse { dir, spec, detail, switched } => {
+                let call_id = call_id.clone();
+                self.emit(SessionEvent::AudioDevice { call_id, direction: dir, device: spec, detail, switched }).await;
+            }
+            MediaEvent::SwitchFailed { dir, spec, message } => {
+                let call_id = call_id.clone();
+                self.emit(SessionEvent::AudioSwitchFailed { call_id, direction: dir, device: spec, message }).await;
             }
             MediaEvent::PeerResumed | MediaEvent::InputEnded => {}
         }

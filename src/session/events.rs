@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::media::AudioDirection;
 use crate::media::MetricsSnapshot;
 
 /// How far a contact's identity key is trusted.
@@ -236,6 +237,14 @@ pub enum SessionEvent {
     /// Whether the audio devices chosen for the next call can be opened; `message` says what to set
     /// instead when they cannot (e.g. no sound card).
     Audio { usable: bool, message: Option<String> },
+    /// The microphone (`direction` input) or speaker the current call uses: when its media starts, and
+    /// after a switch during the call ([`SessionCommand::SetDevices`]; `switched`). `device` is spelled as
+    /// `--input`/`--output` take it; `detail` says what was opened (a sound device's rate, channels and
+    /// sample format, or "WAV file").
+    AudioDevice { call_id: String, direction: AudioDirection, device: String, detail: String, switched: bool },
+    /// A switch during the call could not be made: the call goes on with the previous device. `message`
+    /// names the device and what to do.
+    AudioSwitchFailed { call_id: String, direction: AudioDirection, device: String, message: String },
 }
 
 /// What a front end asks the session layer to do.
@@ -259,7 +268,10 @@ pub enum SessionCommand {
     RefreshContacts,
     /// Answer with [`SessionEvent::Devices`].
     ListDevices,
-    /// Use these audio devices from the next call on (same spellings as `--input`/`--output`).
+    /// Use these audio devices (same spellings as `--input`/`--output`): during a call the running media
+    /// switches to them (reported by [`SessionEvent::AudioDevice`] or [`SessionEvent::AudioSwitchFailed`]),
+    /// and they are used for the next calls and saved as `[audio] input`/`output` in the config file (once
+    /// the switch worked, during a call).
     SetDevices {
         input: Option<String>,
         output: Option<String>,

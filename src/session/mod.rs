@@ -10,4 +10,4 @@ pub mod store;
 pub mod waiting;
 
 pub use driver::{SessionOptions, run};
-pub use events::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};
+pub use events::{AudioDirection, ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};

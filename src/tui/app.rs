@@ -10,7 +10,7 @@ use crossterm::event::KeyEvent;
 
 use super::keys::TuiConfig;
 use crate::media::MetricsSnapshot;
-use crate::session::events::CallRecord;
+use crate::session::events::{AudioDirection, CallRecord};
 use crate::session::{ContactView, Direction, EndReason, SessionCommand, SessionEvent, Trust};
 
 /// Samples kept for each sparkline.
@@ -126,6 +126,10 @@ pub struct Call {
     /// Final duration reported by the session.
     pub ended_duration_s: Option<f64>,
     pub metrics: Option<MetricsSnapshot>,
+    /// The microphone the call's media uses (as `--input` spells it), once the session said.
+    pub input: Option<String>,
+    /// The speaker the call's media uses, once the session said.
+    pub output: Option<String>,
 }
 
 impl Call {
@@ -144,6 +148,8 @@ impl Call {
             active_since: None,
             ended_duration_s: None,
             metrics: None,
+            input: None,
+            output: None,
         }
     }
 
@@ -758,6 +764,28 @@ impl App {
                 self.audio_problem =
                     if usable { None } else { message.or_else(|| Some("no usable audio device".into())) };
             }
+            SessionEvent::AudioDevice { call_id, direction, device, detail, switched } => {
+                let c = self.call_mut(&call_id).filter(|c| c.is_live())?;
+                match direction {
+                    AudioDirection::Input => c.input = Some(device.clone()),
+                    AudioDirection::Output => c.output = Some(device.clone()),
+                }
+                if let Some(d) = &mut self.devices {
+                    match direction {
+                        AudioDirection::Input => d.input.clone_from(&device),
+                        AudioDirection::Output => d.output.clone_from(&device),
+                    }
+                }
+                if switched {
+                    let msg = format!("{} switched to {device} ({detail})", direction.noun());
+                    self.push_log(msg.clone(), false);
+                    self.set_status(msg);
+                }
+            }
+            SessionEvent::AudioSwitchFailed { message, .. } => {
+                self.push_log(message.clone(), true);
+                self.set_status(message);
+            }
         }
         None
     }
@@ -896,6 +924,75 @@ mod tests {
         a.handle(t, code(KeyCode::Esc));
         assert_eq!(a.overlay, None);
     }
+    #[test]
+    fn devices_overlay_switches_the_call_in_progress() {
+        let (mut a, t) = app();
+        a.handle(t, Event::Session(SessionEvent::Dialing { call_id: "c1".into(), to: "bob".into() }));
+        let hint = |a: &App| a.mode().bindings(a).into_iter().find(|b| b.action == Action::Dial).and_then(|b| b.hint);
+        a.handle(t, key('s'));
+        assert_eq!(hint(&a).as_deref(), Some("use for this call"), "dialing: applies when the media starts");
+        a.handle(t, code(KeyCode::Esc));
+        active(&mut a, t);
+        let audio = |dir, device: &str, switched| {
+            Event::Session(SessionEvent::AudioDevice {
+                call_id: "c1".into(),
+                direction: dir,
+                device: device.into(),
+                detail: "\"x\" at 48000 Hz, 2 ch, F32".into(),
+                switched,
+            })
+        };
+        a.handle(t, audio(AudioDirection::Input, "default", false));
+        a.handle(t, audio(AudioDirection::Output, "default", false));
+        assert_eq!(a.status, None, "the devices a call starts with are shown, not announced");
+        assert_eq!(a.handle(t, key('s')), cmd(SessionCommand::ListDevices));
+        assert_eq!(hint(&a).as_deref(), Some("switch to it"));
+        a.handle(
+            t,
+            Event::Session(SessionEvent::Devices {
+                inputs: vec!["default".into(), "USB mic".into()],
+                outputs: vec!["default".into()],
+                input: "default".into(),
+                output: "default".into(),
+            }),
+        );
+        a.handle(t, code(KeyCode::Down));
+        let pick = a.handle(t, code(KeyCode::Enter));
+        assert_eq!(pick, cmd(SessionCommand::SetDevices { input: Some("USB mic".into()), output: None }));
+        // Nothing changes until the session says the switch worked.
+        assert_eq!(a.devices.as_ref().unwrap().input, "default");
+        a.handle(t, audio(AudioDirection::Input, "USB mic", true));
+        assert_eq!(a.devices.as_ref().unwrap().input, "USB mic");
+        assert_eq!(a.call.as_ref().unwrap().input.as_deref(), Some("USB mic"));
+        let status = a.status.clone().unwrap().0;
+        assert!(status.starts_with("microphone switched to USB mic (\"x\" at 48000 Hz"), "{status}");
+        let failed = "could not switch the speaker to \"hw:9\": audio device \"hw:9\" not found; the call goes on with \"default\"";
+        a.handle(
+            t,
+            Event::Session(SessionEvent::AudioSwitchFailed {
+                call_id: "c1".into(),
+                direction: AudioDirection::Output,
+                device: "hw:9".into(),
+                message: failed.into(),
+            }),
+        );
+        assert_eq!(a.status.clone().unwrap().0, failed);
+        assert_eq!(a.log.back(), Some(&LogLine { text: failed.into(), error: true }));
+        assert_eq!(a.call.as_ref().unwrap().output.as_deref(), Some("default"));
+        // Another call's report changes nothing.
+        a.handle(
+            t,
+            Event::Session(SessionEvent::AudioDevice {
+                call_id: "old".into(),
+                direction: AudioDirection::Output,
+                device: "null".into(),
+                detail: String::new(),
+                switched: true,
+            }),
+        );
+        assert_eq!(a.call.as_ref().unwrap().output.as_deref(), Some("default"));
+    }
+
     fn active(a: &mut App, t: Instant) {
         a.handle(t, Event::Session(SessionEvent::Dialing { call_id: "c1".into(), to: "bob".into() }));
         a.handle(

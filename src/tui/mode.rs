@@ -122,7 +122,8 @@ impl Mode {
                 }
                 v.push(b(&[&k.help], Action::ToggleHelp, Some("help")));
                 v.push(b(&[&k.quit], Action::Quit, Some("quit")));
-                v.push(b(&[&k.devices], Action::Devices, None));
+                // The picker switches the running call's devices (shown when the footer has room).
+                v.push(b(&[&k.devices], Action::Devices, Some("devices")));
                 v.push(b(&[&k.send_file], Action::SendFile, None));
                 v.push(b(&[&k.files], Action::FocusFiles, None));
                 v.push(b(&[&k.filter], Action::StartFilter, None));

@@ -49,7 +49,8 @@ pub struct IncomingCall;
 /// The key list.
 #[derive(Debug)]
 pub struct Help;
-/// The audio device picker (for the next call).
+/// The audio device picker: switches the devices of the call in progress (and the next calls), or picks
+/// them for the next call; the session remembers the choice in the config file.
 #[derive(Debug)]
 pub struct Devices;
 /// Typing any username to call.
@@ -275,6 +276,17 @@ impl Component for Help {
     }
 }
 
+/// The picker's title and the hint of its choose key: what a choice applies to now.
+fn devices_scope(app: &App) -> (&'static str, &'static str) {
+    if app.media_running() {
+        (" Audio devices (switch this call) ", "switch to it")
+    } else if app.live_call().is_some() {
+        (" Audio devices (this call) ", "use for this call")
+    } else {
+        (" Audio devices (next call) ", "use for the next call")
+    }
+}
+
 impl Component for Devices {
     fn shown(&self, app: &App) -> bool {
         app.overlay == Some(Overlay::Devices)
@@ -284,7 +296,7 @@ impl Component for Devices {
         let k = &app.config.keys;
         let b = Binding::new;
         vec![
-            b(&[&k.dial], Action::Dial, Some("use for the next call")),
+            b(&[&k.dial], Action::Dial, Some(devices_scope(app).1)),
             b(&[&k.up], Action::Up, None),
             b(&[&k.down], Action::Down, None),
             b(&[&k.cancel, &k.devices], Action::Cancel, Some("close")),
@@ -326,7 +338,7 @@ impl Component for Devices {
         let rows = (d.inputs.len() + d.outputs.len() + 5) as u16;
         let r = centered(area, 60, rows.min(area.height));
         Clear.render(r, buf);
-        let block = Block::bordered().border_type(BorderType::Rounded).title(" Audio devices (next call) ");
+        let block = Block::bordered().border_type(BorderType::Rounded).title(devices_scope(app).0);
         let mut lines = Vec::new();
         let item = |lines: &mut Vec<Line<'static>>, idx: usize, name: &str, current: &str| {
             let cursor = if idx == d.cursor { "›" } else { " " };

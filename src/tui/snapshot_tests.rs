@@ -8,7 +8,7 @@ use ratatui::backend::TestBackend;
 
 use super::{App, Event, TuiConfig};
 use crate::media::MetricsSnapshot;
-use crate::session::{ContactView, Direction, EndReason, SessionEvent, Trust};
+use crate::session::{AudioDirection, ContactView, Direction, EndReason, SessionEvent, Trust};
 
 fn draw(app: &App, w: u16, h: u16) -> String {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
@@ -587,4 +587,52 @@ fn file_from_a_changed_key_and_quitting_during_a_transfer() {
     insta::assert_snapshot!(draw(&app, 80, 24));
     key(&mut app, t, KeyCode::Char('q'));
     insta::assert_snapshot!("quit_question_during_a_transfer", draw(&app, 80, 24));
+}
+
+/// Switching devices during a call: the picker says it switches this call; afterwards the status line says
+/// what is in use and the call pane shows the devices.
+#[test]
+fn devices_switched_during_a_call() {
+    let (mut app, t) = active_call();
+    for (direction, device) in [(AudioDirection::Input, "default"), (AudioDirection::Output, "/home/alice/out.wav")] {
+        let detail = "WAV file".into();
+        ev(
+            &mut app,
+            t,
+            SessionEvent::AudioDevice {
+                call_id: "c1".into(),
+                direction,
+                device: device.into(),
+                detail,
+                switched: false,
+            },
+        );
+    }
+    key(&mut app, t, KeyCode::Char('s'));
+    ev(
+        &mut app,
+        t,
+        SessionEvent::Devices {
+            inputs: vec!["default".into(), "pulse".into(), "silence".into()],
+            outputs: vec!["default".into(), "pulse".into(), "/home/alice/out.wav".into()],
+            input: "default".into(),
+            output: "/home/alice/out.wav".into(),
+        },
+    );
+    key(&mut app, t, KeyCode::Down);
+    insta::assert_snapshot!("devices_picker_during_a_call", draw(&app, 80, 24));
+    key(&mut app, t, KeyCode::Enter);
+    key(&mut app, t, KeyCode::Esc);
+    ev(
+        &mut app,
+        t,
+        SessionEvent::AudioDevice {
+            call_id: "c1".into(),
+            direction: AudioDirection::Input,
+            device: "pulse".into(),
+            detail: "\"pulse\" at 44100 Hz, 2 ch, I16".into(),
+            switched: true,
+        },
+    );
+    insta::assert_snapshot!("devices_switched_during_a_call", draw(&app, 80, 24));
 }

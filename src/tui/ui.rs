@@ -436,6 +436,17 @@ fn render_call(app: &App, area: Rect, buf: &mut Buffer) {
     if let Some(p) = &c.path {
         lines.push(Line::from(format!("path   {p}")));
     }
+    if c.is_live() && (c.input.is_some() || c.output.is_some()) {
+        // A WAV file by its name: the folder rarely fits.
+        let short = |d: &str| match std::path::Path::new(d).file_name() {
+            Some(f) if d.ends_with(".wav") => f.to_string_lossy().into_owned(),
+            _ => d.to_owned(),
+        };
+        // Each name gets half of what the pane leaves beside "mic " and " · spk ".
+        let room = (usize::from(info.width).saturating_sub(11) / 2).max(4);
+        let name = |d: &Option<String>| d.as_deref().map_or_else(|| "?".to_owned(), |d| truncate(&short(d), room));
+        lines.push(Line::from(format!("mic {} · spk {}", name(&c.input), name(&c.output))));
+    }
     if !show_big
         && c.is_live()
         && let Some(sas) = &c.sas
