@@ -13,7 +13,7 @@
 //! frame so later packets get one frame more time. While frames are being lost (smoothed rate above 1 %)
 //! the shrink rule keeps one more frame, so the packet after a gap is usually buffered and the gap can be
 //! rebuilt with Opus FEC instead of oscillating between stretching and shrinking.
-//! Playback starts once `start_delay` is buffered, and the
+//! Playback starts when every buffered frame would wait at least `start_delay` (10 ms) and the
 //! queue is capped at `max_delay`, so it never grows without bound. Storage is a fixed ring allocated once.
 
 use std::time::{Duration, Instant};
@@ -22,6 +22,12 @@ use crate::media::codec::MAX_ENCODED;
 
 /// Ring capacity in frames (1.28 s at 20 ms); a frame further ahead than this forces a resync.
 pub const CAPACITY: usize = 64;
+/// An underrun this long after the previous one is taken as a one-off: concealed, not stretched for.
+const ONE_OFF_AFTER: Duration = Duration::from_secs(10);
+/// Consecutive underruns within this span of the first belong to the same one-off (about three frames).
+const ONE_OFF_SPAN: Duration = Duration::from_millis(50);
+/// How long after stretching for a late frame the buffer does not shrink.
+const CALM_AFTER_STRETCH: Duration = Duration::from_secs(20);
 /// Smoothed loss rate above which one extra frame is kept for FEC.
 const LOSSY: f64 = 0.01;
 
@@ -32,7 +38,8 @@ pub struct JitterConfig {
     pub frame: Duration,
     /// Samples per frame on the 48 kHz media clock.
     pub frame_samples: u32,
-    /// Audio buffered before playback starts.
+    /// Wait every buffered frame gets when playback starts (see `ready_to_start`); later frames arriving
+    /// on the same schedule wait between this and this plus one frame.
     pub start_delay: Duration,
     /// Upper bound on buffered audio; older frames are discarded beyond it.
     pub max_delay: Duration,
@@ -43,16 +50,17 @@ pub struct JitterConfig {
 }
 
 impl JitterConfig {
-    /// Defaults for `frame_ms` frames: start at ~40 ms, cap at 300 ms, 2 s adaptation window.
+    /// Defaults for `frame_ms` frames: start with 10 ms of wait (no less than the shrink margin, so a steady
+    /// stream never starts with a frame to shed), cap at 300 ms, 2 s adaptation window.
     pub fn for_frame_ms(frame_ms: u8) -> Self {
         let frame = Duration::from_millis(u64::from(frame_ms.max(1)));
         let frames_2s = (2_000 / u32::from(frame_ms.max(1))).max(10);
         Self {
             frame,
             frame_samples: u32::from(frame_ms) * 48,
-            start_delay: Duration::from_millis(40).max(frame),
+            start_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(300),
-            min_margin: Duration::from_millis(4),
+            min_margin: Duration::from_millis(10),
             window: frames_2s,
         }
     }
@@ -135,6 +143,14 @@ pub struct JitterBuffer {
     window_left: u32,
     window_min_wait: Duration,
     shrink_pending: bool,
+    /// No shrinking before this instant: set when playout had to stretch for a late frame.
+    calm_until: Option<Instant>,
+    /// When a frame was last not there in time (underrun).
+    last_underrun: Option<Instant>,
+    /// When the current one-off lateness began (see `ONE_OFF_SPAN`).
+    one_off_since: Option<Instant>,
+    /// The last frame skipped as a one-off late frame: when it arrives it is dropped without stretching.
+    forgiven: Option<u64>,
     grow_pending: bool,
     empty_pops: u32,
     wait_ewma_us: f64,
@@ -172,6 +188,10 @@ impl JitterBuffer {
             window_left: cfg.window,
             window_min_wait: Duration::MAX,
             shrink_pending: false,
+            calm_until: None,
+            last_underrun: None,
+            one_off_since: None,
+            forgiven: None,
             grow_pending: false,
             empty_pops: 0,
             wait_ewma_us: 0.0,
@@ -182,6 +202,59 @@ impl JitterBuffer {
 
     fn max_frames(&self) -> u64 {
         (self.cfg.max_delay.as_micros() / self.cfg.frame.as_micros().max(1)).clamp(1, CAPACITY as u128 - 1) as u64
+    }
+
+    /// Before playout starts, drops the oldest frames while the newest one would wait more than a frame
+    /// beyond `start_delay`: frames that came in a burst (a capture device delivering its first periods
+    /// at once after a slow start) are behind the schedule the stream then keeps, and playing them would
+    /// keep that excess for the whole call, or shed it later with an audible step.
+    /// Only frames that arrived in order are judged: with reordering, the newest frame's arrival says
+    /// little about when the next ones will come.
+    fn skip_start_excess(&mut self, now: Instant, highest: u64) {
+        // Before the first pop (a sound device slow to start) frames pile up: keep at most `max_delay`
+        // of them, and never wait for a frame that was lost before playout began.
+        while self.next + self.max_frames() < highest || self.next < highest && self.slot(self.next).is_none() {
+            self.clear(self.next);
+            self.next += 1;
+            self.stats.overflow_drops += 1;
+        }
+        let Some(newest) = self.slot(highest).map(|s| s.arrival) else { return };
+        let mut prev: Option<Instant> = None;
+        for i in self.next..=highest {
+            let Some(a) = self.slot(i).map(|s| s.arrival) else { return };
+            if prev.is_some_and(|p| a < p) {
+                return;
+            }
+            prev = Some(a);
+        }
+        while self.next < highest {
+            let behind = u32::try_from(highest - self.next).unwrap_or(u32::MAX);
+            let wait = now.saturating_duration_since(newest).saturating_add(self.cfg.frame.saturating_mul(behind));
+            if wait < self.cfg.start_delay + self.cfg.frame {
+                break;
+            }
+            self.clear(self.next);
+            self.next += 1;
+            self.stats.shrink_drops += 1;
+        }
+    }
+
+    /// Whether starting playout now gives every buffered frame at least `start_delay` of wait. Frame `k`
+    /// after `next` plays `k` frames from now, so it waits `now - arrival + k * frame`; later frames follow
+    /// the latest of these schedules. Counting frames instead would be fooled by a burst (a sound server
+    /// that delivers its first capture periods at once): the burst would start playout with no wait at all
+    /// for the frames that follow it.
+    fn ready_to_start(&self, now: Instant, highest: u64) -> bool {
+        if self.slot(self.next).is_none() {
+            return false;
+        }
+        for k in 0..=highest.saturating_sub(self.next).min(CAPACITY as u64 - 1) {
+            let Some(arrival) = self.slot(self.next + k).map(|s| s.arrival) else { continue };
+            if now.saturating_duration_since(arrival) + self.cfg.frame * (k as u32) < self.cfg.start_delay {
+                return false;
+            }
+        }
+        true
     }
 
     fn start_frames(&self) -> u64 {
@@ -248,7 +321,8 @@ impl JitterBuffer {
             Some(_) if index < self.next => {
                 if self.started {
                     self.stats.late += 1;
-                    if self.next - index <= 3 {
+                    let forgiven = self.forgiven.is_some_and(|f| index <= f && f - index < 3);
+                    if self.next - index <= 3 && !forgiven {
                         self.grow_pending = true;
                     }
                     return PushOutcome::Late;
@@ -327,7 +401,7 @@ impl JitterBuffer {
         Duration::from_micros((2.0 * self.jitter_us) as u64).max(self.cfg.min_margin)
     }
 
-    fn note_wait(&mut self, wait: Duration) {
+    fn note_wait(&mut self, now: Instant, wait: Duration) {
         self.window_min_wait = self.window_min_wait.min(wait);
         let w = wait.as_micros() as f64;
         self.wait_ewma_us += (w - self.wait_ewma_us) / 16.0;
@@ -336,7 +410,8 @@ impl JitterBuffer {
             // Under loss keep one extra frame so the packet after a gap is usually here to rebuild the
             // gap with FEC; without that the buffer would oscillate (stretch on every loss, shrink later).
             let keep = if self.loss_ewma > LOSSY { self.cfg.frame * 2 } else { self.cfg.frame };
-            if self.window_min_wait > keep + self.margin() {
+            let calm = self.calm_until.is_none_or(|t| now >= t);
+            if calm && self.window_min_wait > keep + self.margin() {
                 self.shrink_pending = true;
             }
             self.window_left = self.cfg.window;
@@ -349,7 +424,8 @@ impl JitterBuffer {
     pub fn pop(&mut self, now: Instant, quiet: bool) -> Pop<'_> {
         let Some(highest) = self.highest else { return Pop::Idle };
         if !self.started {
-            if highest + 1 >= self.next + self.start_frames() {
+            self.skip_start_excess(now, highest);
+            if self.ready_to_start(now, highest) {
                 self.started = true;
                 self.empty_pops = 0;
             } else {
@@ -382,7 +458,7 @@ impl JitterBuffer {
             let index = self.next;
             self.next += 1;
             let arrival = self.slots[(index % CAPACITY as u64) as usize].arrival;
-            self.note_wait(now.saturating_duration_since(arrival));
+            self.note_wait(now, now.saturating_duration_since(arrival));
             self.stats.played += 1;
             self.loss_ewma -= self.loss_ewma / 64.0;
             let s = &mut self.slots[(index % CAPACITY as u64) as usize];
@@ -412,9 +488,29 @@ impl JitterBuffer {
             return Pop::Conceal { fec: None };
         }
         // Underrun: conceal without advancing so the late frame can still play (stretching by a frame).
+        // A frame this late will come again (a descheduled thread, a sound server's timer): the frame
+        // of delay just added is kept for a while instead of being taken back at the next quiet moment,
+        // which would make the delay step down and up again (each step is an audible skip).
         self.stats.underruns += 1;
         self.loss_ewma += (1.0 - self.loss_ewma) / 64.0;
         self.shrink_pending = false;
+        // One hiccup can make a few consecutive frames late (they then arrive together): they belong to
+        // the same one-off as long as it started less than `ONE_OFF_SPAN` ago.
+        let in_one_off = self.one_off_since.is_some_and(|t| now.saturating_duration_since(t) < ONE_OFF_SPAN);
+        let quiet_before = self.last_underrun.is_none_or(|t| now.saturating_duration_since(t) > ONE_OFF_AFTER);
+        if quiet_before {
+            self.one_off_since = Some(now);
+        }
+        self.last_underrun = Some(now);
+        if (quiet_before || in_one_off) && self.empty_pops == 0 {
+            // The first late frame in a while (a thread descheduled for a moment on either side) is
+            // concealed and skipped, like a lost one: stretching would add a frame of delay for the rest
+            // of the call, and taking it back later is a second step. If it comes, it is dropped.
+            self.forgiven = Some(self.next);
+            self.next += 1;
+            return Pop::Conceal { fec: None };
+        }
+        self.calm_until = Some(now + CALM_AFTER_STRETCH);
         self.empty_pops += 1;
         if self.empty_pops * self.cfg.frame.as_millis() as u32 >= 200 {
             // The sender paused (or the path died): rebuffer from scratch when audio returns.
@@ -504,29 +600,82 @@ mod tests {
     }
 
     #[test]
-    fn in_order_plays_everything_and_settles_at_one_frame_of_wait() {
+    fn in_order_plays_everything_with_less_than_a_frame_of_wait() {
+        // Frames arrive 3 ms after capture; pops are on a 20 ms grid. Playout starts at the first pop that
+        // gives the first frame 10 ms of wait (40 ms: 17 ms), and every later frame waits the same 17 ms.
         let r = simulate(500, 20_000.0, 495, |_| vec![3_000]);
         let p = played(&r);
         assert!(strictly_increasing(&p));
-        // Starts at ~40 ms of buffer; one frame is dropped in silence once the excess is measured.
         assert!(p.len() >= 490, "played {}", p.len());
         let s = r.jb.stats();
-        assert_eq!(s.concealed, 0);
-        assert_eq!(s.underruns, 0);
-        assert!(s.shrink_drops >= 1, "{s:?}");
-        assert!(r.jb.mean_wait_ms() < 20.0, "wait {}", r.jb.mean_wait_ms());
-        assert!(r.max_depth <= 3);
-        assert_eq!(r.out[0], Out::Idle);
+        assert_eq!((s.concealed, s.underruns, s.shrink_drops), (0, 0, 0), "{s:?}");
+        assert!((16.0..18.0).contains(&r.jb.mean_wait_ms()), "wait {}", r.jb.mean_wait_ms());
+        assert!(r.max_depth <= 2);
+        assert_eq!(r.out[..2], [Out::Idle, Out::Idle]);
+        assert_eq!(r.out[2], Out::Frame(0));
+    }
+
+    #[test]
+    fn frames_that_came_in_a_burst_at_the_start_are_skipped() {
+        // Frames 0 and 1 come together with frame 2 (a capture device delivering its first periods at once
+        // after a slow start), the rest on time. Playing from frame 0 would make every later frame wait
+        // 57 ms for the whole call (nothing is shed while the listener hears speech); the two stale
+        // frames are skipped instead and frames wait 17 ms.
+        let r = simulate_q(300, 20_000.0, 295, false, |i| {
+            vec![if i < 3 { 63_000 - (u64::from(i) + 1) * 20_000 } else { 3_000 }]
+        });
+        let s = r.jb.stats();
+        assert_eq!((s.concealed, s.underruns, s.shrink_drops), (0, 0, 2), "{s:?}");
+        assert_eq!(played(&r)[0], 2);
+        assert!(strictly_increasing(&played(&r)));
+        assert!((16.0..18.0).contains(&r.jb.mean_wait_ms()), "wait {}", r.jb.mean_wait_ms());
+    }
+
+    #[test]
+    fn a_one_off_late_frame_is_concealed_without_adding_delay() {
+        // Frames wait 17 ms; frame 150 comes 30 ms late (a thread descheduled for a moment): its slot is
+        // concealed and the frame dropped when it comes, and the delay does not change.
+        let r = simulate(400, 20_000.0, 395, |i| vec![if i == 150 { 33_000 } else { 3_000 }]);
+        let s = r.jb.stats();
+        assert_eq!((s.underruns, s.late, s.concealed, s.shrink_drops), (1, 1, 1, 0), "{s:?}");
+        assert!((16.0..18.0).contains(&r.jb.mean_wait_ms()), "wait {}", r.jb.mean_wait_ms());
+        let p = played(&r);
+        assert!(strictly_increasing(&p) && !p.contains(&150));
+    }
+
+    #[test]
+    fn a_frame_of_delay_added_for_late_frames_is_kept_for_a_while() {
+        // Frames 150 and 250 both come 30 ms late: the first is a one-off, the second makes playout
+        // stretch by a frame. The wait is 37 ms from then on, and that frame is kept for 20 s rather than
+        // dropped at the next quiet moment (a step down, then up again at the next late frame).
+        let late = |i| vec![if i == 150 || i == 250 { 33_000 } else { 3_000 }];
+        let r = simulate(1_200, 20_000.0, 1_195, late);
+        let s = r.jb.stats();
+        assert_eq!((s.underruns, s.shrink_drops), (2, 0), "{s:?}");
+        assert!(r.jb.mean_wait_ms() > 30.0, "wait {}", r.jb.mean_wait_ms());
+        // After the calm period the excess goes.
+        let r = simulate(1_600, 20_000.0, 1_595, late);
+        let s = r.jb.stats();
+        assert_eq!((s.underruns, s.shrink_drops), (2, 1), "{s:?}");
+        assert!(strictly_increasing(&played(&r)));
     }
 
     #[test]
     fn excess_delay_is_only_shed_in_silence() {
-        // Same excess as above, but the listener hears speech the whole time: no frame is dropped.
-        let r = simulate_q(500, 20_000.0, 495, false, |_| vec![3_000]);
+        // The network delay drops by 40 ms after the first frames: later frames wait ~57 ms, two frames
+        // more than needed. While the listener hears speech nothing is dropped...
+        let slower_first = |i| vec![if i < 10 { 43_000 } else { 3_000 }];
+        let r = simulate_q(500, 20_000.0, 495, false, slower_first);
+        let p = played(&r);
         assert_eq!(r.jb.stats().shrink_drops, 0);
-        // 495 ticks minus the three before 40 ms were buffered; nothing concealed or skipped.
-        assert_eq!(played(&r).len(), 492);
         assert_eq!(r.jb.stats().concealed, 0);
+        assert_eq!(p.len() as u32, p.last().unwrap() + 1, "every frame played");
+        assert!(r.jb.mean_wait_ms() > 50.0, "wait {}", r.jb.mean_wait_ms());
+        // ...in silence the excess goes, one frame at a time.
+        let r = simulate(500, 20_000.0, 495, slower_first);
+        assert_eq!(r.jb.stats().shrink_drops, 2, "{:?}", r.jb.stats());
+        assert!(r.jb.mean_wait_ms() < 20.0, "wait {}", r.jb.mean_wait_ms());
+        assert!(strictly_increasing(&played(&r)));
     }
 
     #[test]
@@ -630,9 +779,33 @@ mod tests {
         });
         let cap = (300 / 20) as u64;
         assert!(r.max_depth > cap, "the flood must exceed the cap for this test to mean anything");
-        assert!(r.jb.stats().overflow_drops > 0);
+        // Shed by the cap, or skipped when playout restarts after the stall.
+        let s = r.jb.stats();
+        assert!(s.overflow_drops + s.shrink_drops > 0, "{s:?}");
         assert!(r.jb.depth_frames() <= cap);
         assert!(strictly_increasing(&played(&r)));
+    }
+
+    #[test]
+    fn playout_that_starts_late_begins_with_the_newest_frames() {
+        // The sound device starts calling back 2 s into the call: 100 frames are waiting by then. Playout
+        // starts at once with a normal wait, from the newest frames.
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(JitterConfig::for_frame_ms(20), t0);
+        for i in 0..100u32 {
+            jb.push(t0 + Duration::from_millis(20 * u64::from(i) + 3), i * 960, &i.to_le_bytes());
+        }
+        let mut first = None;
+        for k in 0..10u32 {
+            let now = t0 + Duration::from_millis(2_000 + 20 * u64::from(k));
+            let i = 100 + k;
+            if let Pop::Frame(d) = jb.pop(now, false) {
+                first.get_or_insert(u32::from_le_bytes(d.try_into().unwrap()));
+            }
+            jb.push(now + Duration::from_millis(3), i * 960, &i.to_le_bytes());
+        }
+        assert!(matches!(first, Some(98 | 99)), "{first:?} {:?}", jb.stats());
+        assert!(jb.depth_frames() <= 2, "{:?}", jb.stats());
     }
 
     #[test]
@@ -640,12 +813,11 @@ mod tests {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(JitterConfig::for_frame_ms(20), t0);
         let base = u32::MAX - 960 * 2 + 1;
-        for k in 0..6u32 {
-            assert_eq!(jb.push(t0, base.wrapping_add(k * 960), &[k as u8]), PushOutcome::Accepted);
-        }
         let mut got = Vec::new();
-        for _ in 0..6 {
-            if let Pop::Frame(d) = jb.pop(t0, false) {
+        for k in 0..6u32 {
+            let at = t0 + Duration::from_millis(20 * u64::from(k));
+            assert_eq!(jb.push(at, base.wrapping_add(k * 960), &[k as u8]), PushOutcome::Accepted);
+            if let Pop::Frame(d) = jb.pop(at + Duration::from_millis(10), false) {
                 got.push(d[0]);
             }
         }
