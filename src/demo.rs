@@ -39,7 +39,7 @@ fn now_ms() -> u64 {
 /// Whether the default input and output devices can really be opened (cpal lists `alsa:default` on a
 /// machine without a sound card and only fails when the stream is built).
 pub fn sound_card_works() -> bool {
-    CpalSource::open(None, 960).is_ok() && CpalSink::open(None, 960).is_ok()
+    CpalSource::probe(None, 960).is_ok() && CpalSink::probe(None, 960).is_ok()
 }
 
 impl Demo {

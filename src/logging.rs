@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
 
 /// The STUN/TURN crates log normal protocol steps (the first 401 challenge of every allocation, a
-/// permission already being created) at ERROR; the transport reports what matters in our own words.
-const QUIET_CRATES: &str = ",stun_proto=off,turn_client_proto=off,turn_types=off,stun_types=off";
+/// permission already being created) at ERROR, and the PulseAudio client logs "Client disconnected" at
+/// ERROR whenever a connection is closed (every device check); what matters is reported in our own words.
+const QUIET_CRATES: &str = ",stun_proto=off,turn_client_proto=off,turn_types=off,stun_types=off,pulseaudio=off";
 
 fn filter(default: &str) -> EnvFilter {
     EnvFilter::try_from_env("QVOICE_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{default}{QUIET_CRATES}")))

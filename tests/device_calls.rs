@@ -319,7 +319,7 @@ fn pulse_env(lab: &Lab, mic: &str, spk: &str) -> Vec<(String, String)> {
     env
 }
 
-/// A 14 s call between two device clients on PulseAudio null sinks at `rate`; speech into alice's mic
+/// A 20 s call between two device clients on PulseAudio null sinks at `rate`; speech into alice's mic
 /// sink, bob's speaker sink recorded.
 async fn pulse_call(rate: u32) {
     let _serial = SERIAL.lock().await;
@@ -334,7 +334,7 @@ async fn pulse_call(rate: u32) {
         bob.spawn_env(&[&["listen", "--auto-answer", "--once"], &dev[..]].concat(), &pulse_env(&lab, "b_mic", "b_spk"));
     b.wait_for("connection", SHORT, |v| v["connected"] == true).await;
     let mut a =
-        alice.spawn_env(&[&["call", "bob", "--duration", "15"], &dev[..]].concat(), &pulse_env(&lab, "a_mic", "a_spk"));
+        alice.spawn_env(&[&["call", "bob", "--duration", "20"], &dev[..]].concat(), &pulse_env(&lab, "a_mic", "a_spk"));
     a.wait("audio_flowing", SHORT).await;
     b.wait("audio_flowing", SHORT).await;
 
@@ -361,19 +361,19 @@ async fn pulse_call(rate: u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky on a loaded 2-core box (the ALSA pulse plugin stalls; see docs/AUDIO.md): run with --ignored"]
+#[ignore = "fails about one run in two: the delay steps by a frame once or twice in a 20 s call on null sinks (see docs/AUDIO.md); run with --ignored"]
 async fn pulse_null_sinks_at_16k() {
     pulse_call(16_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky on a loaded 2-core box (the ALSA pulse plugin stalls; see docs/AUDIO.md): run with --ignored"]
+#[ignore = "fails about one run in two: the delay steps by a frame once or twice in a 20 s call on null sinks (see docs/AUDIO.md); run with --ignored"]
 async fn pulse_null_sinks_at_44k1() {
     pulse_call(44_100).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky on a loaded 2-core box (the ALSA pulse plugin stalls; see docs/AUDIO.md): run with --ignored"]
+#[ignore = "fails about one run in two: the delay steps by a frame once or twice in a 20 s call on null sinks (see docs/AUDIO.md); run with --ignored"]
 async fn pulse_null_sinks_at_48k() {
     pulse_call(48_000).await;
 }

@@ -85,7 +85,7 @@ async fn test_4_audio_configuration() {
     let mut a = alice.spawn(&["call", "bob", "--duration", "0.5", "--input", "default", "--output", "default"]);
     let code = a.exit_code(SHORT).await;
     let sound_card =
-        qvoice::media::CpalSource::open(None, 960).is_ok() && qvoice::media::CpalSink::open(None, 960).is_ok();
+        qvoice::media::CpalSource::probe(None, 960).is_ok() && qvoice::media::CpalSink::probe(None, 960).is_ok();
     if sound_card {
         assert_eq!(code, 0);
         let _ = b.exit_code(SHORT).await;

@@ -69,12 +69,12 @@ pub fn check_devices(input: &AudioIn, output: &AudioOut) -> Result<(), DevicePro
         detail: detail(e),
     };
     if let AudioIn::Device(name) = input
-        && let Err(e) = CpalSource::open(name.as_deref(), PROBE_FRAME)
+        && let Err(e) = CpalSource::probe(name.as_deref(), PROBE_FRAME)
     {
         return Err(problem("microphone", name, &e));
     }
     if let AudioOut::Device(name) = output
-        && let Err(e) = CpalSink::open(name.as_deref(), PROBE_FRAME)
+        && let Err(e) = CpalSink::probe(name.as_deref(), PROBE_FRAME)
     {
         return Err(problem("speaker", name, &e));
     }

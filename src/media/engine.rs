@@ -519,10 +519,10 @@ impl MediaEngine {
 pub fn check_devices(input: &AudioIn, output: &AudioOut) -> Result<Vec<super::device::OpenedDevice>, AudioError> {
     let mut opened = Vec::new();
     if let AudioIn::Device(name) = input {
-        opened.push(CpalSource::open(name.as_deref(), 960)?.opened().clone());
+        opened.push(CpalSource::probe(name.as_deref(), 960)?.opened().clone());
     }
     if let AudioOut::Device(name) = output {
-        opened.push(CpalSink::open(name.as_deref(), 960)?.opened().clone());
+        opened.push(CpalSink::probe(name.as_deref(), 960)?.opened().clone());
     }
     Ok(opened)
 }

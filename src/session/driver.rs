@@ -550,12 +550,12 @@ impl Driver {
         let probe = tokio::task::spawn_blocking(move || {
             let mut missing = Vec::new();
             if let AudioIn::Device(name) = &input
-                && crate::media::CpalSource::open(name.as_deref(), 960).is_err()
+                && crate::media::CpalSource::probe(name.as_deref(), 960).is_err()
             {
                 missing.push("no microphone");
             }
             if let AudioOut::Device(name) = &output
-                && crate::media::CpalSink::open(name.as_deref(), 960).is_err()
+                && crate::media::CpalSink::probe(name.as_deref(), 960).is_err()
             {
                 missing.push("no speaker");
             }

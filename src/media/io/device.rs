@@ -443,25 +443,37 @@ struct StreamSetup {
 }
 
 impl StreamSetup {
-    fn input(&self, health: &Arc<DeviceHealth>) -> Result<(cpal::Stream, rtrb::Consumer<f32>), cpal::Error> {
+    fn input(
+        &self,
+        health: &Arc<DeviceHealth>,
+        start: bool,
+    ) -> Result<(cpal::Stream, rtrb::Consumer<f32>), cpal::Error> {
         let (prod, cons) = rtrb::RingBuffer::new(self.capacity);
         let stream = match self.fmt {
             SampleFormat::I16 => build_input::<i16>(&self.device, &self.config, prod, health.clone()),
             SampleFormat::I32 => build_input::<i32>(&self.device, &self.config, prod, health.clone()),
             _ => build_input::<f32>(&self.device, &self.config, prod, health.clone()),
         }?;
-        stream.play()?;
+        if start {
+            stream.play()?;
+        }
         Ok((stream, cons))
     }
 
-    fn output(&self, health: &Arc<DeviceHealth>) -> Result<(cpal::Stream, rtrb::Producer<f32>), cpal::Error> {
+    fn output(
+        &self,
+        health: &Arc<DeviceHealth>,
+        start: bool,
+    ) -> Result<(cpal::Stream, rtrb::Producer<f32>), cpal::Error> {
         let (prod, cons) = rtrb::RingBuffer::new(self.capacity);
         let stream = match self.fmt {
             SampleFormat::I16 => build_output::<i16>(&self.device, &self.config, cons, health.clone()),
             SampleFormat::I32 => build_output::<i32>(&self.device, &self.config, cons, health.clone()),
             _ => build_output::<f32>(&self.device, &self.config, cons, health.clone()),
         }?;
-        stream.play()?;
+        if start {
+            stream.play()?;
+        }
         Ok((stream, prod))
     }
 
@@ -614,18 +626,29 @@ impl std::fmt::Debug for CpalSource {
 }
 
 impl CpalSource {
-    /// Opens the named (or default) input device for 48 kHz frames of `frame_samples`.
+    /// Checks that the named (or default) input device opens for 48 kHz frames of `frame_samples`: the
+    /// stream is built and configured but not started (a PulseAudio capture stream only starts once the
+    /// server delivers data, which a null sink can take a second or two to do).
     ///
     /// Fails with [`AudioError::NoDevice`], [`AudioError::DeviceNotFound`] or [`AudioError::Unusable`]
-    /// when no stream can be started.
-    pub fn open(name: Option<&str>, frame_samples: usize) -> Result<Self, AudioError> {
-        Self::open_with(name, frame_samples, Arc::new(DeviceHealth::default()))
+    /// when no stream can be built.
+    pub fn probe(name: Option<&str>, frame_samples: usize) -> Result<Self, AudioError> {
+        Self::open_inner(name, frame_samples, Arc::new(DeviceHealth::default()), false)
     }
 
-    /// Like [`CpalSource::open`], counting into `health`.
+    /// Opens and starts the named (or default) input device, counting into `health`.
     ///
-    /// Fails like [`CpalSource::open`].
+    /// Fails like [`CpalSource::probe`], or when the stream cannot be started.
     pub fn open_with(name: Option<&str>, frame_samples: usize, health: Arc<DeviceHealth>) -> Result<Self, AudioError> {
+        Self::open_inner(name, frame_samples, health, true)
+    }
+
+    fn open_inner(
+        name: Option<&str>,
+        frame_samples: usize,
+        health: Arc<DeviceHealth>,
+        start: bool,
+    ) -> Result<Self, AudioError> {
         let _quiet = AlsaQuiet::install();
         let label = name.unwrap_or("default");
         let device = pick(true, name)?;
@@ -636,7 +659,7 @@ impl CpalSource {
             OpenedDevice { name: label.to_owned(), rate, channels: config.channels, format: format!("{fmt:?}") };
         let mut setup =
             StreamSetup { device, config, fmt, capacity, seen_errors: 0, rebuilds: 0, period_request: None };
-        let (stream, cons) = build_with_period(&mut setup, period, |s| s.input(&health))
+        let (stream, cons) = build_with_period(&mut setup, period, |s| s.input(&health, start))
             .map_err(|e| AudioError::Unusable { device: label.to_owned(), offered: format!("{opened} ({e})") })?;
         let resampler = if rate == SAMPLE_RATE {
             None
@@ -748,7 +771,7 @@ impl AudioSource for CpalSource {
             )? {
                 drop_stream(self.stream.take());
                 let (stream, cons) =
-                    self.setup.input(&self.health).map_err(|e| reopen_failed(&self.opened.name, &e))?;
+                    self.setup.input(&self.health, true).map_err(|e| reopen_failed(&self.opened.name, &e))?;
                 self.stream = Some(stream);
                 self.cons = cons;
                 self.watchdog = Watchdog::new();
@@ -807,18 +830,29 @@ impl std::fmt::Debug for CpalSink {
 }
 
 impl CpalSink {
-    /// Opens the named (or default) output device for 48 kHz frames of `frame_samples`.
+    /// Checks that the named (or default) output device opens for 48 kHz frames of `frame_samples`: the
+    /// stream is built and configured but not started (a PulseAudio capture stream only starts once the
+    /// server delivers data, which a null sink can take a second or two to do).
     ///
     /// Fails with [`AudioError::NoDevice`], [`AudioError::DeviceNotFound`] or [`AudioError::Unusable`]
-    /// when no stream can be started.
-    pub fn open(name: Option<&str>, frame_samples: usize) -> Result<Self, AudioError> {
-        Self::open_with(name, frame_samples, Arc::new(DeviceHealth::default()))
+    /// when no stream can be built.
+    pub fn probe(name: Option<&str>, frame_samples: usize) -> Result<Self, AudioError> {
+        Self::open_inner(name, frame_samples, Arc::new(DeviceHealth::default()), false)
     }
 
-    /// Like [`CpalSink::open`], counting into `health`.
+    /// Opens and starts the named (or default) output device, counting into `health`.
     ///
-    /// Fails like [`CpalSink::open`].
+    /// Fails like [`CpalSink::probe`], or when the stream cannot be started.
     pub fn open_with(name: Option<&str>, frame_samples: usize, health: Arc<DeviceHealth>) -> Result<Self, AudioError> {
+        Self::open_inner(name, frame_samples, health, true)
+    }
+
+    fn open_inner(
+        name: Option<&str>,
+        frame_samples: usize,
+        health: Arc<DeviceHealth>,
+        start: bool,
+    ) -> Result<Self, AudioError> {
         let _quiet = AlsaQuiet::install();
         let label = name.unwrap_or("default");
         let device = pick(false, name)?;
@@ -842,7 +876,8 @@ impl CpalSink {
         .map_err(|e| unusable(&e))?;
         let mut setup =
             StreamSetup { device, config, fmt, capacity, seen_errors: 0, rebuilds: 0, period_request: None };
-        let (stream, prod) = build_with_period(&mut setup, period, |s| s.output(&health)).map_err(|e| unusable(&e))?;
+        let (stream, prod) =
+            build_with_period(&mut setup, period, |s| s.output(&health, start)).map_err(|e| unusable(&e))?;
         tracing::info!(device = %opened, "playback device opened");
         let max_out = resampler.output_frames_max();
         Ok(Self {
@@ -976,7 +1011,7 @@ impl AudioSink for CpalSink {
             )? {
                 drop_stream(self.stream.take());
                 let (stream, prod) =
-                    self.setup.output(&self.health).map_err(|e| reopen_failed(&self.opened.name, &e))?;
+                    self.setup.output(&self.health, true).map_err(|e| reopen_failed(&self.opened.name, &e))?;
                 self.stream = Some(stream);
                 self.prod = prod;
                 self.watchdog = Watchdog::new();
@@ -993,7 +1028,15 @@ impl AudioSink for CpalSink {
         if waited && period_us >= (PLAYOUT_PHASE + PLAYOUT_PHASE_SLACK).as_micros() as u64 {
             std::thread::sleep(PLAYOUT_PHASE);
         }
-        fill(&mut self.buf);
+        if self.health.out_callbacks.load(Relaxed) < FLOWING_AFTER {
+            // Until the device calls back at its steady pace, silence covers its start-up requests (a
+            // PulseAudio stream first asks for its whole prebuffer, then may pause for its server's idle
+            // latency). Reading the jitter buffer now would pull several frames in quick succession and
+            // leave the frames that follow with less wait than it chose for them.
+            self.buf.fill(0);
+        } else {
+            fill(&mut self.buf);
+        }
         for (d, &s) in self.inbuf.iter_mut().zip(self.buf.iter()) {
             *d = f32::from(s) / 32_768.0;
         }
@@ -1027,7 +1070,7 @@ mod tests {
     /// with a card it must succeed. Either way it must not panic.
     #[test]
     fn opening_a_missing_device_fails_clearly() {
-        match CpalSink::open(Some("no-such-device-qvoice"), 960) {
+        match CpalSink::probe(Some("no-such-device-qvoice"), 960) {
             Err(AudioError::DeviceNotFound(n)) => assert_eq!(n, "no-such-device-qvoice"),
             Err(AudioError::NoDevice(_)) => {}
             other => panic!("unexpected {other:?}"),
@@ -1066,8 +1109,8 @@ mod probe {
         let name = std::env::var("QV_PROBE_DEVICE").unwrap_or_else(|_| "default".into());
         if std::env::var("QV_PROBE_TWICE").is_ok() {
             let t = Instant::now();
-            drop(CpalSource::open(Some(&name), 960).unwrap());
-            drop(CpalSink::open(Some(&name), 960).unwrap());
+            drop(CpalSource::probe(Some(&name), 960).unwrap());
+            drop(CpalSink::probe(Some(&name), 960).unwrap());
             eprintln!("probe open+close took {:?}", t.elapsed());
         }
         let h = Arc::new(DeviceHealth::default());
