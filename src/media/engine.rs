@@ -737,48 +737,23 @@ fn switch_source(
     opening: &mut Option<Opening<dyn AudioSource + Send, AudioIn>>,
     ctx: &SourceCtx,
 ) {
-    let dir = AudioDirection::Input;
-    if let Some(next) = shared.switch_in.take() {
-        if next == cur.spec {
-            // The last choice wins: an opening still under way is dropped.
-            *opening = None;
-            shared.event(MediaEvent::AudioInUse { dir, spec: next.spec(), detail: cur.detail.clone(), switched: true });
-        } else {
-            let background = matches!(next, AudioIn::Device(_) | AudioIn::Wav(_) | AudioIn::WavLoop(_));
-            let (input, ctx, health) = (next.clone(), *ctx, shared.device.clone());
-            let epoch = grid_at(ctx.epoch, ctx.frame, Instant::now());
-            *opening = Some(Opening::start(next, background, move || open_source(&input, &ctx, epoch, &health)));
-        }
-    }
-    let Some(result) = opening.as_ref().and_then(Opening::poll) else { return };
-    let Some(op) = opening.take() else { return };
-    let spec = op.spec.spec();
-    match result {
-        Ok((mut dev, detail)) => {
-            // A file opened on the helper thread was paced from then; it starts now.
-            dev.restart();
-            drop(std::mem::replace(&mut cur.dev, dev));
-            // The callback counter and period now belong to the new device: its watchdog gets the slow-start
-            // grace, and the period it reports is its own.
-            shared.device.in_callbacks.store(0, Relaxed);
-            shared.device.in_period.store(0, Relaxed);
-            tracing::info!(
-                from = %cur.spec.spec(),
-                to = %spec,
-                device = %detail,
-                took_ms = op.since.elapsed().as_millis() as u64,
-                "microphone switched"
-            );
-            cur.spec = op.spec;
-            cur.detail.clone_from(&detail);
-            shared.event(MediaEvent::AudioInUse { dir, spec, detail, switched: true });
-        }
-        Err(e) => {
-            let message = switch_failed_text(dir, &spec, &cur.spec.spec(), &e);
-            tracing::warn!("{message}");
-            shared.event(MediaEvent::SwitchFailed { dir, spec, message });
-        }
-    }
+    let request = shared.switch_in.take();
+    let start = |next: AudioIn| {
+        let background = matches!(next, AudioIn::Device(_) | AudioIn::Wav(_) | AudioIn::WavLoop(_));
+        let (input, ctx, health) = (next.clone(), *ctx, shared.device.clone());
+        let epoch = grid_at(ctx.epoch, ctx.frame, Instant::now());
+        Opening::start(next, background, move || open_source(&input, &ctx, epoch, &health))
+    };
+    let swap = |cur: &mut Current<dyn AudioSource + Send, AudioIn>, mut dev: Box<dyn AudioSource + Send>| {
+        // A file opened on the helper thread was paced from then; it starts now.
+        dev.restart();
+        drop(std::mem::replace(&mut cur.dev, dev));
+        // The callback counter and period now belong to the new device: its watchdog gets the slow-start
+        // grace, and the period it reports is its own.
+        shared.device.in_callbacks.store(0, Relaxed);
+        shared.device.in_period.store(0, Relaxed);
+    };
+    switch_device(shared, AudioDirection::Input, cur, opening, request, AudioIn::spec, start, swap);
 }
 
 /// The output side of [`switch_source`]: the old output is finished (a WAV file is finalised) and dropped,
@@ -791,45 +766,75 @@ fn switch_sink(
     opening: &mut Option<Opening<dyn AudioSink + Send, AudioOut>>,
     ctx: &SinkCtx,
 ) {
-    let dir = AudioDirection::Output;
-    if let Some(next) = shared.switch_out.take() {
+    let request = shared.switch_out.take();
+    let start = |next: AudioOut| {
+        let background = matches!(next, AudioOut::Device(_));
+        let (out, ctx, health) = (next.clone(), *ctx, shared.device.clone());
+        // The old output just played the frame due at the current grid point: the new one starts at the next.
+        let epoch = grid_at(ctx.epoch, ctx.frame, Instant::now()) + ctx.frame;
+        Opening::start(next, background, move || open_sink(&out, &ctx, epoch, &health))
+    };
+    let swap = |cur: &mut Current<dyn AudioSink + Send, AudioOut>, dev: Box<dyn AudioSink + Send>| {
+        if let Err(e) = std::mem::replace(&mut cur.dev, dev).finish() {
+            tracing::warn!(output = %cur.spec.spec(), error = %e, "the previous output did not close cleanly");
+        }
+        let d = &shared.device;
+        d.out_callbacks.store(0, Relaxed);
+        d.out_period.store(0, Relaxed);
+        d.drift_ppm.store(0, Relaxed);
+    };
+    switch_device(shared, AudioDirection::Output, cur, opening, request, AudioOut::spec, start, swap);
+}
+
+/// What both directions do: a request for what is already in use cancels an opening under way (the last
+/// choice wins) and is reported; another request starts opening it; an opening that finished is swapped in
+/// (`swap` does the direction's part) and reported, or its failure is reported and the old device stays.
+#[allow(clippy::too_many_arguments)]
+fn switch_device<D: ?Sized + 'static, S: PartialEq>(
+    shared: &Shared,
+    dir: AudioDirection,
+    cur: &mut Current<D, S>,
+    opening: &mut Option<Opening<D, S>>,
+    request: Option<S>,
+    spec_of: fn(&S) -> String,
+    start: impl FnOnce(S) -> Opening<D, S>,
+    swap: impl FnOnce(&mut Current<D, S>, Box<D>),
+) where
+    Box<D>: Send,
+{
+    if let Some(next) = request {
         if next == cur.spec {
             *opening = None;
-            shared.event(MediaEvent::AudioInUse { dir, spec: next.spec(), detail: cur.detail.clone(), switched: true });
+            shared.event(MediaEvent::AudioInUse {
+                dir,
+                spec: spec_of(&next),
+                detail: cur.detail.clone(),
+                switched: true,
+            });
         } else {
-            let background = matches!(next, AudioOut::Device(_));
-            let (out, ctx, health) = (next.clone(), *ctx, shared.device.clone());
-            // The old output just played the frame due at the current grid point: the new one starts at
-            // the next.
-            let epoch = grid_at(ctx.epoch, ctx.frame, Instant::now()) + ctx.frame;
-            *opening = Some(Opening::start(next, background, move || open_sink(&out, &ctx, epoch, &health)));
+            *opening = Some(start(next));
         }
     }
     let Some(result) = opening.as_ref().and_then(Opening::poll) else { return };
     let Some(op) = opening.take() else { return };
-    let spec = op.spec.spec();
+    let spec = spec_of(&op.spec);
     match result {
         Ok((dev, detail)) => {
-            if let Err(e) = std::mem::replace(&mut cur.dev, dev).finish() {
-                tracing::warn!(output = %cur.spec.spec(), error = %e, "the previous output did not close cleanly");
-            }
-            let d = &shared.device;
-            d.out_callbacks.store(0, Relaxed);
-            d.out_period.store(0, Relaxed);
-            d.drift_ppm.store(0, Relaxed);
+            swap(cur, dev);
             tracing::info!(
-                from = %cur.spec.spec(),
+                from = %spec_of(&cur.spec),
                 to = %spec,
                 device = %detail,
                 took_ms = op.since.elapsed().as_millis() as u64,
-                "speaker switched"
+                "{} switched",
+                dir.noun()
             );
             cur.spec = op.spec;
             cur.detail.clone_from(&detail);
             shared.event(MediaEvent::AudioInUse { dir, spec, detail, switched: true });
         }
         Err(e) => {
-            let message = switch_failed_text(dir, &spec, &cur.spec.spec(), &e);
+            let message = switch_failed_text(dir, &spec, &spec_of(&cur.spec), &e);
             tracing::warn!("{message}");
             shared.event(MediaEvent::SwitchFailed { dir, spec, message });
         }

@@ -443,6 +443,20 @@ struct StreamSetup {
 }
 
 impl StreamSetup {
+    /// Picks the named (or default) device for capture (`input`) or playback and chooses its configuration;
+    /// returns the setup, what it is, and the period to ask for.
+    fn prepare(input: bool, name: Option<&str>) -> Result<(Self, OpenedDevice, Option<u32>), AudioError> {
+        let label = name.unwrap_or("default");
+        let device = pick(input, name)?;
+        let (config, fmt, period) = choose_config(&device, input, label)?;
+        let rate = config.sample_rate;
+        let opened =
+            OpenedDevice { name: label.to_owned(), rate, channels: config.channels, format: format!("{fmt:?}") };
+        let capacity = ring_capacity(rate, period);
+        let setup = Self { device, config, fmt, capacity, seen_errors: 0, rebuilds: 0, period_request: None };
+        Ok((setup, opened, period))
+    }
+
     fn input(
         &self,
         health: &Arc<DeviceHealth>,
@@ -651,14 +665,8 @@ impl CpalSource {
     ) -> Result<Self, AudioError> {
         let _quiet = AlsaQuiet::install();
         let label = name.unwrap_or("default");
-        let device = pick(true, name)?;
-        let (config, fmt, period) = choose_config(&device, true, label)?;
-        let rate = config.sample_rate;
-        let capacity = ring_capacity(rate, period);
-        let opened =
-            OpenedDevice { name: label.to_owned(), rate, channels: config.channels, format: format!("{fmt:?}") };
-        let mut setup =
-            StreamSetup { device, config, fmt, capacity, seen_errors: 0, rebuilds: 0, period_request: None };
+        let (mut setup, opened, period) = StreamSetup::prepare(true, name)?;
+        let rate = opened.rate;
         let (stream, cons) = build_with_period(&mut setup, period, |s| s.input(&health, start))
             .map_err(|e| AudioError::Unusable { device: label.to_owned(), offered: format!("{opened} ({e})") })?;
         let resampler = if rate == SAMPLE_RATE {
@@ -855,12 +863,8 @@ impl CpalSink {
     ) -> Result<Self, AudioError> {
         let _quiet = AlsaQuiet::install();
         let label = name.unwrap_or("default");
-        let device = pick(false, name)?;
-        let (config, fmt, period) = choose_config(&device, false, label)?;
-        let rate = config.sample_rate;
-        let capacity = ring_capacity(rate, period);
-        let opened =
-            OpenedDevice { name: label.to_owned(), rate, channels: config.channels, format: format!("{fmt:?}") };
+        let (mut setup, opened, period) = StreamSetup::prepare(false, name)?;
+        let (rate, capacity) = (opened.rate, setup.capacity);
         let unusable = |e: &dyn std::fmt::Display| AudioError::Unusable {
             device: label.to_owned(),
             offered: format!("{opened} ({e})"),
@@ -874,8 +878,6 @@ impl CpalSink {
             1,
         )
         .map_err(|e| unusable(&e))?;
-        let mut setup =
-            StreamSetup { device, config, fmt, capacity, seen_errors: 0, rebuilds: 0, period_request: None };
         let (stream, prod) =
             build_with_period(&mut setup, period, |s| s.output(&health, start)).map_err(|e| unusable(&e))?;
         tracing::info!(device = %opened, "playback device opened");
