@@ -361,19 +361,19 @@ async fn pulse_call(rate: u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails about one run in two: the delay steps by a frame once or twice in a 20 s call on null sinks (see docs/AUDIO.md); run with --ignored"]
+#[ignore = "fails most runs: the delay steps by a frame once or twice in a 20 s call on null sinks (see docs/AUDIO.md); run with --ignored"]
 async fn pulse_null_sinks_at_16k() {
     pulse_call(16_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails about one run in two: the delay steps by a frame once or twice in a 20 s call on null sinks (see docs/AUDIO.md); run with --ignored"]
+#[ignore = "fails most runs: the delay steps by a frame once or twice in a 20 s call on null sinks (see docs/AUDIO.md); run with --ignored"]
 async fn pulse_null_sinks_at_44k1() {
     pulse_call(44_100).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails about one run in two: the delay steps by a frame once or twice in a 20 s call on null sinks (see docs/AUDIO.md); run with --ignored"]
+#[ignore = "fails most runs: the delay steps by a frame once or twice in a 20 s call on null sinks (see docs/AUDIO.md); run with --ignored"]
 async fn pulse_null_sinks_at_48k() {
     pulse_call(48_000).await;
 }
