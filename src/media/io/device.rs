@@ -187,17 +187,20 @@ fn parse_name(name: Option<&str>) -> (Option<Backend>, Option<&str>) {
 pub fn list_devices_probed(probe: bool) -> Result<Vec<DeviceInfo>, AudioError> {
     let _quiet = AlsaQuiet::install();
     let mut out = Vec::new();
+    let mut pulse_up = false;
     if let Some(pulse) = pulse_host()
         && let Ok(devices) = pulse.devices()
     {
+        pulse_up = true;
         out.push(DeviceInfo {
             name: "pulse".into(),
-            description: "PulseAudio: the server's default source and sink ($PULSE_SOURCE / $PULSE_SINK when set)"
+            description: "PulseAudio: the server's default source and sink ($PULSE_SOURCE / $PULSE_SINK when set); \
+                          `default` is this while the server answers"
                 .into(),
             id: "pulseaudio:@DEFAULT@".into(),
             input: true,
             output: true,
-            native: None,
+            native: pulse.default_output_device().and_then(|d| native_summary(&d)),
         });
         for d in devices {
             let desc = d.description().ok();
@@ -220,7 +223,11 @@ pub fn list_devices_probed(probe: bool) -> Result<Vec<DeviceInfo>, AudioError> {
     };
     out.extend(alsa.map(|d| {
         let desc = d.description().ok();
-        let name = desc.as_ref().and_then(|x| x.driver().map(str::to_owned)).unwrap_or_else(|| d.to_string());
+        let mut name = desc.as_ref().and_then(|x| x.driver().map(str::to_owned)).unwrap_or_else(|| d.to_string());
+        // With a PulseAudio server up, `default` and `pulse` name it natively; these ALSA PCMs keep `alsa:`.
+        if pulse_up && (name == "default" || name == "pulse") {
+            name = format!("alsa:{name}");
+        }
         let native = probe.then(|| native_summary(&d)).flatten();
         DeviceInfo {
             description: desc.as_ref().map_or_else(String::new, |x| x.name().to_string()),
@@ -1077,6 +1084,18 @@ mod tests {
             Err(AudioError::NoDevice(_)) => {}
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn device_names_select_the_sound_system() {
+        assert_eq!(parse_name(None), (None, None));
+        assert_eq!(parse_name(Some("default")), (None, None));
+        assert_eq!(parse_name(Some("pulse")), (Some(Backend::Pulse), None));
+        assert_eq!(parse_name(Some("pulse:mysink.monitor")), (Some(Backend::Pulse), Some("mysink.monitor")));
+        assert_eq!(parse_name(Some("alsa:default")), (Some(Backend::Alsa), None));
+        assert_eq!(parse_name(Some("alsa:pulse")), (Some(Backend::Alsa), Some("pulse")));
+        assert_eq!(parse_name(Some("hw:1,0")), (Some(Backend::Alsa), Some("hw:1,0")));
+        assert_eq!(parse_name(Some("qva")), (Some(Backend::Alsa), Some("qva")));
     }
 
     #[test]
