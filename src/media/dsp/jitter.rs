@@ -226,13 +226,6 @@ impl JitterBuffer {
     /// Only frames that arrived in order are judged: with reordering, the newest frame's arrival says
     /// little about when the next ones will come.
     fn skip_start_excess(&mut self, now: Instant, highest: u64) {
-        // Before the first pop (a sound device slow to start) frames pile up: keep at most `max_delay`
-        // of them, and never wait for a frame that was lost before playout began.
-        while self.next + self.max_frames() < highest || self.next < highest && self.slot(self.next).is_none() {
-            self.clear(self.next);
-            self.next += 1;
-            self.stats.overflow_drops += 1;
-        }
         let Some(newest) = self.slot(highest).map(|s| s.arrival) else { return };
         let mut prev: Option<Instant> = None;
         for i in self.next..=highest {
