@@ -359,30 +359,42 @@ impl Component for Devices {
     }
 }
 
+/// The keys of a one-line text prompt: `submit` (advertised once something is typed), cancel, backspace.
+fn prompt_bindings(app: &App, submit: &'static str) -> Vec<Binding> {
+    vec![
+        Binding::named(KeyCode::Enter, Action::PromptSubmit, (!app.prompt.trim().is_empty()).then_some(submit)),
+        Binding::named(KeyCode::Esc, Action::Cancel, Some("cancel")),
+        Binding::named(KeyCode::Backspace, Action::PromptBackspace, None),
+        text_quit(app),
+    ]
+}
+
+/// Applies typing and backspace to the prompt; whether `action` was one of them.
+fn edit_prompt(app: &mut App, action: &Action) -> bool {
+    match action {
+        Action::PromptInput(c) => app.prompt.push(*c),
+        Action::PromptBackspace => {
+            app.prompt.pop();
+        }
+        _ => return false,
+    }
+    true
+}
+
 impl Component for DialPrompt {
     fn shown(&self, app: &App) -> bool {
         app.overlay == Some(Overlay::DialPrompt)
     }
 
     fn bindings(&self, app: &App) -> Vec<Binding> {
-        vec![
-            Binding::named(KeyCode::Enter, Action::PromptSubmit, (!app.prompt.trim().is_empty()).then_some("call")),
-            Binding::named(KeyCode::Esc, Action::Cancel, Some("cancel")),
-            Binding::named(KeyCode::Backspace, Action::PromptBackspace, None),
-            text_quit(app),
-        ]
+        prompt_bindings(app, "call")
     }
 
     fn update(&self, app: &mut App, action: Action) -> Option<Effect> {
+        if edit_prompt(app, &action) {
+            return None;
+        }
         match action {
-            Action::PromptInput(c) => {
-                app.prompt.push(c);
-                None
-            }
-            Action::PromptBackspace => {
-                app.prompt.pop();
-                None
-            }
             Action::PromptSubmit => {
                 let name = app.prompt.trim().to_owned();
                 if name.is_empty() {
@@ -420,24 +432,14 @@ impl Component for FilePrompt {
     }
 
     fn bindings(&self, app: &App) -> Vec<Binding> {
-        vec![
-            Binding::named(KeyCode::Enter, Action::PromptSubmit, (!app.prompt.trim().is_empty()).then_some("send")),
-            Binding::named(KeyCode::Esc, Action::Cancel, Some("cancel")),
-            Binding::named(KeyCode::Backspace, Action::PromptBackspace, None),
-            text_quit(app),
-        ]
+        prompt_bindings(app, "send")
     }
 
     fn update(&self, app: &mut App, action: Action) -> Option<Effect> {
+        if edit_prompt(app, &action) {
+            return None;
+        }
         match action {
-            Action::PromptInput(c) => {
-                app.prompt.push(c);
-                None
-            }
-            Action::PromptBackspace => {
-                app.prompt.pop();
-                None
-            }
             Action::PromptSubmit => app.submit_send_file(),
             Action::Cancel => {
                 app.overlay = None;
