@@ -33,6 +33,7 @@ use rubato::{Resampler as _, SincFixedIn, SincFixedOut, SincInterpolationParamet
 
 use crate::media::audio::{AudioError, AudioSink, AudioSource, Captured};
 use crate::media::codec::SAMPLE_RATE;
+use crate::media::dsp::pacer::CapturePacer;
 
 /// No callback for this long means the device stalled (driver or sound server gone without an error).
 pub const STALL_AFTER: Duration = Duration::from_millis(1_500);
@@ -464,21 +465,20 @@ impl StreamSetup {
         Ok((setup, opened, period))
     }
 
-    fn input(
-        &self,
-        health: &Arc<DeviceHealth>,
-        start: bool,
-    ) -> Result<(cpal::Stream, rtrb::Consumer<f32>), cpal::Error> {
+    fn input(&self, health: &Arc<DeviceHealth>, start: bool) -> Result<(cpal::Stream, CaptureRing), cpal::Error> {
         let (prod, cons) = rtrb::RingBuffer::new(self.capacity);
+        let (times, times_rx) = rtrb::RingBuffer::new(CLOCK_EVENTS);
+        let epoch = Instant::now();
+        let cb = InputCallback { prod, times, epoch, written: 0, health: health.clone() };
         let stream = match self.fmt {
-            SampleFormat::I16 => build_input::<i16>(&self.device, &self.config, prod, health.clone()),
-            SampleFormat::I32 => build_input::<i32>(&self.device, &self.config, prod, health.clone()),
-            _ => build_input::<f32>(&self.device, &self.config, prod, health.clone()),
+            SampleFormat::I16 => build_input::<i16>(&self.device, &self.config, cb),
+            SampleFormat::I32 => build_input::<i32>(&self.device, &self.config, cb),
+            _ => build_input::<f32>(&self.device, &self.config, cb),
         }?;
         if start {
             stream.play()?;
         }
-        Ok((stream, cons))
+        Ok((stream, CaptureRing { samples: cons, times: times_rx, epoch, read: 0 }))
     }
 
     fn output(
@@ -630,7 +630,9 @@ fn to_i16(x: f32) -> i16 {
 /// Microphone capture.
 pub struct CpalSource {
     setup: StreamSetup,
-    cons: rtrb::Consumer<f32>,
+    cons: CaptureRing,
+    /// Evens out send times on a device that delivers uneven chunks (PulseAudio).
+    pacer: Option<CapturePacer>,
     stream: Option<cpal::Stream>,
     resampler: Option<SincFixedOut<f32>>,
     inbuf: Vec<f32>,
@@ -692,10 +694,17 @@ impl CpalSource {
         };
         let max_in = resampler.as_ref().map_or(frame_samples, |r| r.input_frames_max());
         let max_out = resampler.as_ref().map_or(frame_samples, |r| r.output_frames_max());
-        tracing::info!(device = %opened, "capture device opened");
+        // A PulseAudio source is timer-scheduled and hands over chunks of any size up to its fragment (the
+        // period asked for): frames are held for one fragment so that they leave evenly.
+        let pacer = is_pulse(&setup.device).then(|| {
+            let fragment = period.unwrap_or(rate / 50);
+            CapturePacer::new(rate, Duration::from_micros(u64::from(fragment) * 1_000_000 / u64::from(rate.max(1))))
+        });
+        tracing::info!(device = %opened, paced = pacer.is_some(), "capture device opened");
         Ok(Self {
             setup,
             cons,
+            pacer,
             stream: Some(stream),
             resampler,
             inbuf: vec![0.0; max_in],
@@ -710,6 +719,28 @@ impl CpalSource {
     pub fn opened(&self) -> &OpenedDevice {
         &self.opened
     }
+
+    /// Holds the frame just read until the pacer's release time (see [`CapturePacer`]); returns at once
+    /// when the engine stops.
+    fn pace(&mut self) {
+        let Some(p) = &mut self.pacer else { return };
+        while let Ok((us, written)) = self.cons.times.pop() {
+            p.delivered(us as f64 / 1e6, written);
+        }
+        let Some(release) = p.release(self.cons.read) else { return };
+        loop {
+            let now = self.cons.epoch.elapsed().as_secs_f64();
+            if now >= release || self.health.cancel.load(Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs_f64((release - now).min(0.005)));
+        }
+    }
+}
+
+/// Whether a device is reached through cpal's PulseAudio host.
+fn is_pulse(d: &cpal::Device) -> bool {
+    d.id().is_ok_and(|id| id.host() == cpal::HostId::PulseAudio)
 }
 
 impl Drop for CpalSource {
@@ -718,34 +749,59 @@ impl Drop for CpalSource {
     }
 }
 
+/// Timing events the capture callback can queue before the engine thread reads them (a few seconds of
+/// callbacks; more are dropped, which only delays the pacer's estimate).
+const CLOCK_EVENTS: usize = 512;
+
+/// What the capture callback owns: the sample ring's writing end and the queue of (µs since `epoch`,
+/// samples written so far) after each callback, from which [`CapturePacer`] learns the device's clock.
+struct InputCallback {
+    prod: rtrb::Producer<f32>,
+    times: rtrb::Producer<(u64, u64)>,
+    epoch: Instant,
+    written: u64,
+    health: Arc<DeviceHealth>,
+}
+
+/// The engine thread's side of a capture stream: the samples, the callbacks' timing, and how many samples
+/// it took out of the ring (kept or discarded).
+struct CaptureRing {
+    samples: rtrb::Consumer<f32>,
+    times: rtrb::Consumer<(u64, u64)>,
+    epoch: Instant,
+    read: u64,
+}
+
 fn build_input<T>(
     device: &cpal::Device,
     config: &StreamConfig,
-    mut prod: rtrb::Producer<f32>,
-    health: Arc<DeviceHealth>,
+    mut cb: InputCallback,
 ) -> Result<cpal::Stream, cpal::Error>
 where
     T: SizedSample,
     f32: FromSample<T>,
 {
     let ch = usize::from(config.channels.max(1));
-    let h = health.clone();
+    let h = cb.health.clone();
     device.build_input_stream::<T, _, _>(
         *config,
         move |data: &[T], _| {
             let frames = data.len() / ch;
-            health.in_callbacks.fetch_add(1, Relaxed);
-            health.in_period.fetch_max(frames as u64, Relaxed);
-            let n = frames.min(prod.slots());
-            if let Ok(chunk) = prod.write_chunk_uninit(n) {
+            cb.health.in_callbacks.fetch_add(1, Relaxed);
+            cb.health.in_period.fetch_max(frames as u64, Relaxed);
+            let n = frames.min(cb.prod.slots());
+            if let Ok(chunk) = cb.prod.write_chunk_uninit(n) {
                 let scale = 1.0 / ch as f32;
                 chunk.fill_from_iter(
                     data.chunks_exact(ch).map(|f| f.iter().map(|s| s.to_sample::<f32>()).sum::<f32>() * scale),
                 );
             }
             if n < frames {
-                health.in_overruns.fetch_add((frames - n) as u64, Relaxed);
+                cb.health.in_overruns.fetch_add((frames - n) as u64, Relaxed);
             }
+            cb.written += n as u64;
+            // Reading the monotonic clock is a vDSO call: no lock, no allocation, no system call.
+            let _ = cb.times.push((cb.epoch.elapsed().as_micros() as u64, cb.written));
         },
         move |e| h.on_error(&e),
         Some(Duration::from_secs(2)),
@@ -757,15 +813,16 @@ impl AudioSource for CpalSource {
         let need = self.resampler.as_ref().map_or(out.len(), |r| r.input_frames_next());
         let rate = self.opened.rate as usize;
         loop {
-            let avail = self.cons.slots();
+            let avail = self.cons.samples.slots();
             if avail >= need {
                 // A backlog (the thread was descheduled, or the path just came up) would add delay for
                 // the rest of the call: keep only the newest audio.
                 let max = need + rate * CAPTURE_MAX_BACKLOG.as_millis() as usize / 1000;
                 if avail > max
-                    && let Ok(c) = self.cons.read_chunk(avail - need)
+                    && let Ok(c) = self.cons.samples.read_chunk(avail - need)
                 {
                     self.health.in_overruns.fetch_add(c.len() as u64, Relaxed);
+                    self.cons.read += c.len() as u64;
                     c.commit_all();
                 }
                 break;
@@ -789,6 +846,9 @@ impl AudioSource for CpalSource {
                     self.setup.input(&self.health, true).map_err(|e| reopen_failed(&self.opened.name, &e))?;
                 self.stream = Some(stream);
                 self.cons = cons;
+                if let Some(p) = &mut self.pacer {
+                    p.reset();
+                }
                 self.watchdog = Watchdog::new();
                 continue;
             }
@@ -796,11 +856,13 @@ impl AudioSource for CpalSource {
             // Wake within ~2 ms of the samples arriving: capture-to-send delay is mouth-to-ear delay.
             std::thread::sleep(Duration::from_micros(missing_us.saturating_sub(1_000).clamp(300, 2_000)));
         }
-        let chunk = self.cons.read_chunk(need).map_err(|_| AudioError::Stalled)?;
+        let chunk = self.cons.samples.read_chunk(need).map_err(|_| AudioError::Stalled)?;
         let (a, b) = chunk.as_slices();
         self.inbuf[..a.len()].copy_from_slice(a);
         self.inbuf[a.len()..a.len() + b.len()].copy_from_slice(b);
         chunk.commit_all();
+        self.cons.read += need as u64;
+        self.pace();
         match &mut self.resampler {
             None => {
                 for (o, &s) in out.iter_mut().zip(&self.inbuf[..need]) {
