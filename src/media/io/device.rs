@@ -84,13 +84,15 @@ pub struct DeviceHealth {
     pub out_callbacks: AtomicU64,
     /// Largest capture callback seen, in device frames.
     pub in_period: AtomicU64,
-    /// Largest playback callback seen, in device frames.
+    /// Largest playback callback over the last [`PERIOD_WINDOW`] to twice that many callbacks, in device
+    /// frames (the playout keeps this much in the ring).
     pub out_period: AtomicU64,
     /// Xruns the driver reported (either direction).
     pub xruns: AtomicU64,
     /// Other stream errors the driver reported.
     pub stream_errors: AtomicU64,
-    /// Captured samples dropped because the capture ring was full.
+    /// Samples dropped because a ring was full: captured samples the engine did not take in time (or a
+    /// capture backlog it trimmed), or playout samples the device did not take.
     pub in_overruns: AtomicU64,
     /// Playback callbacks that found the ring short (the gap was filled with silence).
     pub out_underruns: AtomicU64,
@@ -999,6 +1001,34 @@ impl Drop for CpalSink {
     }
 }
 
+/// Playback callbacks per window of [`PeriodWindow`].
+const PERIOD_WINDOW: u32 = 128;
+
+/// The largest callback over the current and the previous window of [`PERIOD_WINDOW`] callbacks. A sound
+/// server that once asks for more (PulseAudio refilling after a scheduling hiccup asks for two periods)
+/// raises the playout's target for a window or two, not for the rest of the call: a running maximum kept
+/// that extra period in the ring, and in the delay, until the call ended.
+#[derive(Debug, Default)]
+struct PeriodWindow {
+    seen: u32,
+    current: u64,
+    previous: u64,
+}
+
+impl PeriodWindow {
+    fn observe(&mut self, frames: u64) -> u64 {
+        self.current = self.current.max(frames);
+        let largest = self.current.max(self.previous);
+        self.seen += 1;
+        if self.seen >= PERIOD_WINDOW {
+            self.previous = self.current;
+            self.current = 0;
+            self.seen = 0;
+        }
+        largest
+    }
+}
+
 fn build_output<T>(
     device: &cpal::Device,
     config: &StreamConfig,
@@ -1012,6 +1042,7 @@ where
     let h = health.clone();
     // Underruns count only once audio has flowed (the ring starts empty).
     let mut primed = false;
+    let mut periods = PeriodWindow::default();
     device.build_output_stream::<T, _, _>(
         *config,
         move |data: &mut [T], _| {
@@ -1019,7 +1050,7 @@ where
             // The first callback asks for the whole prebuffer (PulseAudio: two periods); the period the
             // playout keeps in the ring is that of the callbacks after it.
             if health.out_callbacks.fetch_add(1, Relaxed) > 0 {
-                health.out_period.fetch_max(frames as u64, Relaxed);
+                health.out_period.store(periods.observe(frames as u64), Relaxed);
             }
             let n = frames.min(cons.slots());
             let mut written = 0;
@@ -1158,6 +1189,26 @@ mod tests {
         assert_eq!(parse_name(Some("alsa:pulse")), (Some(Backend::Alsa), Some("pulse")));
         assert_eq!(parse_name(Some("hw:1,0")), (Some(Backend::Alsa), Some("hw:1,0")));
         assert_eq!(parse_name(Some("qva")), (Some(Backend::Alsa), Some("qva")));
+    }
+
+    #[test]
+    fn a_one_off_large_playback_request_is_forgotten_after_two_windows() {
+        let mut w = PeriodWindow::default();
+        assert_eq!(w.observe(960), 960);
+        assert_eq!(w.observe(1920), 1920, "a larger request raises the period at once");
+        let mut last = 0;
+        for i in 0..(2 * PERIOD_WINDOW) {
+            last = w.observe(960);
+            if i < PERIOD_WINDOW - 2 {
+                assert_eq!(last, 1920, "kept for the rest of its window and the next");
+            }
+        }
+        assert_eq!(last, 960, "forgotten two windows later");
+        // Uneven callbacks (44.1 kHz through PulseAudio: 882, sometimes 903) keep the largest.
+        for i in 0..(3 * PERIOD_WINDOW) {
+            assert!(w.observe(if i % 50 == 0 { 903 } else { 882 }) <= 960);
+        }
+        assert_eq!(w.observe(882), 903);
     }
 
     #[test]
