@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
 # Mouth-to-ear through the sound-device path on the JACK dummy driver (the harness baresip 1.0 measures
 # 126.5 ms on): `jackd -d dummy -r 48000 -p 960`, speech into the caller's capture port, the callee's
-# playback port recorded in the same JACK cycle (jack_rec records both through `jack_thru`). Also: the same
-# call on PulseAudio null sinks (delay from the caller's mic sink to the callee's speaker sink, measured on
-# one pulse server clock with two parec streams started together), and CPU and peak RSS per client.
+# playback port recorded in the same JACK cycle (jack_rec records both through `jack_thru`), and CPU and
+# peak RSS per client. Two ways to reach JACK, one call each (JACK_PATHS, default both):
+#   plugin: ALSA's jack plugin through cpal's ALSA host (`.asoundrc` PCMs qva / qvb);
+#   native: qvoice's native JACK clients (`--input jack:jack_thru:output_1 --output jack` for the caller,
+#           `--input jack --output jack:jack_thru:input_2` for the callee).
 #
-#   bash scripts/measure_device_latency.sh                 # release binaries, 60 s call
-#   SECS=20 PROFILE=debug bash scripts/measure_device_latency.sh
+#   bash scripts/measure_device_latency.sh                 # release binaries, 60 s call per path
+#   SECS=20 PROFILE=debug JACK_PATHS=native bash scripts/measure_device_latency.sh
+# CARGO_TARGET_DIR is honoured (binaries are taken from it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-60}
 PROFILE=${PROFILE:-release}
+JACK_PATHS=${JACK_PATHS:-plugin native}
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 if [ "$PROFILE" = release ]; then
     cargo build --release --locked -q -p qvoice -p qvoice-registry
 else
     cargo build --locked -q -p qvoice -p qvoice-registry
 fi
-BIN=$PWD/target/$PROFILE/qvoice
-REG=$PWD/target/$PROFILE/qvoice-registry
+BIN=$TARGET/$PROFILE/qvoice
+REG=$TARGET/$PROFILE/qvoice-registry
 WORK=$(mktemp -d /tmp/device-bench.XXXXXX)
 PIDS=()
 cleanup() {
@@ -60,12 +65,12 @@ watch_proc() {  # pid outfile
 
 call_pair() {  # label a_in a_out b_in b_out env...
     local label=$1; shift
-    local a_dev=$1 b_dev=$2; shift 2
-    env "$@" "$BIN" --home "$WORK/bob" listen --auto-answer --once --input "$b_dev" --output "$b_dev" --json \
+    local a_in=$1 a_out=$2 b_in=$3 b_out=$4; shift 4
+    env "$@" "$BIN" --home "$WORK/bob" listen --auto-answer --once --input "$b_in" --output "$b_out" --json \
         > "$WORK/$label-bob.json" 2> "$WORK/$label-bob.err" &
     local bpid=$!; PIDS+=($bpid)
     sleep 1
-    env "$@" "$BIN" --home "$WORK/alice" call bob --duration $((SECS + 4)) --input "$a_dev" --output "$a_dev" --json \
+    env "$@" "$BIN" --home "$WORK/alice" call bob --duration $((SECS + 4)) --input "$a_in" --output "$a_out" --json \
         > "$WORK/$label-alice.json" 2> "$WORK/$label-alice.err" &
     local apid=$!; PIDS+=($apid)
     for _ in $(seq 100); do grep -q '"audio_flowing"' "$WORK/$label-alice.json" && break; sleep 0.1; done
@@ -100,11 +105,20 @@ pcm.qvb { type jack capture_ports { 0 system:capture_1 } playback_ports { 0 jack
 pcm.feedraw { type jack playback_ports { 0 jack_thru:input_1 } }
 pcm.feed { type plug slave.pcm "feedraw" }
 ASOUND
-call_pair jack qva qvb
-jack_rec -f "$WORK/jack.wav" -d "$SECS" -b 16 jack_thru:output_1 jack_thru:output_2 > /dev/null &
-REC=$!; PIDS+=($REC)
-sox -q "$WORK/speech.wav" -t alsa feed || true
-wait "$REC" || true
-wait "$APID" || true; wait "$BPID" || true
-python3 scripts/device_latency.py "$WORK/jack.wav"
-report_clients jack
+for path in $JACK_PATHS; do
+    case $path in
+        plugin) call_pair "$path" qva qva qvb qvb ;;
+        native) call_pair "$path" jack:jack_thru:output_1 jack jack jack:jack_thru:input_2 ;;
+        *) echo "unknown JACK path $path (plugin or native)" >&2; exit 2 ;;
+    esac
+    jack_rec -f "$WORK/$path.wav" -d "$SECS" -b 16 jack_thru:output_1 jack_thru:output_2 > /dev/null &
+    REC=$!; PIDS+=($REC)
+    sox -q "$WORK/speech.wav" -t alsa feed || true
+    wait "$REC" || true
+    wait "$APID" || true; wait "$BPID" || true
+    echo "-- $path --"
+    python3 scripts/device_latency.py "$WORK/$path.wav" | tail -1
+    report_clients "$path"
+    sleep 2
+done
+echo "jackd xruns: $(grep -c 'XRun' "$WORK/jackd.log" || true)"

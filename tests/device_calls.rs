@@ -444,6 +444,13 @@ fn read_wav_any(path: &Path) -> (Vec<f64>, u32) {
 /// run now and then starts with a jitter-buffer step (docs/AUDIO.md), so each JACK test gets one more call
 /// and fails when that one fails too.
 async fn jack_call(rate: u32, period: u32, may_retry: bool) -> bool {
+    jack_call_on(rate, period, ["qva", "qva"], ["qvb", "qvb"], may_retry).await
+}
+
+/// [`jack_call`] with the caller's and callee's `[--input, --output]` devices chosen by the test: ALSA jack
+/// PCMs (`qva`, `qvb`) or native JACK clients (`jack`, `jack:PORT`). Whatever is chosen, speech must go from
+/// `jack_thru:output_1` into the caller and out of the callee into `jack_thru:input_2`.
+async fn jack_call_on(rate: u32, period: u32, caller: [&str; 2], callee: [&str; 2], may_retry: bool) -> bool {
     let _serial = SERIAL.lock().await;
     let Some(lab) = Lab::jack(rate, period) else { return true };
     let reg = Registry::start(Duration::from_secs(45)).await;
@@ -451,11 +458,16 @@ async fn jack_call(rate: u32, period: u32, may_retry: bool) -> bool {
     let bob = User::init("bob", &reg.url()).await;
     let (src, src_path) = speech_source(lab.dir.path());
 
-    let mut b = bob.spawn_env(&["listen", "--auto-answer", "--once", "--input", "qvb", "--output", "qvb"], &lab.env);
+    let mut b =
+        bob.spawn_env(&["listen", "--auto-answer", "--once", "--input", callee[0], "--output", callee[1]], &lab.env);
     b.wait_for("connection", SHORT, |v| v["connected"] == true).await;
-    let mut a = alice.spawn_env(&["call", "bob", "--duration", "15", "--input", "qva", "--output", "qva"], &lab.env);
+    let mut a =
+        alice.spawn_env(&["call", "bob", "--duration", "15", "--input", caller[0], "--output", caller[1]], &lab.env);
     a.wait("audio_flowing", SHORT).await;
     b.wait("audio_flowing", SHORT).await;
+    if caller[0].starts_with("jack") {
+        assert_native_clients(&lab, a.pid(), b.pid(), caller, callee);
+    }
 
     let rec_path = lab.dir.path().join("heard.wav");
     let mut rec = lab
@@ -507,6 +519,43 @@ async fn jack_call(rate: u32, period: u32, may_retry: bool) -> bool {
     true
 }
 
+/// The native JACK clients are on the graph under their names (`qvoice-<pid>-<n>_in` / `_out`) and
+/// connected where the device names say.
+fn assert_native_clients(lab: &Lab, alice: u32, bob: u32, caller: [&str; 2], callee: [&str; 2]) {
+    let out = lab.command("jack_lsp").arg("-c").output().unwrap();
+    let graph = String::from_utf8_lossy(&out.stdout).into_owned();
+    // `jack_lsp -c`: a port's name on its own line, then the ports it is connected to, indented.
+    let connected = |ours: &str, other: &str| {
+        let mut in_ours = false;
+        for line in graph.lines() {
+            if !line.starts_with(char::is_whitespace) {
+                in_ours = line.starts_with(ours);
+            } else if in_ours && line.trim() == other {
+                return true;
+            }
+        }
+        false
+    };
+    let check = |pid: u32, dir: &str, device: &str| {
+        let ours = format!("qvoice-{pid}-");
+        let port = if dir == "in" { "in_0" } else { "out_0" };
+        let other = match device.strip_prefix("jack:") {
+            Some(p) => p.to_owned(),
+            None if dir == "in" => "system:capture_1".to_owned(),
+            None => "system:playback_1".to_owned(),
+        };
+        let found = graph
+            .lines()
+            .filter(|l| l.starts_with(&ours) && l.ends_with(&format!("_{dir}:{port}")))
+            .any(|l| connected(l, &other));
+        assert!(found, "no {ours}*_{dir}:{port} connected to {other} on the JACK graph:\n{graph}");
+    };
+    check(alice, "in", caller[0]);
+    check(alice, "out", caller[1]);
+    check(bob, "in", callee[0]);
+    check(bob, "out", callee[1]);
+}
+
 fn resample_linear(x: &[f64], from: f64, to: f64) -> Vec<f64> {
     let n = (x.len() as f64 * to / from) as usize;
     (0..n)
@@ -527,6 +576,47 @@ async fn jack_dummy_48k_960_frame_periods() {
     if !jack_call(48_000, 960, true).await {
         jack_call(48_000, 960, false).await;
     }
+}
+
+/// Native JACK clients (cpal's JACK host, no ALSA plugin) in a real call: the caller captures from the named
+/// port `jack_thru:output_1` and plays into the physical ports (`jack`), the callee captures from the physical
+/// ports and plays into the named port `jack_thru:input_2`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_jack_clients_on_named_and_physical_ports() {
+    let caller = ["jack:jack_thru:output_1", "jack"];
+    let callee = ["jack", "jack:jack_thru:input_2"];
+    if !jack_call_on(48_000, 960, caller, callee, true).await {
+        jack_call_on(48_000, 960, caller, callee, false).await;
+    }
+}
+
+/// `jack` and `jack:PORT` with no JACK server answering are refused before dialling, with a message that
+/// says what to do; a port the server does not have is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jack_names_without_a_server_or_port_fail_clearly() {
+    let _serial = SERIAL.lock().await;
+    let reg = Registry::start(Duration::from_secs(45)).await;
+    let alice = User::init("alice", &reg.url()).await;
+    let nobody = [("JACK_DEFAULT_SERVER".to_owned(), format!("qvtest-nobody-{}", std::process::id()))];
+    for input in ["jack", "jack:jack_thru:output_1"] {
+        let mut cmd = tokio::process::Command::new(client_common::BIN);
+        cmd.arg("--home").arg(alice.home()).args(["call", "bob", "--input", input, "--output", "null", "--json"]);
+        cmd.envs(nobody.iter().map(|(k, v)| (k.as_str(), v.as_str()))).kill_on_drop(true);
+        let out = tokio::time::timeout(SHORT, cmd.output()).await.expect("the refused call did not exit").unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(5), "exit code of a call on {input} without a JACK server: {stdout}");
+        let said = format!("{stdout}{stderr}");
+        assert!(said.contains("no JACK server answers; start jackd"), "{input}: unclear refusal: {said}");
+        // What libjack prints from C when no server runs, unless its callbacks are silenced.
+        for noise in ["Cannot connect to server", "jack server is not running"] {
+            assert!(!said.contains(noise), "{input}: libjack's noise reached the terminal: {said}");
+        }
+    }
+    let Some(lab) = Lab::jack(48_000, 960) else { return };
+    let mut a = alice.spawn_env(&["call", "bob", "--input", "silence", "--output", "jack:no_such:port"], &lab.env);
+    assert_eq!(a.exit_code(SHORT).await, 5, "exit code of a call on a missing JACK port");
+    let text = serde_json::to_string(&a.seen).unwrap();
+    assert!(text.contains("jack:no_such:port"), "the refusal names the port: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

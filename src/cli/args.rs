@@ -82,11 +82,13 @@ pub struct Cli {
 /// Options of the TUI (`qvoice` or `qvoice tui`); each overrides its config key for this run.
 #[derive(Args, Debug, Clone, Default)]
 pub struct TuiArgs {
-    /// Microphone: `default`, a device name from `qvoice devices`, `silence`, a .wav file to send, or
+    /// Microphone: `default`, a device name from `qvoice devices` (`pulse`, `jack`, `jack:PORT`, `alsa:NAME`),
+    /// `silence`, a .wav file to send, or
     /// `loop:FILE.wav` to send it over and over [default: [audio] input in config.toml].
     #[arg(long, value_name = "DEVICE|FILE.wav")]
     pub input: Option<String>,
-    /// Speaker: `default`, a device name, `null`, or a .wav file to write what you hear
+    /// Speaker: `default`, a device name (`pulse`, `jack`, `jack:PORT`, `alsa:NAME`), `null`, or a .wav file
+    /// to write what you hear
     /// [default: [audio] output in config.toml].
     #[arg(long, value_name = "DEVICE|FILE.wav")]
     pub output: Option<String>,
@@ -191,11 +193,13 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct IoArgs {
-    /// Microphone: `default`, a device name from `qvoice devices`, `silence`, a .wav file to send, or
+    /// Microphone: `default`, a device name from `qvoice devices` (`pulse`, `jack`, `jack:PORT`, `alsa:NAME`),
+    /// `silence`, a .wav file to send, or
     /// `loop:FILE.wav` to send it over and over [default: [audio] input in config.toml].
     #[arg(long, value_name = "DEVICE|FILE.wav")]
     pub input: Option<String>,
-    /// Speaker: `default`, a device name, `null`, or a .wav file to write what you hear
+    /// Speaker: `default`, a device name (`pulse`, `jack`, `jack:PORT`, `alsa:NAME`), `null`, or a .wav file
+    /// to write what you hear
     /// [default: [audio] output in config.toml].
     #[arg(long, value_name = "DEVICE|FILE.wav")]
     pub output: Option<String>,

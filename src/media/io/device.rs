@@ -34,6 +34,7 @@ use rubato::{Resampler as _, SincFixedIn, SincFixedOut, SincInterpolationParamet
 use crate::media::audio::{AudioError, AudioSink, AudioSource, Captured};
 use crate::media::codec::SAMPLE_RATE;
 use crate::media::dsp::pacer::CapturePacer;
+use crate::media::io::jack_client::{self, JackRoute};
 
 /// No callback for this long means the device stalled (driver or sound server gone without an error).
 pub const STALL_AFTER: Duration = Duration::from_millis(1_500);
@@ -153,13 +154,19 @@ enum Backend {
     /// A PulseAudio (or pipewire-pulse) sink or source through cpal's native PulseAudio client, which
     /// speaks the server's own protocol (no libpulse, no ALSA pulse plugin).
     Pulse,
+    /// A native JACK client through cpal's JACK host (callbacks in the JACK process cycle, no ALSA jack
+    /// plugin), connected to the physical ports or to a named one.
+    Jack,
 }
 
 /// How a device name is read:
 /// - `pulse` is the PulseAudio server's default source/sink (or `$PULSE_SOURCE` / `$PULSE_SINK` when set,
 ///   as libpulse clients do), `pulse:NAME` a named source or sink (`pulse:alsa_output.pci-0000_00_1f.3`,
 ///   `pulse:mysink.monitor`);
-/// - `alsa:NAME` is the ALSA PCM `NAME` (`alsa:default`, `alsa:pulse` for the ALSA pulse plugin);
+/// - `jack` is a native JACK client on the physical ports (`system:capture_1`, `system:playback_1..2`),
+///   `jack:PORT` one connected to the JACK port `PORT` (`jack:jack_thru:output_1`);
+/// - `alsa:NAME` is the ALSA PCM `NAME` (`alsa:default`, `alsa:pulse` for the ALSA pulse plugin, `alsa:jack`
+///   for the ALSA jack plugin's PCM);
 /// - `default` (or nothing) is `pulse` when a PulseAudio server answers, else ALSA's `default`: the ALSA
 ///   pulse plugin fails streams with EIO while the server has no timing data yet and then stops calling
 ///   back, so a desktop's sound server is reached natively;
@@ -171,9 +178,12 @@ fn parse_name(name: Option<&str>) -> (Option<Backend>, Option<&str>) {
     match name {
         None | Some("default") => (None, None),
         Some("pulse" | "pulse:") => (Some(Backend::Pulse), None),
+        Some("jack" | "jack:") => (Some(Backend::Jack), None),
         Some(n) => {
             if let Some(rest) = n.strip_prefix("pulse:") {
                 (Some(Backend::Pulse), Some(rest))
+            } else if let Some(rest) = n.strip_prefix("jack:") {
+                (Some(Backend::Jack), Some(rest))
             } else if let Some(rest) = n.strip_prefix("alsa:") {
                 (Some(Backend::Alsa), Some(rest).filter(|r| !r.is_empty() && *r != "default"))
             } else {
@@ -183,8 +193,9 @@ fn parse_name(name: Option<&str>) -> (Option<Backend>, Option<&str>) {
     }
 }
 
-/// Lists the ALSA PCMs and, when a PulseAudio server answers, its sources and sinks (`pulse`,
-/// `pulse:NAME`); `probe` also opens each ALSA PCM to read its native configuration.
+/// Lists the ALSA PCMs, `jack` (and a JACK server's ports as `jack:PORT`) and, when a PulseAudio server
+/// answers, its sources and sinks (`pulse`, `pulse:NAME`); `probe` also opens each ALSA PCM to read its
+/// native configuration.
 ///
 /// Fails when neither host can enumerate devices.
 pub fn list_devices_probed(probe: bool) -> Result<Vec<DeviceInfo>, AudioError> {
@@ -218,6 +229,7 @@ pub fn list_devices_probed(probe: bool) -> Result<Vec<DeviceInfo>, AudioError> {
             });
         }
     }
+    list_jack(&mut out);
     let alsa = alsa_host().devices().map_err(|e| AudioError::NoDevice(e.to_string()));
     let alsa = match alsa {
         Ok(devices) => devices,
@@ -231,6 +243,10 @@ pub fn list_devices_probed(probe: bool) -> Result<Vec<DeviceInfo>, AudioError> {
         if pulse_up && (name == "default" || name == "pulse") {
             name = format!("alsa:{name}");
         }
+        // `jack` is the native JACK client; the ALSA jack plugin's PCM is `alsa:jack`.
+        if name == "jack" {
+            name = "alsa:jack".into();
+        }
         let native = probe.then(|| native_summary(&d)).flatten();
         DeviceInfo {
             description: desc.as_ref().map_or_else(String::new, |x| x.name().to_string()),
@@ -242,6 +258,38 @@ pub fn list_devices_probed(probe: bool) -> Result<Vec<DeviceInfo>, AudioError> {
         }
     }));
     Ok(out)
+}
+
+/// Adds `jack` (when libjack loads) and, when a server answers, each of its audio ports as `jack:PORT`.
+fn list_jack(out: &mut Vec<DeviceInfo>) {
+    if !jack_client::available() {
+        return;
+    }
+    let server = jack_client::server();
+    let native = server.as_ref().map(|s| format!("{} Hz {} fr F32", s.rate, s.period));
+    let description = if server.is_some() {
+        "JACK (native client): system:capture_1 / system:playback_1..2"
+    } else {
+        "JACK (native client): no server answers now (start jackd)"
+    };
+    out.push(DeviceInfo {
+        name: "jack".into(),
+        description: description.into(),
+        id: "jack".into(),
+        input: true,
+        output: true,
+        native: native.clone(),
+    });
+    for (port, sends) in server.map(|s| s.ports).unwrap_or_default() {
+        out.push(DeviceInfo {
+            name: format!("jack:{port}"),
+            description: if sends { "JACK port (capture from it)" } else { "JACK port (play into it)" }.into(),
+            id: format!("jack:{port}"),
+            input: sends,
+            output: !sends,
+            native: native.clone(),
+        });
+    }
 }
 
 /// Lists devices without opening the ALSA PCMs.
@@ -279,12 +327,21 @@ fn matches(d: &cpal::Device, name: &str) -> bool {
         || d.id().is_ok_and(|i| i.to_string() == name)
 }
 
-fn pick(input: bool, name: Option<&str>) -> Result<cpal::Device, AudioError> {
+/// The device a name selects; a JACK device comes with where its stream is to be connected.
+fn pick(input: bool, name: Option<&str>) -> Result<(cpal::Device, Option<JackRoute>), AudioError> {
+    if let (Some(Backend::Jack), port) = parse_name(name) {
+        let (device, route) = jack_client::device(input, port)?;
+        return Ok((device, Some(route)));
+    }
+    pick_cpal(input, name).map(|d| (d, None))
+}
+
+fn pick_cpal(input: bool, name: Option<&str>) -> Result<cpal::Device, AudioError> {
     let label = name.unwrap_or("default");
     match parse_name(name) {
         (None, _) => match pulse_host() {
             Some(host) => pick_pulse(&host, input, None),
-            None => pick(input, Some("alsa:default")),
+            None => pick_cpal(input, Some("alsa:default")),
         },
         (Some(Backend::Pulse), n) => {
             let host = pulse_host().ok_or_else(|| {
@@ -295,6 +352,7 @@ fn pick(input: bool, name: Option<&str>) -> Result<cpal::Device, AudioError> {
             })?;
             pick_pulse(&host, input, n)
         }
+        (Some(Backend::Jack), _) => Err(AudioError::NoDevice("a JACK device is opened through `pick`".into())),
         (Some(Backend::Alsa), None) => {
             let host = alsa_host();
             let d = if input { host.default_input_device() } else { host.default_output_device() };
@@ -443,6 +501,8 @@ const MAX_REBUILDS: u32 = 5;
 /// fail a stream with EIO and stop calling back while the server is fine).
 struct StreamSetup {
     device: cpal::Device,
+    /// For a native JACK client: the port its stream is connected to after each build.
+    jack: Option<JackRoute>,
     config: StreamConfig,
     fmt: SampleFormat,
     capacity: usize,
@@ -457,13 +517,16 @@ impl StreamSetup {
     /// returns the setup, what it is, and the period to ask for.
     fn prepare(input: bool, name: Option<&str>) -> Result<(Self, OpenedDevice, Option<u32>), AudioError> {
         let label = name.unwrap_or("default");
-        let device = pick(input, name)?;
-        let (config, fmt, period) = choose_config(&device, input, label)?;
+        let (device, jack) = pick(input, name)?;
+        let (mut config, fmt, period) = choose_config(&device, input, label)?;
+        if let Some(route) = &jack {
+            config.channels = route.channels();
+        }
         let rate = config.sample_rate;
         let opened =
             OpenedDevice { name: label.to_owned(), rate, channels: config.channels, format: format!("{fmt:?}") };
         let capacity = ring_capacity(rate, period);
-        let setup = Self { device, config, fmt, capacity, seen_errors: 0, rebuilds: 0, period_request: None };
+        let setup = Self { device, jack, config, fmt, capacity, seen_errors: 0, rebuilds: 0, period_request: None };
         Ok((setup, opened, period))
     }
 
@@ -477,6 +540,9 @@ impl StreamSetup {
             SampleFormat::I32 => build_input::<i32>(&self.device, &self.config, cb),
             _ => build_input::<f32>(&self.device, &self.config, cb),
         }?;
+        if let Some(route) = &self.jack {
+            route.connect()?;
+        }
         if start {
             stream.play()?;
         }
@@ -494,6 +560,9 @@ impl StreamSetup {
             SampleFormat::I32 => build_output::<i32>(&self.device, &self.config, cons, health.clone()),
             _ => build_output::<f32>(&self.device, &self.config, cons, health.clone()),
         }?;
+        if let Some(route) = &self.jack {
+            route.connect()?;
+        }
         if start {
             stream.play()?;
         }
@@ -1189,6 +1258,10 @@ mod tests {
         assert_eq!(parse_name(Some("alsa:pulse")), (Some(Backend::Alsa), Some("pulse")));
         assert_eq!(parse_name(Some("hw:1,0")), (Some(Backend::Alsa), Some("hw:1,0")));
         assert_eq!(parse_name(Some("qva")), (Some(Backend::Alsa), Some("qva")));
+        assert_eq!(parse_name(Some("jack")), (Some(Backend::Jack), None));
+        assert_eq!(parse_name(Some("jack:")), (Some(Backend::Jack), None));
+        assert_eq!(parse_name(Some("jack:jack_thru:output_1")), (Some(Backend::Jack), Some("jack_thru:output_1")));
+        assert_eq!(parse_name(Some("alsa:jack")), (Some(Backend::Alsa), Some("jack")));
     }
 
     #[test]
