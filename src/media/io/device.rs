@@ -105,6 +105,27 @@ pub struct DeviceHealth {
     pub cancel: AtomicBool,
     /// Playout resampler ratio adjustment in parts per million (signed, stored as i64 bits).
     pub drift_ppm: AtomicU64,
+    /// The thread that waits for captured audio; the capture callback unparks it.
+    in_waiter: std::sync::OnceLock<std::thread::Thread>,
+    /// The thread that waits for the playout ring to drain; the playback callback unparks it.
+    out_waiter: std::sync::OnceLock<std::thread::Thread>,
+}
+
+/// Wakes the thread waiting on a device ring, if one registered. `Thread::unpark` is an atomic swap, and a
+/// futex wake only when that thread is parked: no lock, no allocation, nothing that blocks.
+fn wake(waiter: &std::sync::OnceLock<std::thread::Thread>) {
+    if let Some(t) = waiter.get() {
+        t.unpark();
+    }
+}
+
+/// Waits up to `timeout` for the device callback to wake the calling thread (registered as `waiter` on
+/// first use). A callback between the caller's check and this park is not lost: it leaves the thread's
+/// token set and the park returns at once. Polling instead woke each engine thread about ten times per
+/// 20 ms frame, and those wake-ups were a third of a client's CPU.
+fn wait_for_callback(waiter: &std::sync::OnceLock<std::thread::Thread>, timeout: Duration) {
+    waiter.get_or_init(std::thread::current);
+    std::thread::park_timeout(timeout);
 }
 
 impl DeviceHealth {
@@ -873,6 +894,7 @@ where
             cb.written += n as u64;
             // Reading the monotonic clock is a vDSO call: no lock, no allocation, no system call.
             let _ = cb.times.push((cb.epoch.elapsed().as_micros() as u64, cb.written));
+            wake(&cb.health.in_waiter);
         },
         move |e| h.on_error(&e),
         Some(Duration::from_secs(2)),
@@ -923,9 +945,9 @@ impl AudioSource for CpalSource {
                 self.watchdog = Watchdog::new();
                 continue;
             }
-            let missing_us = ((need - avail) * 1_000_000 / rate.max(1)) as u64;
-            // Wake within ~2 ms of the samples arriving: capture-to-send delay is mouth-to-ear delay.
-            std::thread::sleep(Duration::from_micros(missing_us.saturating_sub(1_000).clamp(300, 2_000)));
+            // Only a callback adds samples, and it wakes this thread at once (capture-to-send delay is
+            // mouth-to-ear delay); the timeout bounds how long a stall or a stop goes unnoticed.
+            wait_for_callback(&self.health.in_waiter, WAIT_MAX);
         }
         let chunk = self.cons.samples.read_chunk(need).map_err(|_| AudioError::Stalled)?;
         let (a, b) = chunk.as_slices();
@@ -1070,6 +1092,10 @@ impl Drop for CpalSink {
     }
 }
 
+/// Longest wait for a device callback before the engine threads look at the stall watchdog and the
+/// stop flag again.
+const WAIT_MAX: Duration = Duration::from_millis(10);
+
 /// Playback callbacks per window of [`PeriodWindow`].
 const PERIOD_WINDOW: u32 = 128;
 
@@ -1137,6 +1163,7 @@ where
             if written > 0 {
                 primed = true;
             }
+            wake(&health.out_waiter);
             if written < frames {
                 for o in &mut data[written * ch..] {
                     *o = T::from_sample(0.0f32);
@@ -1155,7 +1182,6 @@ impl AudioSink for CpalSink {
     fn play_frame(&mut self, fill: &mut dyn FnMut(&mut [i16])) -> Result<(), AudioError> {
         // Wait until the device has drained the ring below its target: the device clock paces playout,
         // and the jitter buffer is read as late as possible.
-        let rate = self.opened.rate as usize;
         let mut waited = false;
         loop {
             let level = self.capacity - self.prod.slots();
@@ -1188,8 +1214,11 @@ impl AudioSink for CpalSink {
                 self.watchdog = Watchdog::new();
                 continue;
             }
-            let excess_us = ((level + 1 - target) * 1_000_000 / rate.max(1)) as u64;
-            std::thread::sleep(Duration::from_micros(excess_us.clamp(500, 2_000)));
+            // Only a callback drains the ring, and it wakes this thread. (Sleeping for the time the
+            // excess would take to drain, as before, assumed a continuous drain: with the level a few
+            // samples above the target it polled every 0.5 ms until the next period, 1 300 wake-ups a
+            // second on JACK.)
+            wait_for_callback(&self.health.out_waiter, WAIT_MAX);
             waited = true;
         }
         // Just after a callback drained the ring, a frame captured on the same clock edge (the peer on
