@@ -2,7 +2,8 @@
 //!
 //! **Block-size independence.** Each direction has a wait-free SPSC ring (`rtrb`) of mono `f32` samples at
 //! the device's own rate between the cpal callback and the engine thread. The callbacks only mix/spread
-//! channels, push or pop samples and bump relaxed atomics: no allocation, lock, syscall or log. Any callback
+//! channels, push or pop samples, bump relaxed atomics and unpark the waiting engine thread (a futex wake
+//! only when it is parked): no allocation, lock, blocking call or log. Any callback
 //! size works (64, 441, 960, 1024, 4096 frames...): the capture side cuts 20 ms frames out of the ring as
 //! soon as enough samples are in, the playout side keeps the ring filled to one device period plus a small
 //! margin (measured from the callbacks, so the output delay follows the device's real period).
