@@ -351,19 +351,11 @@ fn matches(d: &cpal::Device, name: &str) -> bool {
 
 /// The device a name selects; a JACK device comes with where its stream is to be connected.
 fn pick(input: bool, name: Option<&str>) -> Result<(cpal::Device, Option<JackRoute>), AudioError> {
-    if let (Some(Backend::Jack), port) = parse_name(name) {
-        let (device, route) = jack_client::device(input, port)?;
-        return Ok((device, Some(route)));
-    }
-    pick_cpal(input, name).map(|d| (d, None))
-}
-
-fn pick_cpal(input: bool, name: Option<&str>) -> Result<cpal::Device, AudioError> {
     let label = name.unwrap_or("default");
-    match parse_name(name) {
+    let device = match parse_name(name) {
         (None, _) => match pulse_host() {
-            Some(host) => pick_pulse(&host, input, None),
-            None => pick_cpal(input, Some("alsa:default")),
+            Some(host) => pick_pulse(&host, input, None)?,
+            None => return pick(input, Some("alsa:default")),
         },
         (Some(Backend::Pulse), n) => {
             let host = pulse_host().ok_or_else(|| {
@@ -372,26 +364,30 @@ fn pick_cpal(input: bool, name: Option<&str>) -> Result<cpal::Device, AudioError
                      and $PULSE_SERVER)"
                 ))
             })?;
-            pick_pulse(&host, input, n)
+            pick_pulse(&host, input, n)?
         }
-        (Some(Backend::Jack), _) => Err(AudioError::NoDevice("a JACK device is opened through `pick`".into())),
+        (Some(Backend::Jack), port) => {
+            let (device, route) = jack_client::device(input, port)?;
+            return Ok((device, Some(route)));
+        }
         (Some(Backend::Alsa), None) => {
             let host = alsa_host();
             let d = if input { host.default_input_device() } else { host.default_output_device() };
-            d.ok_or_else(|| AudioError::NoDevice("the audio host reports no default device".into()))
+            d.ok_or_else(|| AudioError::NoDevice("the audio host reports no default device".into()))?
         }
         (Some(Backend::Alsa), Some(n)) => {
             let host = alsa_host();
             // An ALSA PCM name (`hw:1,0`, `qva`): cpal canonicalises `hw:1,0` to `hw:CARD=1,DEV=0`.
-            if let Ok(id) = format!("alsa:{n}").parse::<cpal::DeviceId>()
-                && let Some(d) = host.device_by_id(&id)
-            {
-                return Ok(d);
+            match format!("alsa:{n}").parse::<cpal::DeviceId>().ok().and_then(|id| host.device_by_id(&id)) {
+                Some(d) => d,
+                None => {
+                    let mut it = host.devices().map_err(|e| AudioError::NoDevice(e.to_string()))?;
+                    it.find(|d| matches(d, n)).ok_or_else(|| AudioError::DeviceNotFound(n.to_string()))?
+                }
             }
-            let mut it = host.devices().map_err(|e| AudioError::NoDevice(e.to_string()))?;
-            it.find(|d| matches(d, n)).ok_or_else(|| AudioError::DeviceNotFound(n.to_string()))
         }
-    }
+    };
+    Ok((device, None))
 }
 
 /// A PulseAudio source (`input`) or sink by name, or the default one (`$PULSE_SOURCE` / `$PULSE_SINK`,

@@ -16,8 +16,6 @@
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
-use cpal::traits::DeviceTrait;
-
 use crate::media::audio::AudioError;
 
 /// cpal's JACK device type (not re-exported under its own name; reached through the host's trait).
@@ -148,11 +146,6 @@ pub fn server() -> Option<JackServer> {
         })
         .collect();
     Some(JackServer { rate: client.sample_rate(), period: client.buffer_size(), ports })
-}
-
-/// Whether a device is one of cpal's JACK clients.
-pub fn is_jack(d: &cpal::Device) -> bool {
-    d.id().is_ok_and(|id| id.host() == cpal::HostId::Jack)
 }
 
 #[cfg(test)]
