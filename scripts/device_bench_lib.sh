@@ -67,7 +67,8 @@ call_pair_env() {  # label a_in a_out b_in b_out "alice VAR=value..." "bob VAR=v
     env $b_env "$BIN" --home "$WORK/bob" listen --auto-answer --once --input "$b_in" --output "$b_out" --json \
         > "$WORK/$label-bob.json" 2> "$WORK/$label-bob.err" &
     BPID=$!; PIDS+=($BPID)
-    sleep 1
+    # Bob must be online (connected to the registry) before alice dials.
+    for _ in $(seq 100); do grep -q '"connected":true' "$WORK/$label-bob.json" && break; sleep 0.1; done
     # shellcheck disable=SC2086
     env $a_env "$BIN" --home "$WORK/alice" call bob --duration $((SECS + 4)) --input "$a_in" --output "$a_out" \
         --json > "$WORK/$label-alice.json" 2> "$WORK/$label-alice.err" &
@@ -78,7 +79,7 @@ call_pair_env() {  # label a_in a_out b_in b_out "alice VAR=value..." "bob VAR=v
         cat "$WORK/$label-alice.err" "$WORK/$label-bob.err" >&2
         exit 1
     fi
-    sleep 1
+    sleep 1  # CPU is measured from 1 s after audio flows: the call's set-up is not per-call steady state
     watch_proc "$APID" "$WORK/$label-alice.cpu" & PIDS+=($!)
     watch_proc "$BPID" "$WORK/$label-bob.cpu" & PIDS+=($!)
 }
